@@ -1,0 +1,481 @@
+// blockstore.go keeps a minion's blocks on its local disk.
+//
+// Layout under the minion's dir:
+//
+//	blocks/XX/blk_<id>        the block's bytes, nothing else (XX: low byte of id)
+//	blocks/XX/blk_<id>.meta   a 16-byte header, then one CRC32C per 512 bytes
+//	tmp/blk_<id>[.meta]       blocks being received; emptied at start
+//
+// A block is received into tmp/ in packets that may arrive in any order, each
+// checked against its CRCs before it is written. finalize checks that every
+// byte arrived, fsyncs both files, renames the .meta and then the data into
+// blocks/ and fsyncs that directory: the rename of the data file is the
+// commit point. At start a .meta without its data file is a leftover and is
+// removed; a data file without .meta cannot happen (the .meta goes first).
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// metaMagic starts every .meta file; metaHeaderSize bytes of header follow
+// it: magic, version, bytes per checksum, reserved.
+var metaMagic = [4]byte{'D', 'F', 'S', 'B'}
+
+const (
+	metaVersion    = 1
+	metaHeaderSize = 16
+)
+
+// blockName is the file name of a block. Ids are numbers, so no name built
+// here can leave the store's directory.
+func blockName(id uint64) string { return fmt.Sprintf("blk_%016x", id) }
+
+// parseBlockName is the inverse of blockName.
+func parseBlockName(name string) (uint64, bool) {
+	hex, ok := strings.CutPrefix(name, "blk_")
+	if !ok || len(hex) != 16 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(hex, 16, 64)
+	return id, err == nil
+}
+
+// checksums appends the CRC32C of every bytesPerChecksum of data to dst.
+func checksums(dst []uint32, data []byte) []uint32 {
+	for len(data) > 0 {
+		n := min(len(data), bytesPerChecksum)
+		dst = append(dst, crc32.Checksum(data[:n], castagnoli))
+		data = data[n:]
+	}
+	return dst
+}
+
+// verifyChecksums returns ErrChecksum, with the offset of the first bad
+// chunk, if data does not match crcs. base is the offset of data in its block.
+func verifyChecksums(data []byte, crcs []uint32, base int64) error {
+	if want := (len(data) + bytesPerChecksum - 1) / bytesPerChecksum; len(crcs) != want {
+		return fmt.Errorf("%w: %d checksums for %d bytes", ErrChecksum, len(crcs), len(data))
+	}
+	for i, sum := range crcs {
+		chunk := data[i*bytesPerChecksum : min(len(data), (i+1)*bytesPerChecksum)]
+		if crc32.Checksum(chunk, castagnoli) != sum {
+			return fmt.Errorf("%w: at offset %d", ErrChecksum, base+int64(i*bytesPerChecksum))
+		}
+	}
+	return nil
+}
+
+// blockStore is the set of blocks in one directory. It is safe for
+// concurrent use.
+type blockStore struct {
+	dir string
+
+	// mu guards blocks, writers and used.
+	mu      sync.Mutex
+	blocks  map[uint64]int64 // finalized block -> size in bytes
+	writers map[uint64]*blockWriter
+	used    int64 // bytes of finalized blocks
+}
+
+// blockWriter is a block being received into tmp/.
+type blockWriter struct {
+	id         uint64
+	data, meta *os.File
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	have     []uint64 // bitmap of received checksum chunks
+	end      int64    // highest byte offset written
+	lastUsed time.Time
+	done     bool // finalized or aborted; the files are closed
+}
+
+// openBlockStore opens (creating if needed) the store in dir, removes what an
+// earlier process left in tmp/ and indexes the finalized blocks.
+func openBlockStore(dir string) (*blockStore, error) {
+	s := &blockStore{dir: dir, blocks: make(map[uint64]int64), writers: make(map[uint64]*blockWriter)}
+	if err := os.RemoveAll(s.tmpDir()); err != nil {
+		return nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
+	}
+	for _, d := range []string{s.tmpDir(), filepath.Join(dir, "blocks")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	err := filepath.WalkDir(filepath.Join(dir, "blocks"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		name := d.Name()
+		if base, ok := strings.CutSuffix(name, ".meta"); ok {
+			if _, err := os.Stat(filepath.Join(filepath.Dir(p), base)); errors.Is(err, fs.ErrNotExist) {
+				return os.Remove(p) // interrupted finalize: never committed
+			}
+			return nil
+		}
+		id, ok := parseBlockName(name)
+		if !ok {
+			return nil // not ours; leave it alone
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		s.blocks[id] = info.Size()
+		s.used += info.Size()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index blocks in %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *blockStore) tmpDir() string { return filepath.Join(s.dir, "tmp") }
+
+func (s *blockStore) subDir(id uint64) string {
+	return filepath.Join(s.dir, "blocks", fmt.Sprintf("%02x", id&0xff))
+}
+
+func (s *blockStore) dataPath(id uint64) string {
+	return filepath.Join(s.subDir(id), blockName(id))
+}
+
+// writer returns the writer of block id, creating it on the first packet.
+func (s *blockStore) writer(id uint64) (*blockWriter, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.blocks[id]; ok {
+		return nil, fmt.Errorf("block %s already stored", blockName(id))
+	}
+	if w, ok := s.writers[id]; ok {
+		return w, nil
+	}
+	tmp := filepath.Join(s.tmpDir(), blockName(id))
+	data, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := os.OpenFile(tmp+".meta", os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	if err != nil {
+		data.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	var hdr [metaHeaderSize]byte
+	copy(hdr[:], metaMagic[:])
+	binary.BigEndian.PutUint32(hdr[4:], metaVersion)
+	binary.BigEndian.PutUint32(hdr[8:], bytesPerChecksum)
+	if _, err := meta.Write(hdr[:]); err != nil {
+		data.Close()
+		meta.Close()
+		os.Remove(tmp)
+		os.Remove(tmp + ".meta")
+		return nil, err
+	}
+	w := &blockWriter{id: id, data: data, meta: meta, lastUsed: time.Now()}
+	s.writers[id] = w
+	return w, nil
+}
+
+// write stores one packet of block id at off after checking it against crcs.
+// Packets of one block may come concurrently and in any order.
+func (s *blockStore) write(id uint64, off int64, data []byte, crcs []uint32) error {
+	if off < 0 || off%bytesPerChecksum != 0 || len(data) == 0 || len(data) > packetSize || off+int64(len(data)) > maxBlockSize {
+		return fmt.Errorf("%w: packet of %d bytes at offset %d", ErrBadArg, len(data), off)
+	}
+	if err := verifyChecksums(data, crcs, off); err != nil {
+		return err
+	}
+	w, err := s.writer(id)
+	if err != nil {
+		return err
+	}
+	// The files are written outside w.mu: pwrite at distinct offsets is
+	// safe concurrently, and a slow disk must not serialise the packets.
+	if _, err := w.data.WriteAt(data, off); err != nil {
+		return err
+	}
+	buf := make([]byte, 4*len(crcs))
+	for i, c := range crcs {
+		binary.BigEndian.PutUint32(buf[4*i:], c)
+	}
+	if _, err := w.meta.WriteAt(buf, metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
+		return err
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return fmt.Errorf("block %s: write after finalize or abort", blockName(id))
+	}
+	first := off / bytesPerChecksum
+	for i := range int64(len(crcs)) {
+		c := first + i
+		for int64(len(w.have)) <= c/64 {
+			w.have = append(w.have, 0)
+		}
+		w.have[c/64] |= 1 << (c % 64)
+	}
+	w.end = max(w.end, off+int64(len(data)))
+	w.lastUsed = time.Now()
+	return nil
+}
+
+// complete reports whether exactly the bytes [0, size) were received.
+func (w *blockWriter) complete(size int64) bool {
+	if w.end != size {
+		return false
+	}
+	chunks := (size + bytesPerChecksum - 1) / bytesPerChecksum
+	for c := range chunks {
+		if int(c/64) >= len(w.have) || w.have[c/64]&(1<<(c%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// finalize makes block id durable and visible once every byte of [0, size)
+// has arrived. An empty block (size 0) needs no packet.
+func (s *blockStore) finalize(id uint64, size int64) error {
+	if size < 0 || size > maxBlockSize {
+		return fmt.Errorf("%w: block size %d", ErrBadArg, size)
+	}
+	var w *blockWriter
+	if size == 0 {
+		var err error
+		if w, err = s.writer(id); err != nil {
+			return err
+		}
+	} else {
+		s.mu.Lock()
+		w = s.writers[id]
+		s.mu.Unlock()
+		if w == nil {
+			return fmt.Errorf("%w: %s was never written here", ErrBlockNotFound, blockName(id))
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return fmt.Errorf("block %s: already finalized or aborted", blockName(id))
+	}
+	if !w.complete(size) {
+		return fmt.Errorf("block %s: incomplete: %d bytes expected, packets end at %d or have gaps", blockName(id), size, w.end)
+	}
+	err := s.commit(w, size)
+	w.done = true
+	s.mu.Lock()
+	delete(s.writers, id)
+	if err == nil {
+		s.blocks[id] = size
+		s.used += size
+	}
+	s.mu.Unlock()
+	if err != nil {
+		os.Remove(w.data.Name())
+		os.Remove(w.meta.Name())
+		return fmt.Errorf("finalize %s: %w", blockName(id), err)
+	}
+	return nil
+}
+
+// commit fsyncs and closes w's files and moves them into blocks/.
+func (s *blockStore) commit(w *blockWriter, size int64) error {
+	var errs []error
+	for _, f := range []*os.File{w.data, w.meta} {
+		errs = append(errs, f.Sync(), f.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	dir := s.subDir(w.id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	final := filepath.Join(dir, blockName(w.id))
+	if err := os.Rename(w.meta.Name(), final+".meta"); err != nil {
+		return err
+	}
+	if err := os.Rename(w.data.Name(), final); err != nil {
+		os.Remove(final + ".meta")
+		return err
+	}
+	return syncDir(dir)
+}
+
+// abort drops a block being received. It is a no-op for unknown ids.
+func (s *blockStore) abort(id uint64) {
+	s.mu.Lock()
+	w := s.writers[id]
+	delete(s.writers, id)
+	s.mu.Unlock()
+	if w != nil {
+		w.abort()
+	}
+}
+
+func (w *blockWriter) abort() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return
+	}
+	w.done = true
+	w.data.Close()
+	w.meta.Close()
+	os.Remove(w.data.Name())
+	os.Remove(w.meta.Name())
+}
+
+// expire aborts blocks that received nothing for idle: their writer is gone.
+func (s *blockStore) expire(idle time.Duration) []uint64 {
+	s.mu.Lock()
+	var stale []*blockWriter
+	for id, w := range s.writers {
+		w.mu.Lock()
+		if time.Since(w.lastUsed) > idle {
+			stale = append(stale, w)
+			delete(s.writers, id)
+		}
+		w.mu.Unlock()
+	}
+	s.mu.Unlock()
+	ids := make([]uint64, 0, len(stale))
+	for _, w := range stale {
+		w.abort()
+		ids = append(ids, w.id)
+	}
+	return ids
+}
+
+// read returns up to length bytes of block id from off, with the stored
+// checksums that cover them. off must be a multiple of bytesPerChecksum.
+func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error) {
+	if off < 0 || off%bytesPerChecksum != 0 || length <= 0 || length > packetSize {
+		return nil, nil, fmt.Errorf("%w: read of %d bytes at offset %d", ErrBadArg, length, off)
+	}
+	s.mu.Lock()
+	size, ok := s.blocks[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
+	}
+	if off >= size {
+		return nil, nil, fmt.Errorf("%w: offset %d past the end of %s (%d bytes)", ErrBadArg, off, blockName(id), size)
+	}
+	length = min(length, size-off)
+	path := s.dataPath(id)
+
+	data := make([]byte, length)
+	if err := readAt(path, data, off); err != nil {
+		return nil, nil, err
+	}
+	n := (length + bytesPerChecksum - 1) / bytesPerChecksum
+	raw := make([]byte, metaHeaderSize+4*n)
+	if err := readAt(path+".meta", raw[:metaHeaderSize], 0); err != nil {
+		return nil, nil, err
+	}
+	if [4]byte(raw[:4]) != metaMagic || binary.BigEndian.Uint32(raw[4:]) != metaVersion || binary.BigEndian.Uint32(raw[8:]) != bytesPerChecksum {
+		return nil, nil, fmt.Errorf("%w: %s.meta: bad header", ErrChecksum, blockName(id))
+	}
+	if err := readAt(path+".meta", raw[metaHeaderSize:], metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
+		return nil, nil, err
+	}
+	crcs := make([]uint32, n)
+	for i := range crcs {
+		crcs[i] = binary.BigEndian.Uint32(raw[metaHeaderSize+4*i:])
+	}
+	return data, crcs, nil
+}
+
+// readAt fills buf from path at off; a short file is an error.
+func readAt(path string, buf []byte, off int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(buf, off); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("read %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// remove deletes block id. Removing a block that is not there is not an error.
+func (s *blockStore) remove(id uint64) error {
+	s.mu.Lock()
+	size, ok := s.blocks[id]
+	delete(s.blocks, id)
+	s.used -= size
+	s.mu.Unlock()
+	if !ok {
+		s.abort(id)
+		return nil
+	}
+	p := s.dataPath(id)
+	// Data first: a .meta left alone is cleaned at the next start.
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Remove(p + ".meta"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// report lists the finalized blocks.
+func (s *blockStore) report() []BlockReport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]BlockReport, 0, len(s.blocks))
+	for id, size := range s.blocks {
+		out = append(out, BlockReport{ID: id, Size: size})
+	}
+	return out
+}
+
+// usage returns the bytes and number of finalized blocks.
+func (s *blockStore) usage() (used int64, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used, len(s.blocks)
+}
+
+// has reports whether block id is finalized here.
+func (s *blockStore) has(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.blocks[id]
+	return ok
+}
+
+// close aborts every block being received. Finalized blocks are on disk
+// already; there is nothing else to flush.
+func (s *blockStore) close() {
+	s.mu.Lock()
+	ws := s.writers
+	s.writers = make(map[uint64]*blockWriter)
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.abort()
+	}
+}

@@ -1,0 +1,480 @@
+// commands.go defines each `dfs` subcommand: its flags, its arguments and
+// how its result is printed. The work itself is in master.go, minion.go,
+// dev.go and client.go.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// ---- daemons ----
+
+func masterCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "master",
+		Usage:       "run the master (namespace server)",
+		Description: "Example: dfs master --addr :2131 --dir ./dfs-master --replication 3",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "addr", Value: ":2131", Usage: "`HOST:PORT` to listen on"},
+			&cli.StringFlag{Name: "dir", Value: "dfs-master", Usage: "`DIR` for the metadata"},
+		}, clusterFlags()...),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef(c, "unexpected argument %q", c.Args().First())
+			}
+			m := NewMaster(c.String("dir"), c.String("addr"))
+			if err := applyClusterFlags(c, m); err != nil {
+				return err
+			}
+			m.Logger = e.logger
+			if err := m.Start(); err != nil {
+				return err
+			}
+			<-c.Context.Done()
+			e.logger.Info("shutting down (signal again to force)")
+			return m.Close()
+		},
+	}
+}
+
+// clusterFlags are the master's settings, shared by `dfs master` and `dfs dev`.
+func clusterFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "block-size", Value: "64MiB", Usage: "default block `SIZE` (e.g. 64MiB, 512KiB, 1048576)"},
+		&cli.IntFlag{Name: "replication", Value: DefaultReplication, Usage: "default number of replicas of each block"},
+		&cli.DurationFlag{Name: "heartbeat", Value: DefaultHeartbeat, Usage: "heartbeat interval of minions"},
+		&cli.DurationFlag{Name: "dead-after", Value: DefaultDeadAfter, Usage: "silence after which a minion counts as dead"},
+	}
+}
+
+func applyClusterFlags(c *cli.Context, m *Master) error {
+	bs, err := parseSize(c.String("block-size"))
+	if err != nil {
+		return usagef(c, "--block-size: %v", err)
+	}
+	if err := validBlockSize(bs); err != nil {
+		return usagef(c, "--block-size: %v", err)
+	}
+	m.BlockSize = bs
+	m.Replication = c.Int("replication")
+	m.Heartbeat = c.Duration("heartbeat")
+	m.DeadAfter = c.Duration("dead-after")
+	return nil
+}
+
+func masterFlag() cli.Flag {
+	return &cli.StringFlag{Name: "master", Aliases: []string{"m"}, Value: DefaultMasterAddr, EnvVars: []string{"DFS_MASTER"},
+		Usage: "the master's `HOST:PORT`"}
+}
+
+func minionCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "minion",
+		Usage:       "run a minion (block server)",
+		Description: "Example: dfs minion --port 8888 --master 10.0.0.1:2131 --dir /data/dfs",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 8888, Usage: "`PORT` to listen on (0: any free port)"},
+			&cli.StringFlag{Name: "host", Usage: "host or IP that clients and other minions use to reach this minion (default: the bind IP, else the local IP of the route to the master)"},
+			&cli.StringFlag{Name: "bind", Usage: "`IP` to listen on (default: all interfaces)"},
+			&cli.StringFlag{Name: "dir", Usage: "`DIR` for the blocks (default: dfs-minion-PORT)"},
+			masterFlag(),
+			&cli.DurationFlag{Name: "heartbeat", Usage: "heartbeat interval (default: the master's)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef(c, "unexpected argument %q", c.Args().First())
+			}
+			port := c.Int("port")
+			if port < 0 || port > 65535 {
+				return usagef(c, "--port %d is not a TCP port", port)
+			}
+			dir := c.String("dir")
+			if dir == "" {
+				if port == 0 {
+					return usagef(c, "--port 0 needs --dir")
+				}
+				dir = fmt.Sprintf("dfs-minion-%d", port)
+			}
+			m := NewMinion(dir, net.JoinHostPort(c.String("bind"), strconv.Itoa(port)), c.String("master"))
+			m.Host = c.String("host")
+			m.Heartbeat = c.Duration("heartbeat")
+			m.Logger = e.logger
+			if err := m.Start(); err != nil {
+				return err
+			}
+			<-c.Context.Done()
+			e.logger.Info("shutting down (signal again to force)")
+			return m.Close()
+		},
+	}
+}
+
+func devCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run a master and N minions in this process, on loopback",
+		Description: "The quickest way to try dfs. Ctrl+C stops the cluster and saves its state in --dir.\n" +
+			"Example: dfs dev --minions 3 & dfs put photo.jpg && dfs get photo.jpg > copy.jpg",
+		Flags: append([]cli.Flag{
+			&cli.IntFlag{Name: "minions", Aliases: []string{"n"}, Value: 3, Usage: "number of minions"},
+			&cli.StringFlag{Name: "dir", Value: "dfs-dev", Usage: "`DIR` for the master's and the minions' data"},
+			&cli.StringFlag{Name: "addr", Value: DefaultMasterAddr, Usage: "master's `HOST:PORT` (port 0: any free port)"},
+		}, clusterFlags()...),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef(c, "unexpected argument %q", c.Args().First())
+			}
+			if c.Int("minions") < 1 || c.Int("minions") > 64 {
+				return usagef(c, "--minions %d (want 1 to 64)", c.Int("minions"))
+			}
+			cl := &DevCluster{Dir: c.String("dir"), Addr: c.String("addr"), Minions: c.Int("minions"), Logger: e.logger}
+			cl.Configure = func(m *Master) error { return applyClusterFlags(c, m) }
+			if err := cl.Start(); err != nil {
+				return err
+			}
+			addr := cl.Master.AddrString()
+			fmt.Fprintf(e.stdout, "DFS_MASTER=%s\n", addr)
+			fmt.Fprintf(e.stdout, "# dfs dev: master at %s with %d minions, data in %s; Ctrl+C stops it\n", addr, c.Int("minions"), c.String("dir"))
+			fmt.Fprintf(e.stdout, "# try: export DFS_MASTER=%s; dfs put FILE; dfs ls; dfs get FILE > copy\n", addr)
+			<-c.Context.Done()
+			e.logger.Info("shutting down (signal again to force)")
+			return cl.Close()
+		},
+	}
+}
+
+// ---- client verbs ----
+
+func putCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "put",
+		Usage:     "store a local file in dfs",
+		ArgsUsage: "LOCAL [REMOTE]",
+		Description: "REMOTE defaults to /NAME of LOCAL; '-' as LOCAL reads stdin and needs REMOTE.\n" +
+			"Examples: dfs put photo.jpg ; dfs put big.iso /isos/big.iso ; tar c dir | dfs put - /backup.tar",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.IntFlag{Name: "replication", Aliases: []string{"r"}, Usage: "replicas of each block (default: the master's)"},
+			&cli.StringFlag{Name: "block-size", Aliases: []string{"b"}, Usage: "block `SIZE`, e.g. 64MiB (default: the master's)"},
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace an existing file"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 || c.NArg() > 2 {
+				return usagef(c, "put takes LOCAL [REMOTE]")
+			}
+			local, remote := c.Args().Get(0), c.Args().Get(1)
+			opt := PutOptions{Replication: c.Int("replication"), Force: c.Bool("force")}
+			if opt.Replication < 0 || opt.Replication > maxReplication {
+				return usagef(c, "--replication %d (want 1 to %d)", opt.Replication, maxReplication)
+			}
+			if s := c.String("block-size"); s != "" {
+				bs, err := parseSize(s)
+				if err == nil {
+					err = validBlockSize(bs)
+				}
+				if err != nil {
+					return usagef(c, "--block-size: %v", err)
+				}
+				opt.BlockSize = bs
+			}
+			var in io.Reader
+			if local == "-" {
+				if remote == "" {
+					return usagef(c, "put - (stdin) needs a REMOTE path")
+				}
+				in = e.stdin
+			} else {
+				f, err := openLocal(local)
+				if err != nil {
+					return fmt.Errorf("put: %w", err)
+				}
+				defer f.Close()
+				in = f
+				if remote == "" {
+					remote = filepath.Base(local)
+				}
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			if _, err := cl.Put(c.Context, in, remote, opt); err != nil {
+				return fmt.Errorf("put %s: %w", remote, err)
+			}
+			return nil
+		},
+	}
+}
+
+// openLocal opens a regular local file for reading.
+func openLocal(name string) (*os.File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("%s: is a directory", name)
+	}
+	return f, nil
+}
+
+func newClient(c *cli.Context, e *env) *Client {
+	cl := NewClient(c.String("master"))
+	cl.Logger = e.logger
+	return cl
+}
+
+func getCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "get",
+		Usage:       "write a dfs file to stdout (or to LOCAL)",
+		ArgsUsage:   "REMOTE [LOCAL]",
+		Description: "Examples: dfs get photo.jpg > copy.jpg ; dfs get /isos/big.iso big.iso",
+		Flags:       []cli.Flag{masterFlag()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 || c.NArg() > 2 {
+				return usagef(c, "get takes REMOTE [LOCAL]")
+			}
+			remote, local := c.Args().Get(0), c.Args().Get(1)
+			cl := newClient(c, e)
+			defer cl.Close()
+			if local == "" || local == "-" {
+				if _, err := cl.Get(c.Context, remote, e.stdout); err != nil {
+					return fmt.Errorf("get %s: %w", remote, err)
+				}
+				return nil
+			}
+			// A local file appears only complete: write a temp file
+			// beside it and rename it at the end.
+			err := writeFileAtomic(local, func(w io.Writer) error {
+				_, err := cl.Get(c.Context, remote, w)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("get %s: %w", remote, err)
+			}
+			return nil
+		},
+	}
+}
+
+func lsCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "ls",
+		Usage:       "list a directory (default /)",
+		ArgsUsage:   "[PATH]",
+		Description: "Columns: type (- file, d directory), replication, size in bytes, modified, path.",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"R"}, Usage: "list every file below PATH"},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON array"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return usagef(c, "ls takes at most one PATH")
+			}
+			p := c.Args().First()
+			if p == "" {
+				p = "/"
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			entries, err := cl.List(c.Context, p, c.Bool("recursive"))
+			if err != nil {
+				return fmt.Errorf("ls %s: %w", p, err)
+			}
+			if c.Bool("json") {
+				out := make([]jsonFile, 0, len(entries))
+				for _, fi := range entries {
+					out = append(out, toJSON(fi, false))
+				}
+				return printJSON(e.stdout, out)
+			}
+			rows := make([][3]string, 0, len(entries))
+			var w [2]int
+			for _, fi := range entries {
+				r := [3]string{strconv.Itoa(fi.Replication), strconv.FormatInt(fi.Size, 10), fi.Path}
+				if fi.Dir {
+					r[0], r[2] = "-", fi.Path+"/"
+				}
+				w[0], w[1] = max(w[0], len(r[0])), max(w[1], len(r[1]))
+				rows = append(rows, r)
+			}
+			for i, fi := range entries {
+				kind := "-"
+				if fi.Dir {
+					kind = "d"
+				}
+				fmt.Fprintf(e.stdout, "%s %*s %*s %s %s\n", kind, w[0], rows[i][0], w[1], rows[i][1],
+					fi.ModTime.Local().Format("2006-01-02 15:04"), rows[i][2])
+			}
+			return nil
+		},
+	}
+}
+
+func statCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "stat",
+		Usage:     "show a file's size, replication and blocks with their replicas",
+		ArgsUsage: "PATH",
+		Flags:     []cli.Flag{masterFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef(c, "stat takes one PATH")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			fi, err := cl.Stat(c.Context, c.Args().First())
+			if err != nil {
+				return fmt.Errorf("stat %s: %w", c.Args().First(), err)
+			}
+			if c.Bool("json") {
+				return printJSON(e.stdout, toJSON(fi, true))
+			}
+			w := e.stdout
+			if fi.Dir {
+				fmt.Fprintf(w, "path:        %s\ntype:        directory\n", fi.Path)
+				return nil
+			}
+			fmt.Fprintf(w, "path:        %s\ntype:        file\nsize:        %d (%s)\nreplication: %d\nblock size:  %s\nmodified:    %s\nblocks:      %d\n",
+				fi.Path, fi.Size, humanSize(fi.Size), fi.Replication, humanSize(fi.BlockSize), fi.ModTime.Local().Format(time.RFC3339), len(fi.Blocks))
+			for _, b := range fi.Blocks {
+				reps := strings.Join(b.Replicas, " ")
+				if len(b.Replicas) < fi.Replication {
+					reps += fmt.Sprintf("  (%d of %d live)", len(b.Replicas), fi.Replication)
+				}
+				fmt.Fprintf(w, "  %s  %10d  crc32c %08x  %s\n", blockName(b.ID), b.Size, b.CRC, reps)
+			}
+			return nil
+		},
+	}
+}
+
+func rmCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "rm",
+		Usage:     "remove a file (or with -r a directory and all below it)",
+		ArgsUsage: "PATH...",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "remove directories and their contents"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 {
+				return usagef(c, "rm takes PATH...")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			var errs []error
+			for _, p := range c.Args().Slice() {
+				if _, err := cl.Remove(c.Context, p, c.Bool("recursive")); err != nil {
+					errs = append(errs, fmt.Errorf("rm %s: %w", p, err))
+				}
+			}
+			return errors.Join(errs...)
+		},
+	}
+}
+
+// ---- output helpers ----
+
+// jsonFile is the JSON form of a file in `stat --json` and `ls --json`.
+type jsonFile struct {
+	Path        string      `json:"path"`
+	Type        string      `json:"type"`
+	Size        int64       `json:"size"`
+	Replication int         `json:"replication,omitempty"`
+	BlockSize   int64       `json:"block_size,omitempty"`
+	Modified    *time.Time  `json:"modified,omitempty"`
+	Blocks      []jsonBlock `json:"blocks,omitempty"`
+}
+
+type jsonBlock struct {
+	ID       string   `json:"id"`
+	Size     int64    `json:"size"`
+	CRC32C   string   `json:"crc32c"`
+	Replicas []string `json:"replicas"`
+}
+
+func toJSON(fi FileInfo, withBlocks bool) jsonFile {
+	j := jsonFile{Path: fi.Path, Type: "file", Size: fi.Size, Replication: fi.Replication, BlockSize: fi.BlockSize}
+	if fi.Dir {
+		j.Type = "dir"
+	}
+	if !fi.ModTime.IsZero() {
+		t := fi.ModTime
+		j.Modified = &t
+	}
+	if withBlocks && !fi.Dir {
+		j.Blocks = []jsonBlock{}
+		for _, b := range fi.Blocks {
+			j.Blocks = append(j.Blocks, jsonBlock{ID: blockName(b.ID), Size: b.Size, CRC32C: fmt.Sprintf("%08x", b.CRC), Replicas: b.Replicas})
+		}
+	}
+	return j
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// parseSize reads a byte count: plain bytes, or a number with a binary
+// suffix K/KB/KiB, M/MB/MiB, G/GB/GiB (all powers of 1024, as HDFS reads
+// "128m"), case-insensitive.
+func parseSize(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want e.g. 64MiB, 512KiB or a number of bytes)", s)
+	}
+	return n * mult, nil
+}
+
+// sizeUnits are tried in order, longest suffix first.
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
+	{"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30},
+	{"b", 1},
+}
+
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

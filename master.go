@@ -1,0 +1,843 @@
+// master.go is the metadata server (the NameNode): the namespace of files,
+// each file's blocks, each block's replicas, the registry of minions with
+// their liveness, and block placement. It never touches file data.
+//
+// All state sits behind one mutex, held briefly and never across network or
+// disk I/O. A change that a client must be able to rely on (a completed put,
+// a delete) is made durable by persist before the RPC answers; see meta.go.
+package main
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/rpc"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Master serves the namespace. Set the exported fields before Start.
+type Master struct {
+	// Addr is the address to listen on, e.g. ":2131" or "127.0.0.1:0".
+	Addr string
+	// Dir holds the metadata image.
+	Dir string
+	// BlockSize and Replication are the defaults of a put that names none.
+	BlockSize   int64
+	Replication int
+	// Heartbeat is how often minions report and the master does its
+	// housekeeping. Minions that set no interval of their own use it.
+	Heartbeat time.Duration
+	// DeadAfter is how long a minion may stay silent before it counts as dead.
+	DeadAfter time.Duration
+	// LeaseTimeout is how long a put may go without asking for a block or
+	// completing before it is abandoned and its blocks deleted.
+	LeaseTimeout time.Duration
+	Logger       *slog.Logger
+
+	lock   *dirLock
+	srv    *rpcServer
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// saveMu serialises image writes; savedGen is the generation of the
+	// last image written, guarded by saveMu.
+	saveMu   sync.Mutex
+	savedGen uint64
+
+	// mu guards everything below.
+	mu        sync.Mutex
+	clusterID string
+	files     map[string]*fileEntry
+	dirs      map[string]int // directory -> number of files below it
+	blocks    map[uint64]*blockEntry
+	minions   map[string]*minionEntry // by minion id
+	writes    map[uint64]*writeEntry  // puts in progress, by handle
+	writing   map[string]uint64       // path -> handle of its put in progress
+	deletes   map[string][]uint64     // minion id -> blocks it should delete
+	gen       uint64                  // bumped by every change to persisted state
+	closed    bool
+}
+
+type fileEntry struct {
+	replication int
+	blockSize   int64
+	size        int64
+	modTime     time.Time
+	blocks      []uint64
+}
+
+type blockEntry struct {
+	size     int64
+	crc      uint32
+	replicas []string // minion ids
+}
+
+type minionEntry struct {
+	id, addr  string
+	lastSeen  time.Time
+	capacity  int64
+	free      int64
+	used      int64
+	numBlocks int
+	pending   int64 // bytes placed on it since its last heartbeat
+}
+
+type writeEntry struct {
+	path        string
+	replication int
+	blockSize   int64
+	force       bool
+	blocks      []allocation
+	lastUsed    time.Time
+}
+
+type allocation struct {
+	id       uint64
+	pipeline []string // minion ids
+}
+
+// NewMaster returns a master with the default settings. It does no I/O.
+func NewMaster(dir, addr string) *Master {
+	return &Master{
+		Addr:         addr,
+		Dir:          dir,
+		BlockSize:    DefaultBlockSize,
+		Replication:  DefaultReplication,
+		Heartbeat:    DefaultHeartbeat,
+		DeadAfter:    DefaultDeadAfter,
+		LeaseTimeout: 10 * time.Minute,
+		Logger:       slog.Default(),
+	}
+}
+
+// Start loads the metadata from Dir (or formats a new cluster there), starts
+// listening and returns. Serving goes on in the background until Close.
+func (m *Master) Start() error {
+	if err := validBlockSize(m.BlockSize); err != nil {
+		return err
+	}
+	if m.Replication < 1 || m.Replication > maxReplication {
+		return fmt.Errorf("%w: replication %d (want 1 to %d)", ErrBadArg, m.Replication, maxReplication)
+	}
+	if m.Heartbeat <= 0 || m.DeadAfter <= m.Heartbeat {
+		return fmt.Errorf("%w: heartbeat %v and dead-after %v (want 0 < heartbeat < dead-after)", ErrBadArg, m.Heartbeat, m.DeadAfter)
+	}
+	lock, err := lockDir(m.Dir)
+	if err != nil {
+		return fmt.Errorf("master dir: %w", err)
+	}
+	m.lock = lock
+	if err := m.load(); err != nil {
+		lock.unlock()
+		return err
+	}
+	srv := rpc.NewServer()
+	if err := srv.RegisterName(masterService, &masterRPC{m}); err != nil {
+		lock.unlock()
+		return err
+	}
+	s, err := serveRPC(m.Addr, srv, m.Logger)
+	if err != nil {
+		lock.unlock()
+		return fmt.Errorf("master listen: %w", err)
+	}
+	m.srv = s
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.wg.Add(1)
+	go m.housekeeping(ctx)
+	m.Logger.Info("master started", "addr", m.AddrString(), "dir", m.Dir, "cluster", m.clusterID,
+		"files", len(m.files), "blocks", len(m.blocks))
+	return nil
+}
+
+// load reads the image in Dir, or formats a new cluster when there is none.
+func (m *Master) load() error {
+	img, err := loadImage(imagePath(m.Dir))
+	if err != nil {
+		return err
+	}
+	m.files = make(map[string]*fileEntry)
+	m.dirs = make(map[string]int)
+	m.blocks = make(map[uint64]*blockEntry)
+	m.minions = make(map[string]*minionEntry)
+	m.writes = make(map[uint64]*writeEntry)
+	m.writing = make(map[string]uint64)
+	m.deletes = make(map[string][]uint64)
+	if img == nil { // a new cluster
+		m.clusterID = "CID-" + randomHex(8)
+		m.gen = 1
+		return m.persist(m.gen)
+	}
+	m.clusterID = img.ClusterID
+	now := time.Now()
+	for _, mn := range img.Minions {
+		// Known minions get a full DeadAfter to report in after a
+		// restart; until then their replicas are served as before.
+		m.minions[mn.ID] = &minionEntry{id: mn.ID, addr: mn.Addr, lastSeen: now}
+	}
+	for _, f := range img.Files {
+		fe := &fileEntry{replication: f.Replication, blockSize: f.BlockSize, modTime: f.ModTime}
+		for _, b := range f.Blocks {
+			fe.blocks = append(fe.blocks, b.ID)
+			fe.size += b.Size
+			m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: b.Replicas}
+		}
+		m.addFile(f.Path, fe)
+	}
+	m.savedGen = 0
+	m.gen = 0
+	return nil
+}
+
+// AddrString is the address the master listens on, e.g. "127.0.0.1:2131".
+func (m *Master) AddrString() string { return m.srv.Addr().String() }
+
+// Close stops serving and saves the metadata. It is safe to call more than once.
+func (m *Master) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+
+	m.cancel()
+	err := m.srv.Close()
+	m.wg.Wait()
+	// A final save: every acknowledged change is on disk already, but
+	// replica locations and the minion registry may be newer.
+	if serr := m.saveNow(); serr != nil && err == nil {
+		err = serr
+	}
+	if uerr := m.lock.unlock(); uerr != nil && err == nil {
+		err = uerr
+	}
+	m.Logger.Info("master stopped", "saved", imagePath(m.Dir))
+	return err
+}
+
+// housekeeping expires abandoned puts until ctx ends.
+func (m *Master) housekeeping(ctx context.Context) {
+	defer m.wg.Done()
+	t := time.NewTicker(m.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.expireWrites(time.Now())
+		}
+	}
+}
+
+// expireWrites abandons puts whose client went quiet for LeaseTimeout.
+func (m *Master) expireWrites(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for h, w := range m.writes {
+		if now.Sub(w.lastUsed) > m.LeaseTimeout {
+			m.Logger.Warn("put abandoned: lease expired", "path", w.path)
+			m.dropWrite(h, w)
+		}
+	}
+}
+
+// ---- persistence ----
+
+// persist returns once an image at least as new as generation gen is on
+// disk. Concurrent callers share one write: the one holding saveMu writes
+// the latest state, and those queued behind it usually find their change
+// saved already (group commit).
+func (m *Master) persist(gen uint64) error {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	if m.savedGen >= gen {
+		return nil
+	}
+	return m.saveLocked()
+}
+
+// saveNow writes the image.
+func (m *Master) saveNow() error {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	return m.saveLocked()
+}
+
+func (m *Master) saveLocked() error {
+	m.mu.Lock()
+	img, gen := m.snapshot()
+	m.mu.Unlock()
+	if err := saveImage(imagePath(m.Dir), img); err != nil {
+		return fmt.Errorf("save metadata: %w", err)
+	}
+	m.savedGen = gen
+	return nil
+}
+
+// snapshot copies the persisted state. The caller holds mu.
+func (m *Master) snapshot() (*image, uint64) {
+	img := &image{Version: imageVersion, ClusterID: m.clusterID, Files: make([]imageFile, 0, len(m.files))}
+	for p, f := range m.files {
+		imf := imageFile{Path: p, Replication: f.replication, BlockSize: f.blockSize, ModTime: f.modTime,
+			Blocks: make([]imageBlock, 0, len(f.blocks))}
+		for _, id := range f.blocks {
+			b := m.blocks[id]
+			imf.Blocks = append(imf.Blocks, imageBlock{ID: id, Size: b.size, CRC: b.crc, Replicas: slices.Clone(b.replicas)})
+		}
+		img.Files = append(img.Files, imf)
+	}
+	for _, mn := range m.minions {
+		img.Minions = append(img.Minions, imageMinion{ID: mn.id, Addr: mn.addr})
+	}
+	return img, m.gen
+}
+
+// ---- namespace ----
+
+// checkPath returns ErrBadPath unless p is absolute and clean.
+func checkPath(p string) error {
+	if p == "" || !strings.HasPrefix(p, "/") || path.Clean(p) != p || len(p) > 4096 {
+		return fmt.Errorf("%w: %q (want a clean absolute path such as /dir/name)", ErrBadPath, p)
+	}
+	if strings.ContainsFunc(p, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return fmt.Errorf("%w: %q contains control characters", ErrBadPath, p)
+	}
+	return nil
+}
+
+// ancestors calls fn for every directory above p, "/" excluded.
+func ancestors(p string, fn func(dir string) bool) {
+	for d := path.Dir(p); d != "/"; d = path.Dir(d) {
+		if !fn(d) {
+			return
+		}
+	}
+}
+
+// checkCreate says whether a file may be created at p. The caller holds mu.
+func (m *Master) checkCreate(p string, force bool) error {
+	if err := checkPath(p); err != nil {
+		return err
+	}
+	if p == "/" || m.dirs[p] > 0 {
+		return fmt.Errorf("%w: %s", ErrIsDir, p)
+	}
+	var err error
+	ancestors(p, func(d string) bool {
+		if _, ok := m.files[d]; ok {
+			err = fmt.Errorf("%w: %s", ErrNotDir, d)
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if _, ok := m.files[p]; ok && !force {
+		return fmt.Errorf("%w: %s (use --force to replace it)", ErrExists, p)
+	}
+	return nil
+}
+
+// addFile puts f at p. The caller holds mu and has checked p.
+func (m *Master) addFile(p string, f *fileEntry) {
+	m.files[p] = f
+	ancestors(p, func(d string) bool { m.dirs[d]++; return true })
+}
+
+// removeFile takes the file at p out of the namespace and queues its blocks
+// for deletion on their minions. The caller holds mu.
+func (m *Master) removeFile(p string) {
+	f := m.files[p]
+	delete(m.files, p)
+	ancestors(p, func(d string) bool {
+		if m.dirs[d]--; m.dirs[d] <= 0 {
+			delete(m.dirs, d)
+		}
+		return true
+	})
+	for _, id := range f.blocks {
+		if b := m.blocks[id]; b != nil {
+			m.queueDelete(id, b.replicas)
+		}
+		delete(m.blocks, id)
+	}
+}
+
+func (m *Master) queueDelete(id uint64, minions []string) {
+	for _, mid := range minions {
+		m.deletes[mid] = append(m.deletes[mid], id)
+	}
+}
+
+// dropWrite forgets a put in progress and deletes its blocks. The caller holds mu.
+func (m *Master) dropWrite(h uint64, w *writeEntry) {
+	delete(m.writes, h)
+	if m.writing[w.path] == h {
+		delete(m.writing, w.path)
+	}
+	for _, a := range w.blocks {
+		m.queueDelete(a.id, a.pipeline)
+	}
+}
+
+// fileInfo describes the file at p. The caller holds mu.
+func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
+	fi := FileInfo{Path: p, Size: f.size, Replication: f.replication, BlockSize: f.blockSize, ModTime: f.modTime}
+	if !withBlocks {
+		return fi
+	}
+	now := time.Now()
+	fi.Blocks = make([]BlockInfo, 0, len(f.blocks))
+	for _, id := range f.blocks {
+		b := m.blocks[id]
+		bi := BlockInfo{ID: id, Size: b.size, CRC: b.crc, Replicas: []string{}}
+		for _, mid := range b.replicas {
+			if mn := m.minions[mid]; mn != nil && m.alive(mn, now) {
+				bi.Replicas = append(bi.Replicas, mn.addr)
+			}
+		}
+		fi.Blocks = append(fi.Blocks, bi)
+	}
+	return fi
+}
+
+func (m *Master) alive(mn *minionEntry, now time.Time) bool {
+	return now.Sub(mn.lastSeen) <= m.DeadAfter
+}
+
+// ---- placement ----
+
+// place picks up to n distinct live minions with room for a block of size
+// bytes, least used first. The caller holds mu.
+func (m *Master) place(n int, size int64) []*minionEntry {
+	now := time.Now()
+	var live []*minionEntry
+	for _, mn := range m.minions {
+		if m.alive(mn, now) && mn.addr != "" && mn.free-mn.pending >= size {
+			live = append(live, mn)
+		}
+	}
+	slices.SortFunc(live, func(a, b *minionEntry) int {
+		return cmp.Or(cmp.Compare(a.used+a.pending, b.used+b.pending),
+			cmp.Compare(a.numBlocks, b.numBlocks), strings.Compare(a.id, b.id))
+	})
+	live = live[:min(n, len(live))]
+	for _, mn := range live {
+		mn.pending += size
+	}
+	return live
+}
+
+// ---- minion registry ----
+
+// register records a minion and reconciles its block report.
+func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
+	if a.MinionID == "" {
+		return nil, fmt.Errorf("%w: empty minion id", ErrBadArg)
+	}
+	if _, _, err := net.SplitHostPort(a.Addr); err != nil {
+		return nil, fmt.Errorf("%w: minion address %q: %v", ErrBadArg, a.Addr, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a.ClusterID != "" && a.ClusterID != m.clusterID {
+		return nil, fmt.Errorf("%w: minion dir is of %s, this master is %s", ErrWrongCluster, a.ClusterID, m.clusterID)
+	}
+	for _, other := range m.minions {
+		if other.id != a.MinionID && other.addr == a.Addr {
+			// Another dir now answers at this address: the old one
+			// is gone, whatever its last heartbeat said.
+			other.lastSeen = time.Time{}
+			other.addr = ""
+		}
+	}
+	mn := m.minions[a.MinionID]
+	if mn == nil {
+		mn = &minionEntry{id: a.MinionID}
+		m.minions[a.MinionID] = mn
+	}
+	mn.addr = a.Addr
+	m.updateStats(mn, a.Capacity, a.Free, a.Used, len(a.Blocks))
+
+	reported := make(map[uint64]bool, len(a.Blocks))
+	reply := &RegisterReply{ClusterID: m.clusterID, Heartbeat: m.Heartbeat}
+	pending := m.pendingBlocks()
+	for _, r := range a.Blocks {
+		reported[r.ID] = true
+		b := m.blocks[r.ID]
+		switch {
+		case b != nil && b.size == r.Size:
+			if !slices.Contains(b.replicas, mn.id) {
+				b.replicas = append(b.replicas, mn.id)
+			}
+		case b == nil && pending[r.ID]:
+			// Part of a put in progress: Complete will record it.
+		default:
+			// A block of a deleted file or a failed put, or a
+			// replica of the wrong length.
+			reply.Delete = append(reply.Delete, r.ID)
+		}
+	}
+	for id, b := range m.blocks {
+		if i := slices.Index(b.replicas, mn.id); i >= 0 && !reported[id] {
+			b.replicas = slices.Delete(b.replicas, i, i+1) // the minion lost it
+		}
+	}
+	delete(m.deletes, mn.id) // the report supersedes what was queued
+	m.gen++
+	m.Logger.Info("minion registered", "id", mn.id, "addr", mn.addr, "blocks", len(a.Blocks), "deleting", len(reply.Delete))
+	return reply, nil
+}
+
+// pendingBlocks returns the blocks allocated to puts in progress. The caller holds mu.
+func (m *Master) pendingBlocks() map[uint64]bool {
+	out := make(map[uint64]bool)
+	for _, w := range m.writes {
+		for _, a := range w.blocks {
+			out[a.id] = true
+		}
+	}
+	return out
+}
+
+func (m *Master) updateStats(mn *minionEntry, capacity, free, used int64, numBlocks int) {
+	mn.lastSeen = time.Now()
+	mn.capacity, mn.free, mn.used, mn.numBlocks = capacity, free, used, numBlocks
+	mn.pending = 0
+}
+
+// heartbeat records a minion's report and hands it the blocks to delete.
+func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mn := m.minions[a.MinionID]
+	if mn == nil || mn.addr != a.Addr {
+		return &HeartbeatReply{Reregister: true}
+	}
+	m.updateStats(mn, a.Capacity, a.Free, a.Used, a.NumBlocks)
+	reply := &HeartbeatReply{Delete: m.deletes[mn.id]}
+	delete(m.deletes, mn.id)
+	return reply
+}
+
+// ---- the write path ----
+
+func (m *Master) create(a *CreateArgs) (*CreateReply, error) {
+	repl, bs := a.Replication, a.BlockSize
+	if repl == 0 {
+		repl = m.Replication
+	}
+	if bs == 0 {
+		bs = m.BlockSize
+	}
+	if repl < 1 || repl > maxReplication {
+		return nil, fmt.Errorf("%w: replication %d (want 1 to %d)", ErrBadArg, repl, maxReplication)
+	}
+	if err := validBlockSize(bs); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkCreate(a.Path, a.Force); err != nil {
+		return nil, err
+	}
+	if _, ok := m.writing[a.Path]; ok {
+		return nil, fmt.Errorf("%w: %s", ErrBusy, a.Path)
+	}
+	h := randomID()
+	for m.writes[h] != nil {
+		h = randomID()
+	}
+	m.writes[h] = &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, lastUsed: time.Now()}
+	m.writing[a.Path] = h
+	return &CreateReply{Handle: h, Replication: repl, BlockSize: bs}, nil
+}
+
+func (m *Master) addBlock(a *AddBlockArgs) (*AddBlockReply, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.writes[a.Handle]
+	if w == nil {
+		return nil, ErrLease
+	}
+	w.lastUsed = time.Now()
+	chosen := m.place(w.replication, w.blockSize)
+	if len(chosen) == 0 {
+		return nil, fmt.Errorf("%w: %d minions known, none live with %d bytes free", ErrNoMinions, len(m.minions), w.blockSize)
+	}
+	id := randomID()
+	for m.blocks[id] != nil || id == 0 {
+		id = randomID()
+	}
+	reply := &AddBlockReply{BlockID: id}
+	al := allocation{id: id}
+	for _, mn := range chosen {
+		reply.Pipeline = append(reply.Pipeline, mn.addr)
+		al.pipeline = append(al.pipeline, mn.id)
+	}
+	w.blocks = append(w.blocks, al)
+	if len(chosen) < w.replication {
+		reply.Warning = fmt.Sprintf("only %d live minions for replication %d", len(chosen), w.replication)
+	}
+	return reply, nil
+}
+
+// complete makes a put visible. It answers only once the new namespace
+// entry is on disk.
+func (m *Master) complete(a *CompleteArgs) error {
+	m.mu.Lock()
+	w := m.writes[a.Handle]
+	if w == nil {
+		m.mu.Unlock()
+		return ErrLease
+	}
+	if err := m.checkComplete(w, a.Blocks); err != nil {
+		m.dropWrite(a.Handle, w)
+		m.mu.Unlock()
+		return err
+	}
+	if _, ok := m.files[w.path]; ok {
+		m.removeFile(w.path) // --force: replace it
+	}
+	f := &fileEntry{replication: w.replication, blockSize: w.blockSize, modTime: time.Now()}
+	for i, b := range a.Blocks {
+		f.blocks = append(f.blocks, b.ID)
+		f.size += b.Size
+		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: slices.Clone(w.blocks[i].pipeline)}
+	}
+	m.addFile(w.path, f)
+	delete(m.writes, a.Handle)
+	delete(m.writing, w.path)
+	m.gen++
+	gen := m.gen
+	m.mu.Unlock()
+	return m.persist(gen)
+}
+
+// checkComplete checks a put's final block list against what was allocated
+// and the namespace as it is now. The caller holds mu.
+func (m *Master) checkComplete(w *writeEntry, blocks []BlockInfo) error {
+	if len(blocks) != len(w.blocks) {
+		return fmt.Errorf("%w: %d blocks committed, %d allocated", ErrBadArg, len(blocks), len(w.blocks))
+	}
+	for i, b := range blocks {
+		if b.ID != w.blocks[i].id {
+			return fmt.Errorf("%w: block %d is %s, allocated %s", ErrBadArg, i, blockName(b.ID), blockName(w.blocks[i].id))
+		}
+		if b.Size <= 0 || b.Size > w.blockSize || (i < len(blocks)-1 && b.Size != w.blockSize) {
+			return fmt.Errorf("%w: block %d has %d bytes (block size %d)", ErrBadArg, i, b.Size, w.blockSize)
+		}
+	}
+	// Another put may have made a directory of this path, or a file of
+	// one of its parents, since create.
+	return m.checkCreate(w.path, true)
+}
+
+func (m *Master) abandon(a *AbandonArgs) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w := m.writes[a.Handle]; w != nil {
+		m.dropWrite(a.Handle, w)
+	}
+}
+
+// ---- the read side of the namespace ----
+
+func (m *Master) stat(p string) (FileInfo, error) {
+	if err := checkPath(p); err != nil {
+		return FileInfo{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f, ok := m.files[p]; ok {
+		return m.fileInfo(p, f, true), nil
+	}
+	if p == "/" || m.dirs[p] > 0 {
+		return FileInfo{Path: p, Dir: true}, nil
+	}
+	return FileInfo{}, fmt.Errorf("%w: %s", ErrNotFound, p)
+}
+
+// list returns the file at p, or the entries of directory p (every file
+// below it when recursive), sorted by path.
+func (m *Master) list(p string, recursive bool) ([]FileInfo, error) {
+	if err := checkPath(p); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f, ok := m.files[p]; ok {
+		return []FileInfo{m.fileInfo(p, f, false)}, nil
+	}
+	if p != "/" && m.dirs[p] == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	prefix := strings.TrimSuffix(p, "/") + "/"
+	out := []FileInfo{}
+	subdirs := make(map[string]int) // name -> index in out
+	for fp, f := range m.files {
+		rel, ok := strings.CutPrefix(fp, prefix)
+		if !ok {
+			continue
+		}
+		if i := strings.IndexByte(rel, '/'); i >= 0 && !recursive {
+			dp := prefix + rel[:i]
+			j, seen := subdirs[dp]
+			if !seen {
+				j = len(out)
+				subdirs[dp] = j
+				out = append(out, FileInfo{Path: dp, Dir: true})
+			}
+			out[j].Size += f.size
+			if f.modTime.After(out[j].ModTime) {
+				out[j].ModTime = f.modTime
+			}
+			continue
+		}
+		out = append(out, m.fileInfo(fp, f, false))
+	}
+	slices.SortFunc(out, func(a, b FileInfo) int { return strings.Compare(a.Path, b.Path) })
+	return out, nil
+}
+
+// remove deletes the file at p, or with recursive every file below directory p.
+func (m *Master) remove(p string, recursive bool) (int, error) {
+	if err := checkPath(p); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	n := 0
+	switch {
+	case m.files[p] != nil:
+		m.removeFile(p)
+		n = 1
+	case p == "/" || m.dirs[p] > 0:
+		if !recursive {
+			m.mu.Unlock()
+			return 0, fmt.Errorf("%w: %s (use -r to remove it and everything below)", ErrIsDir, p)
+		}
+		prefix := strings.TrimSuffix(p, "/") + "/"
+		for fp := range m.files {
+			if strings.HasPrefix(fp, prefix) {
+				m.removeFile(fp)
+				n++
+			}
+		}
+	default:
+		m.mu.Unlock()
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	m.gen++
+	gen := m.gen
+	m.mu.Unlock()
+	return n, m.persist(gen)
+}
+
+// ---- helpers ----
+
+func validBlockSize(bs int64) error {
+	if bs < bytesPerChecksum || bs > maxBlockSize || bs%bytesPerChecksum != 0 {
+		return fmt.Errorf("%w: block size %d (want a multiple of %d between %d and %d)",
+			ErrBadArg, bs, bytesPerChecksum, bytesPerChecksum, int64(maxBlockSize))
+	}
+	return nil
+}
+
+func randomID() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func imagePath(dir string) string { return filepath.Join(dir, "fsimage") }
+
+// ---- the RPC surface ----
+
+// masterRPC is what the master registers with net/rpc: exactly the methods
+// listed here are callable from the network.
+type masterRPC struct{ m *Master }
+
+func (r *masterRPC) Ping(_ *PingArgs, reply *PingReply) error {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	reply.ClusterID = r.m.clusterID
+	return nil
+}
+
+func (r *masterRPC) Register(a *RegisterArgs, reply *RegisterReply) error {
+	rep, err := r.m.register(a)
+	if err != nil {
+		return err
+	}
+	*reply = *rep
+	return nil
+}
+
+func (r *masterRPC) Heartbeat(a *HeartbeatArgs, reply *HeartbeatReply) error {
+	*reply = *r.m.heartbeat(a)
+	return nil
+}
+
+func (r *masterRPC) Create(a *CreateArgs, reply *CreateReply) error {
+	rep, err := r.m.create(a)
+	if err != nil {
+		return err
+	}
+	*reply = *rep
+	return nil
+}
+
+func (r *masterRPC) AddBlock(a *AddBlockArgs, reply *AddBlockReply) error {
+	rep, err := r.m.addBlock(a)
+	if err != nil {
+		return err
+	}
+	*reply = *rep
+	return nil
+}
+
+func (r *masterRPC) Complete(a *CompleteArgs, _ *Empty) error { return r.m.complete(a) }
+
+func (r *masterRPC) Abandon(a *AbandonArgs, _ *Empty) error {
+	r.m.abandon(a)
+	return nil
+}
+
+func (r *masterRPC) Stat(a *PathArgs, reply *FileInfo) error {
+	fi, err := r.m.stat(a.Path)
+	*reply = fi
+	return err
+}
+
+func (r *masterRPC) List(a *ListArgs, reply *ListReply) error {
+	entries, err := r.m.list(a.Path, a.Recursive)
+	reply.Entries = entries
+	return err
+}
+
+func (r *masterRPC) Delete(a *DeleteArgs, reply *DeleteReply) error {
+	n, err := r.m.remove(a.Path, a.Recursive)
+	reply.Removed = n
+	return err
+}

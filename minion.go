@@ -1,0 +1,395 @@
+// minion.go is the block server (the DataNode). It serves the block RPCs of
+// the data path, forwards each packet it receives to the next minion of the
+// pipeline while it stores its own copy, and keeps the master informed with
+// a block report at registration and a heartbeat after that.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/rpc"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// writerIdle is how long a block being received may go without a packet
+// before the minion drops it: its client or upstream minion is gone.
+const writerIdle = 2 * packetTimeout
+
+// Minion serves blocks from Dir. Set the exported fields before Start.
+type Minion struct {
+	// Dir holds the blocks and the minion's identity.
+	Dir string
+	// Listen is the address to bind, e.g. ":8888" or "127.0.0.1:0".
+	Listen string
+	// Host is the host name or IP that clients and other minions use to
+	// reach this minion. Empty means the bound IP when it is a specific
+	// one, else the local IP of the route to the master.
+	Host string
+	// MasterAddr is the master's host:port.
+	MasterAddr string
+	// Heartbeat is the interval of heartbeats; 0 means the master's.
+	Heartbeat time.Duration
+	Logger    *slog.Logger
+
+	lock   *dirLock
+	store  *blockStore
+	srv    *rpcServer
+	pool   *pool
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	// mu guards the fields below.
+	mu         sync.Mutex
+	ident      identity
+	addr       string // advertised host:port, once known
+	interval   time.Duration
+	registered bool
+}
+
+// identity is what makes a minion dir itself across restarts and address
+// changes. It lives in DIR/minion.json.
+type identity struct {
+	MinionID  string `json:"minion_id"`
+	ClusterID string `json:"cluster_id,omitempty"`
+}
+
+// NewMinion returns a minion with the default settings. It does no I/O.
+func NewMinion(dir, listen, master string) *Minion {
+	return &Minion{Dir: dir, Listen: listen, MasterAddr: master, Logger: slog.Default()}
+}
+
+// Start opens the dir, starts serving and registers with the master. A
+// master that cannot be reached yet is not an error: the minion keeps
+// trying in the background, as a daemon whose master starts later must. A
+// master of another cluster is an error.
+func (m *Minion) Start() (err error) {
+	if _, _, err := net.SplitHostPort(m.MasterAddr); err != nil {
+		return fmt.Errorf("%w: master address %q: %v", ErrBadArg, m.MasterAddr, err)
+	}
+	lock, err := lockDir(m.Dir)
+	if err != nil {
+		return fmt.Errorf("minion dir: %w", err)
+	}
+	m.lock = lock
+	defer func() {
+		if err != nil {
+			m.closeAll()
+		}
+	}()
+	if m.ident, err = loadIdentity(m.Dir); err != nil {
+		return err
+	}
+	if m.store, err = openBlockStore(m.Dir); err != nil {
+		return err
+	}
+	m.pool = newPool()
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	srv := rpc.NewServer()
+	if err := srv.RegisterName(minionService, &minionRPC{m}); err != nil {
+		return err
+	}
+	if m.srv, err = serveRPC(m.Listen, srv, m.Logger); err != nil {
+		return fmt.Errorf("minion listen: %w", err)
+	}
+	m.interval = m.Heartbeat
+	if m.interval <= 0 {
+		m.interval = DefaultHeartbeat
+	}
+	if err := m.register(); errors.Is(err, ErrWrongCluster) {
+		return err
+	} else if err != nil {
+		m.Logger.Warn("master not reachable yet; retrying", "master", m.MasterAddr, "err", err)
+	}
+	m.wg.Add(1)
+	go m.loop()
+	used, n := m.store.usage()
+	m.Logger.Info("minion started", "addr", m.advertised(), "dir", m.Dir, "id", m.ident.MinionID, "blocks", n, "bytes", used)
+	return nil
+}
+
+// Addr is the address the minion is bound to.
+func (m *Minion) Addr() net.Addr { return m.srv.Addr() }
+
+// Close stops the minion. Blocks being received are dropped; stored blocks
+// are on disk already. It is safe to call more than once.
+func (m *Minion) Close() error {
+	var err error
+	m.once.Do(func() { err = m.closeAll() })
+	return err
+}
+
+func (m *Minion) closeAll() error {
+	if m.cancel != nil {
+		m.cancel()
+	}
+	if m.pool != nil {
+		m.pool.close() // fails forwards in flight, so handlers return
+	}
+	var err error
+	if m.srv != nil {
+		err = m.srv.Close()
+	}
+	m.wg.Wait()
+	if m.store != nil {
+		m.store.close()
+	}
+	if uerr := m.lock.unlock(); uerr != nil && err == nil {
+		err = uerr
+	}
+	return err
+}
+
+func (m *Minion) loop() {
+	defer m.wg.Done()
+	for {
+		m.mu.Lock()
+		d := m.interval
+		m.mu.Unlock()
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		m.tick()
+	}
+}
+
+// tick sends one heartbeat (or registration) and drops stale writes.
+func (m *Minion) tick() {
+	for _, id := range m.store.expire(writerIdle) {
+		m.Logger.Warn("dropped unfinished block: no packet for a while", "block", blockName(id), "idle", writerIdle)
+	}
+	m.mu.Lock()
+	registered := m.registered
+	m.mu.Unlock()
+	if !registered {
+		if err := m.register(); err != nil {
+			m.Logger.Debug("register", "err", err)
+		}
+		return
+	}
+	if err := m.heartbeat(); err != nil {
+		m.Logger.Warn("heartbeat failed; will register again", "master", m.MasterAddr, "err", err)
+		m.mu.Lock()
+		m.registered = false
+		m.mu.Unlock()
+	}
+}
+
+func (m *Minion) advertised() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addr
+}
+
+// advertiseAddr works out the host:port others should dial.
+func (m *Minion) advertiseAddr() (string, error) {
+	_, port, err := net.SplitHostPort(m.srv.Addr().String())
+	if err != nil {
+		return "", err
+	}
+	host := m.Host
+	if host == "" {
+		if h, _, err := net.SplitHostPort(m.Listen); err == nil {
+			if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+				host = h
+			}
+		}
+	}
+	if host == "" {
+		// The local end of a connection to the master is an address
+		// that the master, and so the clients near it, can reach.
+		conn, err := net.DialTimeout("tcp", m.MasterAddr, dialTimeout)
+		if err != nil {
+			return "", err
+		}
+		host, _, _ = net.SplitHostPort(conn.LocalAddr().String())
+		conn.Close()
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func (m *Minion) stats() (capacity, free, used int64, n int) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.Dir, &st); err == nil {
+		capacity = int64(st.Blocks) * int64(st.Bsize)
+		free = int64(st.Bavail) * int64(st.Bsize)
+	}
+	used, n = m.store.usage()
+	return
+}
+
+// register sends a full block report and records the cluster id.
+func (m *Minion) register() error {
+	addr, err := m.advertiseAddr()
+	if err != nil {
+		return fmt.Errorf("register with %s: %w", m.MasterAddr, err)
+	}
+	m.mu.Lock()
+	m.addr = addr
+	ident := m.ident
+	m.mu.Unlock()
+	capacity, free, used, _ := m.stats()
+	args := &RegisterArgs{MinionID: ident.MinionID, ClusterID: ident.ClusterID, Addr: addr,
+		Capacity: capacity, Free: free, Used: used, Blocks: m.store.report()}
+	var reply RegisterReply
+	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Register", args, &reply, metaTimeout); err != nil {
+		return fmt.Errorf("register with %s: %w", m.MasterAddr, err)
+	}
+	if ident.ClusterID == "" {
+		ident.ClusterID = reply.ClusterID
+		if err := saveIdentity(m.Dir, ident); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	m.ident = ident
+	m.registered = true
+	if m.Heartbeat <= 0 && reply.Heartbeat > 0 {
+		m.interval = reply.Heartbeat
+	}
+	m.mu.Unlock()
+	m.deleteBlocks(reply.Delete)
+	m.Logger.Info("registered with master", "master", m.MasterAddr, "cluster", reply.ClusterID, "addr", addr)
+	return nil
+}
+
+func (m *Minion) heartbeat() error {
+	capacity, free, used, n := m.stats()
+	m.mu.Lock()
+	args := &HeartbeatArgs{MinionID: m.ident.MinionID, Addr: m.addr, Capacity: capacity, Free: free, Used: used, NumBlocks: n}
+	m.mu.Unlock()
+	var reply HeartbeatReply
+	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Heartbeat", args, &reply, metaTimeout); err != nil {
+		return err
+	}
+	m.deleteBlocks(reply.Delete)
+	if reply.Reregister {
+		return m.register()
+	}
+	return nil
+}
+
+func (m *Minion) deleteBlocks(ids []uint64) {
+	for _, id := range ids {
+		if err := m.store.remove(id); err != nil {
+			m.Logger.Warn("delete block", "block", blockName(id), "err", err)
+		}
+	}
+	if len(ids) > 0 {
+		m.Logger.Debug("deleted blocks", "count", len(ids))
+	}
+}
+
+// ---- identity ----
+
+func loadIdentity(dir string) (identity, error) {
+	var id identity
+	p := filepath.Join(dir, "minion.json")
+	raw, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		id.MinionID = "MID-" + randomHex(8)
+		return id, saveIdentity(dir, id)
+	}
+	if err != nil {
+		return id, err
+	}
+	if err := json.Unmarshal(raw, &id); err != nil || id.MinionID == "" {
+		return id, fmt.Errorf("%s: not a minion identity file (%v)", p, err)
+	}
+	return id, nil
+}
+
+func saveIdentity(dir string, id identity) error {
+	return writeFileAtomic(filepath.Join(dir, "minion.json"), func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(id)
+	})
+}
+
+// ---- the RPC surface ----
+
+// minionRPC is what a minion registers with net/rpc.
+type minionRPC struct{ m *Minion }
+
+// WriteBlock stores one packet and forwards it down the pipeline. The
+// packet goes to the next minion before it is written here, so the network
+// and the disk work at once; the call answers when both copies are written.
+func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
+	m := r.m
+	var fwd *pendingCall
+	var next string
+	if len(a.Next) > 0 {
+		next = a.Next[0]
+		c, err := m.pool.get(m.ctx, next)
+		if err != nil {
+			return fmt.Errorf("forward to %s: %w", next, err)
+		}
+		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:]}
+		fwd = m.pool.start(next, c, minionService+".WriteBlock", fwdArgs, &Empty{})
+	}
+	err := m.store.write(a.BlockID, a.Offset, a.Data, a.CRCs)
+	if fwd != nil {
+		if ferr := fwd.wait(m.ctx, packetTimeout); ferr != nil {
+			err = joinErrs(err, fmt.Errorf("forward to %s: %w", next, ferr))
+		}
+	}
+	return err
+}
+
+// FinalizeBlock makes the block durable here and on the rest of the
+// pipeline. It answers only when every copy is fsynced.
+func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, _ *Empty) error {
+	m := r.m
+	done := make(chan error, 1)
+	if len(a.Next) > 0 {
+		next := a.Next[0]
+		go func() {
+			args := &FinalizeBlockArgs{BlockID: a.BlockID, Size: a.Size, Next: a.Next[1:]}
+			err := m.pool.call(m.ctx, next, minionService+".FinalizeBlock", args, &Empty{}, finalizeTimeout)
+			if err != nil {
+				err = fmt.Errorf("forward to %s: %w", next, err)
+			}
+			done <- err
+		}()
+	} else {
+		done <- nil
+	}
+	err := m.store.finalize(a.BlockID, a.Size)
+	return joinErrs(err, <-done)
+}
+
+// ReadBlock returns a range of a block with its stored checksums.
+func (r *minionRPC) ReadBlock(a *ReadBlockArgs, reply *ReadBlockReply) error {
+	data, crcs, err := r.m.store.read(a.BlockID, a.Offset, a.Length)
+	if err != nil {
+		return err
+	}
+	reply.Data, reply.CRCs = data, crcs
+	return nil
+}
+
+// joinErrs returns the first non-nil of a and b, or both on one line. It
+// keeps errors printable as the single line a user sees.
+func joinErrs(a, b error) error {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return fmt.Errorf("%w; %w", a, b)
+}

@@ -1,0 +1,164 @@
+// pool.go is the calling side of net/rpc: one connection per remote address,
+// shared by concurrent calls (net/rpc multiplexes them), and a deadline on
+// every call and every write, because net/rpc has none of its own.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/rpc"
+	"sync"
+	"time"
+)
+
+// pool keeps one *rpc.Client per address. It is safe for concurrent use.
+type pool struct {
+	// mu guards clients and closed.
+	mu      sync.Mutex
+	clients map[string]*rpc.Client
+	closed  bool
+}
+
+func newPool() *pool {
+	return &pool{clients: make(map[string]*rpc.Client)}
+}
+
+// errPoolClosed is returned by calls made after close.
+var errPoolClosed = errors.New("connection pool closed")
+
+// get returns the client for addr, dialing it if there is none.
+func (p *pool) get(ctx context.Context, addr string) (*rpc.Client, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errPoolClosed
+	}
+	if c, ok := p.clients[addr]; ok {
+		p.mu.Unlock()
+		return c, nil
+	}
+	p.mu.Unlock()
+
+	// Dial outside the lock: one unreachable address must not stall calls
+	// to the others.
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := rpc.NewClient(&deadlineConn{Conn: conn, writeTimeout: packetTimeout})
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return nil, errPoolClosed
+	}
+	if old, ok := p.clients[addr]; ok { // another caller dialed first
+		c.Close()
+		return old, nil
+	}
+	p.clients[addr] = c
+	return c, nil
+}
+
+// drop closes c and forgets it, if it is still the client for addr. Calls
+// still waiting on c fail with rpc.ErrShutdown.
+func (p *pool) drop(addr string, c *rpc.Client) {
+	p.mu.Lock()
+	if p.clients[addr] == c {
+		delete(p.clients, addr)
+	}
+	p.mu.Unlock()
+	c.Close()
+}
+
+// close closes every connection. Later calls fail.
+func (p *pool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for addr, c := range p.clients {
+		c.Close()
+		delete(p.clients, addr)
+	}
+}
+
+// call invokes method on addr and waits at most timeout for the reply. A
+// connection that was found dead before the request went out is redialed
+// once, so a restarted server is reached again. Remote errors come back
+// through fromRemote, so errors.Is works on the sentinels.
+func (p *pool) call(ctx context.Context, addr, method string, args, reply any, timeout time.Duration) error {
+	for attempt := 0; ; attempt++ {
+		c, err := p.get(ctx, addr)
+		if err != nil {
+			return err
+		}
+		pc := p.start(addr, c, method, args, reply)
+		err = pc.wait(ctx, timeout)
+		if errors.Is(err, rpc.ErrShutdown) && attempt == 0 {
+			continue // the request never left: safe to send again
+		}
+		return err
+	}
+}
+
+// pendingCall is a call in flight, started by start.
+type pendingCall struct {
+	p    *pool
+	addr string
+	c    *rpc.Client
+	call *rpc.Call
+}
+
+// start sends a request without waiting for its reply. The request is
+// written to the connection before start returns, so the caller may reuse
+// the memory behind args at once.
+func (p *pool) start(addr string, c *rpc.Client, method string, args, reply any) *pendingCall {
+	return &pendingCall{p: p, addr: addr, c: c, call: c.Go(method, args, reply, make(chan *rpc.Call, 1))}
+}
+
+// wait waits for the reply. When the deadline passes or ctx ends first, the
+// connection is closed: net/rpc cannot cancel one call, and a peer that does
+// not answer one call is not trusted with the next.
+func (pc *pendingCall) wait(ctx context.Context, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case call := <-pc.call.Done:
+		err := call.Error
+		if err == nil {
+			return nil
+		}
+		var se rpc.ServerError
+		if !errors.As(err, &se) {
+			// A transport error: the connection is no good any more.
+			pc.p.drop(pc.addr, pc.c)
+		}
+		return fromRemote(err)
+	case <-ctx.Done():
+		pc.p.drop(pc.addr, pc.c)
+		return ctx.Err()
+	case <-timer.C:
+		pc.p.drop(pc.addr, pc.c)
+		return fmt.Errorf("%s: no answer from %s within %v", pc.call.ServiceMethod, pc.addr, timeout)
+	}
+}
+
+// deadlineConn puts a deadline on every Write, so a peer that stops reading
+// cannot block a writer (and net/rpc's send lock) for ever. Reads have no
+// deadline here: an idle pooled connection may wait for its next reply as
+// long as it likes, and callers bound each call in wait.
+type deadlineConn struct {
+	net.Conn
+	writeTimeout time.Duration
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}

@@ -1,0 +1,292 @@
+// rpc.go is the wire contract between the client, the master and the minions:
+// the service names, every Args/Reply type carried by net/rpc (gob-encoded),
+// the sentinel errors and how they survive the trip across the wire.
+//
+// Metadata path: client -> "Master.*" and minion -> "Master.Register/Heartbeat".
+// Data path:     client -> "Minion.WriteBlock/FinalizeBlock/ReadBlock" on the
+// first minion of a pipeline, which forwards to the next one.
+package main
+
+import (
+	"errors"
+	"net/rpc"
+	"strings"
+	"time"
+)
+
+// Service names registered on each node's own rpc.Server.
+const (
+	masterService = "Master"
+	minionService = "Minion"
+)
+
+// Sizes of the data path.
+const (
+	// bytesPerChecksum is how many bytes one CRC32C covers, as in HDFS.
+	bytesPerChecksum = 512
+	// packetSize is the most file data one WriteBlock or ReadBlock call
+	// carries. It is a multiple of bytesPerChecksum.
+	packetSize = 1 << 20
+	// packetWindow is how many packets a client keeps in flight to one
+	// minion, so the network and the disks never wait for each other.
+	packetWindow = 8
+)
+
+// Default tunables, shared by the CLI and the constructors.
+const (
+	DefaultMasterAddr  = "127.0.0.1:2131"
+	DefaultBlockSize   = 64 << 20
+	DefaultReplication = 3
+	DefaultHeartbeat   = 3 * time.Second
+	DefaultDeadAfter   = 30 * time.Second
+	// maxBlockSize bounds --block-size: a block is one file on a minion
+	// and its checksums are kept beside it.
+	maxBlockSize   = 4 << 30
+	maxReplication = 16
+)
+
+// Timeouts of remote calls. net/rpc has none of its own; see call in pool.go.
+const (
+	dialTimeout   = 5 * time.Second
+	metaTimeout   = 15 * time.Second
+	packetTimeout = 60 * time.Second
+	// finalizeTimeout covers the fsync of a whole block on every minion of
+	// the pipeline.
+	finalizeTimeout = 120 * time.Second
+)
+
+// Sentinel errors. Servers return them wrapped (fmt.Errorf("%w: ...")); the
+// text crosses the wire and remoteError maps it back, so errors.Is works in
+// the client.
+var (
+	// ErrNotFound is returned when a path does not exist.
+	ErrNotFound = errors.New("no such file")
+	// ErrExists is returned by a create of a path that exists without force.
+	ErrExists = errors.New("file exists")
+	// ErrIsDir is returned when a file operation names a directory.
+	ErrIsDir = errors.New("is a directory")
+	// ErrNotDir is returned when a path goes through a file as if it were a directory.
+	ErrNotDir = errors.New("not a directory")
+	// ErrBusy is returned when another put of the same path is in progress.
+	ErrBusy = errors.New("file is being written by another client")
+	// ErrNoMinions is returned when no live minion can take a block.
+	ErrNoMinions = errors.New("no live minion with free space")
+	// ErrBadPath is returned for a path that is empty, relative or not clean.
+	ErrBadPath = errors.New("invalid path")
+	// ErrBadArg is returned for an argument out of range.
+	ErrBadArg = errors.New("invalid argument")
+	// ErrLease is returned when a put's handle is unknown or has expired.
+	ErrLease = errors.New("write handle unknown or expired")
+	// ErrBlockNotFound is returned by a minion that has no such block.
+	ErrBlockNotFound = errors.New("block not found")
+	// ErrChecksum is returned when data does not match its CRC32C.
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrWrongCluster is returned when a minion's dir belongs to another cluster.
+	ErrWrongCluster = errors.New("minion belongs to another cluster")
+)
+
+var sentinels = []error{
+	ErrNotFound, ErrExists, ErrIsDir, ErrNotDir, ErrBusy, ErrNoMinions,
+	ErrBadPath, ErrBadArg, ErrLease, ErrBlockNotFound, ErrChecksum, ErrWrongCluster,
+}
+
+// remoteError is an error returned by a remote node. It keeps the remote
+// text and unwraps to the sentinel the text starts with, if any.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// fromRemote turns an rpc.ServerError back into an error that errors.Is can
+// match against the sentinels above. Other errors are returned unchanged.
+func fromRemote(err error) error {
+	var se rpc.ServerError
+	if !errors.As(err, &se) {
+		return err
+	}
+	msg := string(se)
+	for _, s := range sentinels {
+		if msg == s.Error() || strings.HasPrefix(msg, s.Error()+":") {
+			return &remoteError{msg: msg, sentinel: s}
+		}
+	}
+	return &remoteError{msg: msg}
+}
+
+// ---- Master service ----
+
+// PingArgs asks a master who it is.
+type PingArgs struct{}
+
+// PingReply identifies a master.
+type PingReply struct {
+	ClusterID string
+}
+
+// RegisterArgs is sent by a minion when it starts and whenever the master
+// does not know it (for example after a master restart).
+type RegisterArgs struct {
+	MinionID  string
+	ClusterID string // empty for a new minion dir
+	Addr      string // host:port where the minion serves Minion.*
+	Capacity  int64
+	Free      int64
+	Used      int64
+	Blocks    []BlockReport
+}
+
+// BlockReport is one block a minion holds.
+type BlockReport struct {
+	ID   uint64
+	Size int64
+}
+
+// RegisterReply tells a minion its cluster and heartbeat interval.
+type RegisterReply struct {
+	ClusterID string
+	Heartbeat time.Duration
+	// Delete lists reported blocks the master does not want: orphans of
+	// deleted files or failed puts.
+	Delete []uint64
+}
+
+// HeartbeatArgs is a minion's periodic report.
+type HeartbeatArgs struct {
+	MinionID  string
+	Addr      string
+	Capacity  int64
+	Free      int64
+	Used      int64
+	NumBlocks int
+}
+
+// HeartbeatReply carries the master's commands to a minion.
+type HeartbeatReply struct {
+	// Reregister asks the minion to register again with a full block report.
+	Reregister bool
+	// Delete lists blocks the minion should remove.
+	Delete []uint64
+}
+
+// CreateArgs starts a put.
+type CreateArgs struct {
+	Path        string
+	Replication int
+	BlockSize   int64
+	Force       bool
+}
+
+// CreateReply returns the handle of the put.
+type CreateReply struct {
+	Handle      uint64
+	Replication int
+	BlockSize   int64
+}
+
+// AddBlockArgs asks for a new block of a put in progress.
+type AddBlockArgs struct {
+	Handle uint64
+}
+
+// AddBlockReply names the new block and its pipeline.
+type AddBlockReply struct {
+	BlockID  uint64
+	Pipeline []string // minion addresses, first one receives from the client
+	// Warning is set when fewer minions than the replication were live.
+	Warning string
+}
+
+// CompleteArgs commits a put: every block with its final length and CRC32C.
+type CompleteArgs struct {
+	Handle uint64
+	Blocks []BlockInfo
+}
+
+// AbandonArgs gives up a put; its blocks are deleted.
+type AbandonArgs struct {
+	Handle uint64
+}
+
+// PathArgs names one path.
+type PathArgs struct {
+	Path string
+}
+
+// ListArgs names a path to list.
+type ListArgs struct {
+	Path      string
+	Recursive bool
+}
+
+// DeleteArgs names a path to remove.
+type DeleteArgs struct {
+	Path      string
+	Recursive bool
+}
+
+// DeleteReply says how many files were removed.
+type DeleteReply struct {
+	Removed int
+}
+
+// ListReply lists files and directories.
+type ListReply struct {
+	Entries []FileInfo
+}
+
+// Empty is the reply of calls that return nothing but an error.
+type Empty struct{}
+
+// FileInfo describes a file (or, in listings, a directory).
+type FileInfo struct {
+	Path        string
+	Dir         bool
+	Size        int64
+	Replication int
+	BlockSize   int64
+	ModTime     time.Time
+	Blocks      []BlockInfo
+}
+
+// BlockInfo is one block of a file and where it lives.
+type BlockInfo struct {
+	ID       uint64
+	Size     int64
+	CRC      uint32   // CRC32C (Castagnoli) of the whole block
+	Replicas []string // live minion addresses, best first
+}
+
+// ---- Minion service ----
+
+// WriteBlockArgs carries one packet of a block down the pipeline.
+type WriteBlockArgs struct {
+	BlockID uint64
+	Offset  int64    // multiple of bytesPerChecksum
+	Data    []byte   // at most packetSize bytes
+	CRCs    []uint32 // one CRC32C per bytesPerChecksum of Data
+	Next    []string // the rest of the pipeline after this minion
+}
+
+// FinalizeBlockArgs ends the write of a block: every minion of the pipeline
+// checks the length, fsyncs and makes the block visible.
+type FinalizeBlockArgs struct {
+	BlockID uint64
+	Size    int64
+	Next    []string
+}
+
+// ReadBlockArgs asks for a range of a block.
+type ReadBlockArgs struct {
+	BlockID uint64
+	Offset  int64 // multiple of bytesPerChecksum
+	Length  int64 // at most packetSize
+}
+
+// ReadBlockReply is the data with the stored checksums that cover it.
+type ReadBlockReply struct {
+	Data []byte
+	CRCs []uint32
+}
