@@ -22,18 +22,21 @@ import (
 	"log/slog"
 	"path"
 	"strings"
+	"time"
 )
 
 // Client talks to one dfs cluster. It is safe for concurrent use.
 type Client struct {
 	Master string
 	Logger *slog.Logger
-	pool   *pool
+	// Timeout bounds each call to the master.
+	Timeout time.Duration
+	pool    *pool
 }
 
 // NewClient returns a client of the master at addr.
 func NewClient(addr string) *Client {
-	return &Client{Master: addr, Logger: slog.Default(), pool: newPool()}
+	return &Client{Master: addr, Logger: slog.Default(), Timeout: metaTimeout, pool: newPool()}
 }
 
 // Close closes the client's connections.
@@ -60,7 +63,7 @@ func RemotePath(p string) (string, error) {
 // meta calls a master method. Errors that are not the master's own answer
 // say which master could not be reached.
 func (c *Client) meta(ctx context.Context, method string, args, reply any) error {
-	err := c.pool.call(ctx, c.Master, masterService+"."+method, args, reply, metaTimeout)
+	err := c.pool.call(ctx, c.Master, masterService+"."+method, args, reply, c.Timeout)
 	if err == nil {
 		return nil
 	}
@@ -135,7 +138,7 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 // the put has failed already, perhaps because ctx ended, and if this call
 // is lost the master expires the put by itself.
 func (c *Client) abandon(handle uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), metaTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	defer cancel()
 	if err := c.meta(ctx, "Abandon", &AbandonArgs{Handle: handle}, &Empty{}); err != nil {
 		c.Logger.Debug("abandon put", "err", err)
@@ -180,7 +183,7 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, buf []byte, n int,
 		crcs = checksums(crcs[:0], data)
 		sum = crc32.Update(sum, castagnoli, data)
 		if len(inflight) == packetWindow {
-			if err := inflight[0].wait(ctx, packetTimeout); err != nil {
+			if err := inflight[0].wait(ctx, hops(packetHopTimeout, len(ab.Pipeline))); err != nil {
 				return fail(err)
 			}
 			inflight = inflight[1:]
@@ -202,12 +205,12 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, buf []byte, n int,
 		}
 	}
 	for _, pc := range inflight {
-		if err := pc.wait(ctx, packetTimeout); err != nil {
+		if err := pc.wait(ctx, hops(packetHopTimeout, len(ab.Pipeline))); err != nil {
 			return fail(err)
 		}
 	}
 	fa := &FinalizeBlockArgs{BlockID: ab.BlockID, Size: off, Next: rest}
-	if err := c.pool.call(ctx, head, minionService+".FinalizeBlock", fa, &Empty{}, finalizeTimeout); err != nil {
+	if err := c.pool.call(ctx, head, minionService+".FinalizeBlock", fa, &Empty{}, hops(finalizeHopTimeout, len(ab.Pipeline))); err != nil {
 		return fail(err)
 	}
 	return BlockInfo{ID: ab.BlockID, Size: off, CRC: sum}, eof, nil
@@ -299,7 +302,7 @@ func (c *Client) readFrom(ctx context.Context, addr string, b BlockInfo, off *in
 		}
 		r := queue[0]
 		queue = queue[1:]
-		if err := r.pc.wait(ctx, packetTimeout); err != nil {
+		if err := r.pc.wait(ctx, packetHopTimeout); err != nil {
 			return err
 		}
 		want := min(int64(packetSize), b.Size-r.off)

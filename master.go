@@ -206,7 +206,7 @@ func (m *Master) AddrString() string { return m.srv.Addr().String() }
 // Close stops serving and saves the metadata. It is safe to call more than once.
 func (m *Master) Close() error {
 	m.mu.Lock()
-	if m.closed {
+	if m.closed || m.srv == nil { // closed already, or never started
 		m.mu.Unlock()
 		return nil
 	}

@@ -23,7 +23,7 @@ import (
 
 // writerIdle is how long a block being received may go without a packet
 // before the minion drops it: its client or upstream minion is gone.
-const writerIdle = 2 * packetTimeout
+const writerIdle = 5 * time.Minute
 
 // Minion serves blocks from Dir. Set the exported fields before Start.
 type Minion struct {
@@ -343,7 +343,7 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	}
 	err := m.store.write(a.BlockID, a.Offset, a.Data, a.CRCs)
 	if fwd != nil {
-		if ferr := fwd.wait(m.ctx, packetTimeout); ferr != nil {
+		if ferr := fwd.wait(m.ctx, hops(packetHopTimeout, len(a.Next))); ferr != nil {
 			err = joinErrs(err, fmt.Errorf("forward to %s: %w", next, ferr))
 		}
 	}
@@ -359,7 +359,7 @@ func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, _ *Empty) error {
 		next := a.Next[0]
 		go func() {
 			args := &FinalizeBlockArgs{BlockID: a.BlockID, Size: a.Size, Next: a.Next[1:]}
-			err := m.pool.call(m.ctx, next, minionService+".FinalizeBlock", args, &Empty{}, finalizeTimeout)
+			err := m.pool.call(m.ctx, next, minionService+".FinalizeBlock", args, &Empty{}, hops(finalizeHopTimeout, len(args.Next)+1))
 			if err != nil {
 				err = fmt.Errorf("forward to %s: %w", next, err)
 			}

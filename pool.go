@@ -48,7 +48,7 @@ func (p *pool) get(ctx context.Context, addr string) (*rpc.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.NewClient(&deadlineConn{Conn: conn, writeTimeout: packetTimeout})
+	c := rpc.NewClient(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout})
 
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -45,15 +45,23 @@ const (
 	maxReplication = 16
 )
 
-// Timeouts of remote calls. net/rpc has none of its own; see call in pool.go.
+// Timeouts of remote calls; net/rpc has none of its own (see pool.go). A
+// pipeline call waits one hop timeout per minion from the callee to the end
+// of the pipeline, so the minion next to a hung one gives up first and its
+// error, which names the hung minion, reaches the client.
 const (
-	dialTimeout   = 5 * time.Second
-	metaTimeout   = 15 * time.Second
-	packetTimeout = 60 * time.Second
-	// finalizeTimeout covers the fsync of a whole block on every minion of
-	// the pipeline.
-	finalizeTimeout = 120 * time.Second
+	dialTimeout = 5 * time.Second
+	metaTimeout = 15 * time.Second
+	// packetHopTimeout bounds one packet on one minion.
+	packetHopTimeout = 20 * time.Second
+	// finalizeHopTimeout bounds the fsync of a whole block on one minion.
+	finalizeHopTimeout = 60 * time.Second
+	// connWriteTimeout bounds every write on a connection.
+	connWriteTimeout = 60 * time.Second
 )
+
+// hops is the timeout of a call that goes through n minions.
+func hops(d time.Duration, n int) time.Duration { return d * time.Duration(max(n, 1)) }
 
 // Sentinel errors. Servers return them wrapped (fmt.Errorf("%w: ...")); the
 // text crosses the wire and remoteError maps it back, so errors.Is works in

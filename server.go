@@ -69,7 +69,7 @@ func (s *rpcServer) acceptLoop() {
 			defer s.untrack(conn)
 			// ServeConn returns when the peer hangs up or sends
 			// something that is not a gob-encoded rpc request.
-			s.srv.ServeConn(&deadlineConn{Conn: conn, writeTimeout: packetTimeout})
+			s.srv.ServeConn(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout})
 		}()
 	}
 }
