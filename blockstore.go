@@ -51,7 +51,7 @@ func parseBlockName(name string) (uint64, bool) {
 		return 0, false
 	}
 	id, err := strconv.ParseUint(hex, 16, 64)
-	return id, err == nil
+	return id, err == nil && blockName(id) == name // lower-case hex only
 }
 
 // checksums appends the CRC32C of every bytesPerChecksum of data to dst.
@@ -121,15 +121,16 @@ func openBlockStore(dir string) (*blockStore, error) {
 			return err
 		}
 		name := d.Name()
-		if base, ok := strings.CutSuffix(name, ".meta"); ok {
+		base, isMeta := strings.CutSuffix(name, ".meta")
+		id, ok := parseBlockName(base)
+		if !ok || filepath.Dir(p) != s.subDir(id) {
+			return nil // not ours; leave it alone
+		}
+		if isMeta {
 			if _, err := os.Stat(filepath.Join(filepath.Dir(p), base)); errors.Is(err, fs.ErrNotExist) {
 				return os.Remove(p) // interrupted finalize: never committed
 			}
 			return nil
-		}
-		id, ok := parseBlockName(name)
-		if !ok {
-			return nil // not ours; leave it alone
 		}
 		info, err := d.Info()
 		if err != nil {
@@ -256,6 +257,12 @@ func (s *blockStore) finalize(id uint64, size int64) error {
 	if size < 0 || size > maxBlockSize {
 		return fmt.Errorf("%w: block size %d", ErrBadArg, size)
 	}
+	s.mu.Lock()
+	stored, ok := s.blocks[id]
+	s.mu.Unlock()
+	if ok && stored == size {
+		return nil // finalized already: a retried call whose reply was lost
+	}
 	var w *blockWriter
 	if size == 0 {
 		var err error
@@ -345,19 +352,27 @@ func (w *blockWriter) abort() {
 
 // expire aborts blocks that received nothing for idle: their writer is gone.
 func (s *blockStore) expire(idle time.Duration) []uint64 {
+	// Lock order is w.mu before s.mu (see finalize), so look at the
+	// writers without holding s.mu.
 	s.mu.Lock()
-	var stale []*blockWriter
-	for id, w := range s.writers {
-		w.mu.Lock()
-		if time.Since(w.lastUsed) > idle {
-			stale = append(stale, w)
-			delete(s.writers, id)
-		}
-		w.mu.Unlock()
+	all := make([]*blockWriter, 0, len(s.writers))
+	for _, w := range s.writers {
+		all = append(all, w)
 	}
 	s.mu.Unlock()
-	ids := make([]uint64, 0, len(stale))
-	for _, w := range stale {
+	var ids []uint64
+	for _, w := range all {
+		w.mu.Lock()
+		stale := !w.done && time.Since(w.lastUsed) > idle
+		w.mu.Unlock()
+		if !stale {
+			continue
+		}
+		s.mu.Lock()
+		if s.writers[w.id] == w {
+			delete(s.writers, w.id)
+		}
+		s.mu.Unlock()
 		w.abort()
 		ids = append(ids, w.id)
 	}

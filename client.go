@@ -77,6 +77,9 @@ func (c *Client) meta(ctx context.Context, method string, args, reply any) error
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.HasPrefix(err.Error(), "gob:") {
+		return fmt.Errorf("master %s: no valid answer, is it a dfs master? (%w)", c.Master, err)
+	}
 	return fmt.Errorf("master %s: %w", c.Master, err)
 }
 

@@ -89,7 +89,10 @@ type minionEntry struct {
 	free      int64
 	used      int64
 	numBlocks int
-	pending   int64 // bytes placed on it since its last heartbeat
+	// load is the bytes the master has put on it: the replicas it maps
+	// there plus a full block for each allocation of a put in progress.
+	// Placement goes by load rather than the reported use, which lags.
+	load int64
 }
 
 type writeEntry struct {
@@ -192,6 +195,7 @@ func (m *Master) load() error {
 			fe.blocks = append(fe.blocks, b.ID)
 			fe.size += b.Size
 			m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: b.Replicas}
+			m.addLoad(b.Replicas, b.Size)
 		}
 		m.addFile(f.Path, fe)
 	}
@@ -373,8 +377,18 @@ func (m *Master) removeFile(p string) {
 	for _, id := range f.blocks {
 		if b := m.blocks[id]; b != nil {
 			m.queueDelete(id, b.replicas)
+			m.addLoad(b.replicas, -b.size)
 		}
 		delete(m.blocks, id)
+	}
+}
+
+// addLoad adds delta bytes to the load of each of minions. The caller holds mu.
+func (m *Master) addLoad(minions []string, delta int64) {
+	for _, mid := range minions {
+		if mn := m.minions[mid]; mn != nil {
+			mn.load += delta
+		}
 	}
 }
 
@@ -392,6 +406,7 @@ func (m *Master) dropWrite(h uint64, w *writeEntry) {
 	}
 	for _, a := range w.blocks {
 		m.queueDelete(a.id, a.pipeline)
+		m.addLoad(a.pipeline, -w.blockSize)
 	}
 }
 
@@ -428,17 +443,17 @@ func (m *Master) place(n int, size int64) []*minionEntry {
 	now := time.Now()
 	var live []*minionEntry
 	for _, mn := range m.minions {
-		if m.alive(mn, now) && mn.addr != "" && mn.free-mn.pending >= size {
+		if m.alive(mn, now) && mn.addr != "" && mn.free >= size {
 			live = append(live, mn)
 		}
 	}
 	slices.SortFunc(live, func(a, b *minionEntry) int {
-		return cmp.Or(cmp.Compare(a.used+a.pending, b.used+b.pending),
+		return cmp.Or(cmp.Compare(a.load, b.load),
 			cmp.Compare(a.numBlocks, b.numBlocks), strings.Compare(a.id, b.id))
 	})
 	live = live[:min(n, len(live))]
 	for _, mn := range live {
-		mn.pending += size
+		mn.load += size
 	}
 	return live
 }
@@ -484,6 +499,7 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 		case b != nil && b.size == r.Size:
 			if !slices.Contains(b.replicas, mn.id) {
 				b.replicas = append(b.replicas, mn.id)
+				mn.load += b.size
 			}
 		case b == nil && pending[r.ID]:
 			// Part of a put in progress: Complete will record it.
@@ -496,6 +512,7 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	for id, b := range m.blocks {
 		if i := slices.Index(b.replicas, mn.id); i >= 0 && !reported[id] {
 			b.replicas = slices.Delete(b.replicas, i, i+1) // the minion lost it
+			mn.load -= b.size
 		}
 	}
 	delete(m.deletes, mn.id) // the report supersedes what was queued
@@ -518,7 +535,6 @@ func (m *Master) pendingBlocks() map[uint64]bool {
 func (m *Master) updateStats(mn *minionEntry, capacity, free, used int64, numBlocks int) {
 	mn.lastSeen = time.Now()
 	mn.capacity, mn.free, mn.used, mn.numBlocks = capacity, free, used, numBlocks
-	mn.pending = 0
 }
 
 // heartbeat records a minion's report and hands it the blocks to delete.
@@ -619,6 +635,7 @@ func (m *Master) complete(a *CompleteArgs) error {
 		f.blocks = append(f.blocks, b.ID)
 		f.size += b.Size
 		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: slices.Clone(w.blocks[i].pipeline)}
+		m.addLoad(w.blocks[i].pipeline, b.Size-w.blockSize) // the allocation was of a full block
 	}
 	m.addFile(w.path, f)
 	delete(m.writes, a.Handle)

@@ -68,7 +68,7 @@ func hops(d time.Duration, n int) time.Duration { return d * time.Duration(max(n
 // the client.
 var (
 	// ErrNotFound is returned when a path does not exist.
-	ErrNotFound = errors.New("no such file")
+	ErrNotFound = errors.New("file not found")
 	// ErrExists is returned by a create of a path that exists without force.
 	ErrExists = errors.New("file exists")
 	// ErrIsDir is returned when a file operation names a directory.
@@ -117,7 +117,10 @@ func fromRemote(err error) error {
 	}
 	msg := string(se)
 	for _, s := range sentinels {
-		if msg == s.Error() || strings.HasPrefix(msg, s.Error()+":") {
+		// A sentinel starts the text, or follows the context that a
+		// forwarding minion added ("forward to HOST:PORT: ...").
+		t := s.Error()
+		if msg == t || strings.HasPrefix(msg, t+":") || strings.HasSuffix(msg, ": "+t) || strings.Contains(msg, ": "+t+":") {
 			return &remoteError{msg: msg, sentinel: s}
 		}
 	}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// Settings of test clusters: fast heartbeats, small blocks.
+const (
+	testHeartbeat = 50 * time.Millisecond
+	testDeadAfter = time.Second
+	testBlockSize = 64 << 10
+)
+
+// testLogger sends a component's logs to the test's output.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// startCluster runs a master and n minions in this process on loopback
+// ports chosen by the OS, and stops them when the test ends.
+func startCluster(t testing.TB, n int) *DevCluster {
+	t.Helper()
+	cl := &DevCluster{Dir: t.TempDir(), Addr: "127.0.0.1:0", Minions: n, Logger: testLogger(t), Heartbeat: testHeartbeat}
+	cl.Configure = configureTestMaster
+	if err := cl.Start(); err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cl.Close(); err != nil {
+			t.Errorf("close cluster: %v", err)
+		}
+	})
+	return cl
+}
+
+func configureTestMaster(m *Master) error {
+	m.Heartbeat = testHeartbeat
+	m.DeadAfter = testDeadAfter
+	m.BlockSize = testBlockSize
+	m.Replication = 3
+	return nil
+}
+
+// newTestClient returns a client of cl's master, closed when the test ends.
+func newTestClient(t testing.TB, cl *DevCluster) *Client {
+	c := NewClient(cl.Master.AddrString())
+	c.Logger = testLogger(t)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func randomBytes(t testing.TB, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// mustPut stores data at path with the cluster's defaults.
+func mustPut(t testing.TB, c *Client, path string, data []byte, opt PutOptions) {
+	t.Helper()
+	if _, err := c.Put(t.Context(), bytes.NewReader(data), path, opt); err != nil {
+		t.Fatalf("put %s: %v", path, err)
+	}
+}
+
+// mustGet reads path back and compares it with want.
+func mustGet(t testing.TB, c *Client, path string, want []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	n, err := c.Get(t.Context(), path, &buf)
+	if err != nil {
+		t.Fatalf("get %s: %v", path, err)
+	}
+	if n != int64(len(want)) || !bytes.Equal(buf.Bytes(), want) {
+		t.Fatalf("get %s: got %d bytes (%d reported), want %d; contents differ", path, buf.Len(), n, len(want))
+	}
+}
+
+// totalBlocks counts the finalized blocks on the running minions of cl.
+func totalBlocks(cl *DevCluster) int {
+	n := 0
+	for _, mn := range cl.MinionSet {
+		if mn.ctx.Err() == nil {
+			_, k := mn.store.usage()
+			n += k
+		}
+	}
+	return n
+}
