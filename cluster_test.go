@@ -118,13 +118,19 @@ func TestCluster_Namespace_Errors(t *testing.T) {
 			_, err := c.Put(t.Context(), bytes.NewReader(nil), "/dir", PutOptions{Force: true})
 			return err
 		}, ErrIsDir},
-		{"PutUnderFile", func() error { _, err := c.Put(t.Context(), bytes.NewReader(nil), "/dir/file/x", PutOptions{}); return err }, ErrNotDir},
+		{"PutUnderFile", func() error {
+			_, err := c.Put(t.Context(), bytes.NewReader(nil), "/dir/file/x", PutOptions{})
+			return err
+		}, ErrNotDir},
 		{"PutRoot", func() error { _, err := c.Put(t.Context(), bytes.NewReader(nil), "/", PutOptions{}); return err }, ErrIsDir},
 		{"BadReplication", func() error {
 			_, err := c.Put(t.Context(), bytes.NewReader(nil), "/r", PutOptions{Replication: 99})
 			return err
 		}, ErrBadArg},
-		{"BadBlockSize", func() error { _, err := c.Put(t.Context(), bytes.NewReader(nil), "/b", PutOptions{BlockSize: 1000}); return err }, ErrBadArg},
+		{"BadBlockSize", func() error {
+			_, err := c.Put(t.Context(), bytes.NewReader(nil), "/b", PutOptions{BlockSize: 1000})
+			return err
+		}, ErrBadArg},
 		{"RemoveMissing", func() error { _, err := c.Remove(t.Context(), "/nope", false); return err }, ErrNotFound},
 		{"RemoveDirNotRecursive", func() error { _, err := c.Remove(t.Context(), "/dir", false); return err }, ErrIsDir},
 		{"ListMissing", func() error { _, err := c.List(t.Context(), "/nope", false); return err }, ErrNotFound},
