@@ -426,6 +426,12 @@ func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
 				bi.Replicas = append(bi.Replicas, mn.addr)
 			}
 		}
+		// Readers start with the first replica: rotate by block id so
+		// that the blocks of one file are read from all its minions.
+		if n := len(bi.Replicas); n > 1 {
+			k := int(id % uint64(n))
+			bi.Replicas = append(bi.Replicas[k:], bi.Replicas[:k]...)
+		}
 		fi.Blocks = append(fi.Blocks, bi)
 	}
 	return fi

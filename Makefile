@@ -1,0 +1,29 @@
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GO      ?= go
+BIN     ?= dfs
+
+.PHONY: build test check demo bench clean
+
+## build: the dfs binary, with its version
+build:
+	$(GO) build -ldflags "-X main.Version=$(VERSION)" -o $(BIN) .
+
+## test: everything CI runs: format, vet, and all tests with the race detector
+test: check
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+## check: gofmt and go vet
+check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## demo: a local cluster and a put/get round trip
+demo: build
+	DFS=./$(BIN) ./scripts/demo.sh
+
+## bench: the go test benchmarks of the hot paths
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -f $(BIN)

@@ -1,0 +1,338 @@
+package main
+
+// Unit tests of the master's namespace and registry, called directly
+// without the network.
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// newTestMaster returns a master whose state is loaded from a fresh dir,
+// not serving: tests call its methods directly.
+func newTestMaster(t *testing.T, dir string) *Master {
+	t.Helper()
+	m := NewMaster(dir, "127.0.0.1:0")
+	m.Logger = testLogger(t)
+	configureTestMaster(m)
+	if err := m.load(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// addMinions registers n fake minions with plenty of room.
+func addMinions(t *testing.T, m *Master, n int) {
+	t.Helper()
+	for i := range n {
+		_, err := m.register(&RegisterArgs{MinionID: fmt.Sprintf("MID-%d", i), Addr: fmt.Sprintf("127.0.0.1:%d", 9000+i),
+			Capacity: 1 << 40, Free: 1 << 40})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// putFile runs create, addBlock per block and complete for a file of the
+// given block sizes.
+func putFile(t *testing.T, m *Master, p string, sizes ...int64) error {
+	t.Helper()
+	cr, err := m.create(&CreateArgs{Path: p})
+	if err != nil {
+		return err
+	}
+	var blocks []BlockInfo
+	for _, s := range sizes {
+		ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+		if err != nil {
+			return err
+		}
+		blocks = append(blocks, BlockInfo{ID: ab.BlockID, Size: s, CRC: 1})
+	}
+	return m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: blocks})
+}
+
+func TestCheckPath(t *testing.T) {
+	for _, p := range []string{"/", "/a", "/a/b.c", "/with space", "/ünïcode"} {
+		if err := checkPath(p); err != nil {
+			t.Errorf("checkPath(%q) = %v, want nil", p, err)
+		}
+	}
+	for _, p := range []string{"", "a", "a/b", "/a/", "//a", "/a/../b", "/./a", "/a\nb", "/a\x00b"} {
+		if err := checkPath(p); !errors.Is(err, ErrBadPath) {
+			t.Errorf("checkPath(%q) = %v, want ErrBadPath", p, err)
+		}
+	}
+}
+
+func TestMaster_Create_Conflicts(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	if err := putFile(t, m, "/d/f", 10); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path  string
+		force bool
+		want  error
+	}{
+		{"/d/f", false, ErrExists},
+		{"/d", true, ErrIsDir},
+		{"/", true, ErrIsDir},
+		{"/d/f/g", false, ErrNotDir},
+		{"/d/f/g/h", true, ErrNotDir},
+		{"d/x", false, ErrBadPath},
+	}
+	for _, tt := range tests {
+		_, err := m.create(&CreateArgs{Path: tt.path, Force: tt.force})
+		if !errors.Is(err, tt.want) {
+			t.Errorf("create %s (force %v) = %v, want %v", tt.path, tt.force, err, tt.want)
+		}
+	}
+	// The same path twice at once.
+	if _, err := m.create(&CreateArgs{Path: "/busy"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.create(&CreateArgs{Path: "/busy", Force: true}); !errors.Is(err, ErrBusy) {
+		t.Errorf("second create of a path being written = %v, want ErrBusy", err)
+	}
+}
+
+// A put whose path became a directory (or went under a new file) while it
+// ran fails at complete, and its blocks are queued for deletion.
+func TestMaster_Complete_RechecksNamespace(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	cr, err := m.create(&CreateArgs{Path: "/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := putFile(t, m, "/x/inner", 5); err != nil {
+		t.Fatal(err)
+	}
+	err = m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 1}}})
+	if !errors.Is(err, ErrIsDir) {
+		t.Fatalf("complete over a new directory = %v, want ErrIsDir", err)
+	}
+	if !slices.Contains(m.deletes["MID-0"], ab.BlockID) {
+		t.Errorf("block of the failed put not queued for deletion: %v", m.deletes)
+	}
+	if _, ok := m.writes[cr.Handle]; ok {
+		t.Error("failed put still registered")
+	}
+}
+
+func TestMaster_Complete_Validates(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	tests := []struct {
+		name  string
+		edit  func(blocks []BlockInfo) []BlockInfo
+		valid bool
+	}{
+		{"OK", func(b []BlockInfo) []BlockInfo { return b }, true},
+		{"MissingBlock", func(b []BlockInfo) []BlockInfo { return b[:1] }, false},
+		{"ExtraBlock", func(b []BlockInfo) []BlockInfo { return append(b, BlockInfo{ID: 42, Size: 1}) }, false},
+		{"WrongID", func(b []BlockInfo) []BlockInfo { b[0].ID++; return b }, false},
+		{"Swapped", func(b []BlockInfo) []BlockInfo { b[0], b[1] = b[1], b[0]; return b }, false},
+		{"ShortMiddleBlock", func(b []BlockInfo) []BlockInfo { b[0].Size--; return b }, false},
+		{"OversizeLast", func(b []BlockInfo) []BlockInfo { b[1].Size = testBlockSize + 1; return b }, false},
+		{"EmptyLast", func(b []BlockInfo) []BlockInfo { b[1].Size = 0; return b }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := "/v/" + tt.name
+			cr, err := m.create(&CreateArgs{Path: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var blocks []BlockInfo
+			for _, size := range []int64{testBlockSize, 7} {
+				ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+				if err != nil {
+					t.Fatal(err)
+				}
+				blocks = append(blocks, BlockInfo{ID: ab.BlockID, Size: size})
+			}
+			err = m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: tt.edit(blocks)})
+			if tt.valid != (err == nil) {
+				t.Fatalf("complete = %v, want valid %v", err, tt.valid)
+			}
+			if _, err := m.stat(p); tt.valid != (err == nil) {
+				t.Errorf("stat after complete = %v", err)
+			}
+		})
+	}
+	if err := m.complete(&CompleteArgs{Handle: 12345}); !errors.Is(err, ErrLease) {
+		t.Errorf("complete of an unknown handle = %v, want ErrLease", err)
+	}
+}
+
+func TestMaster_ExpireWrites(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 2)
+	cr, _ := m.create(&CreateArgs{Path: "/slow", Replication: 2})
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.expireWrites(time.Now()) // not yet
+	if _, ok := m.writes[cr.Handle]; !ok {
+		t.Fatal("fresh put expired")
+	}
+	m.expireWrites(time.Now().Add(m.LeaseTimeout + time.Second))
+	if _, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle}); !errors.Is(err, ErrLease) {
+		t.Fatalf("addBlock after expiry = %v, want ErrLease", err)
+	}
+	for _, mid := range []string{"MID-0", "MID-1"} {
+		if !slices.Contains(m.deletes[mid], ab.BlockID) {
+			t.Errorf("block of the expired put not queued for deletion on %s", mid)
+		}
+	}
+	// The path is free again.
+	if err := putFile(t, m, "/slow", 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMaster_Place(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 3)
+	m.minions["MID-2"].free = 10 // full disk
+	m.minions["MID-1"].lastSeen = time.Now().Add(-2 * m.DeadAfter)
+
+	got := m.place(3, testBlockSize)
+	if len(got) != 1 || got[0].id != "MID-0" {
+		t.Fatalf("place = %v, want only MID-0 (MID-1 dead, MID-2 full)", got)
+	}
+	m.minions["MID-1"].lastSeen = time.Now()
+	// MID-0 now carries one allocation, so MID-1 comes first.
+	got = m.place(2, testBlockSize)
+	if len(got) != 2 || got[0].id != "MID-1" || got[1].id != "MID-0" {
+		t.Fatalf("place = %v, want MID-1 then MID-0", got)
+	}
+}
+
+func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 2)
+	if err := putFile(t, m, "/f", testBlockSize, 100); err != nil {
+		t.Fatal(err)
+	}
+	f := m.files["/f"]
+	b0, b1 := f.blocks[0], f.blocks[1]
+	cr, _ := m.create(&CreateArgs{Path: "/inflight"})
+	pending, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+
+	// MID-1 comes back having lost b1, keeping b0, with an orphan, a
+	// replica of the wrong length, and the block of a put in progress.
+	reply, err := m.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40, Blocks: []BlockReport{
+		{ID: b0, Size: testBlockSize},
+		{ID: 777, Size: 5},
+		{ID: pending.BlockID, Size: 3},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(reply.Delete, []uint64{777}) {
+		t.Errorf("delete = %v, want the orphan only", reply.Delete)
+	}
+	if r := m.blocks[b1].replicas; slices.Contains(r, "MID-1") {
+		t.Errorf("b1 replicas %v still name MID-1, which lost it", r)
+	}
+	if r := m.blocks[b0].replicas; !slices.Contains(r, "MID-1") {
+		t.Errorf("b0 replicas %v lost MID-1", r)
+	}
+
+	reply, _ = m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40, Blocks: []BlockReport{
+		{ID: b0, Size: 1}, // wrong length
+		{ID: b1, Size: 100},
+	}})
+	if !slices.Equal(reply.Delete, []uint64{b0}) {
+		t.Errorf("delete = %v, want the wrong-length replica", reply.Delete)
+	}
+
+	if _, err := m.register(&RegisterArgs{MinionID: "MID-9", ClusterID: "CID-other", Addr: "127.0.0.1:1"}); !errors.Is(err, ErrWrongCluster) {
+		t.Errorf("register from another cluster = %v, want ErrWrongCluster", err)
+	}
+}
+
+// A new minion dir at an old minion's address replaces it.
+func TestMaster_Register_SameAddressNewDir(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	if _, err := m.register(&RegisterArgs{MinionID: "MID-new", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	if m.alive(m.minions["MID-0"], time.Now()) {
+		t.Error("the old minion at the address is still alive")
+	}
+	if hb := m.heartbeat(&HeartbeatArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000"}); !hb.Reregister {
+		t.Error("heartbeat of the replaced minion was accepted")
+	}
+}
+
+// Completed puts and deletes are on disk when they return.
+func TestMaster_Persist_Reload(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)
+	for _, p := range []string{"/a", "/d/b", "/d/c"} {
+		if err := putFile(t, m, p, testBlockSize, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.remove("/d/c", false); err != nil {
+		t.Fatal(err)
+	}
+	// No Close: a crash right after the calls returned.
+	m2 := newTestMaster(t, dir)
+	if m2.clusterID != m.clusterID {
+		t.Errorf("cluster id %s, want %s", m2.clusterID, m.clusterID)
+	}
+	got, err := m2.list("/", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, fi := range got {
+		paths = append(paths, fi.Path)
+	}
+	if want := []string{"/a", "/d/b"}; !slices.Equal(paths, want) {
+		t.Fatalf("after reload: %v, want %v", paths, want)
+	}
+	fi, _ := m2.stat("/d/b")
+	if fi.Size != testBlockSize+3 || len(fi.Blocks) != 2 || len(fi.Blocks[0].Replicas) != 2 {
+		t.Errorf("after reload: %+v", fi)
+	}
+	if m2.minions["MID-0"].load != m.minions["MID-0"].load {
+		t.Errorf("load after reload %d, want %d", m2.minions["MID-0"].load, m.minions["MID-0"].load)
+	}
+}
+
+func TestMaster_Start_BadSettings(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		edit func(*Master)
+	}{
+		{"BlockSize", func(m *Master) { m.BlockSize = 1000 }},
+		{"Replication", func(m *Master) { m.Replication = 0 }},
+		{"DeadAfter", func(m *Master) { m.DeadAfter = m.Heartbeat }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMaster(t.TempDir(), "127.0.0.1:0")
+			tt.edit(m)
+			if err := m.Start(); !errors.Is(err, ErrBadArg) {
+				m.Close()
+				t.Fatalf("Start = %v, want ErrBadArg", err)
+			}
+		})
+	}
+}
