@@ -4,7 +4,9 @@
 //
 // All state sits behind one mutex, held briefly and never across network or
 // disk I/O. A change that a client must be able to rely on (a completed put,
-// a delete) is made durable by persist before the RPC answers; see meta.go.
+// a delete) is appended to the edit log under the lock and fsynced after it,
+// before the RPC answers (editlog.go); checkpoints fold the log into the
+// image (meta.go).
 package main
 
 import (
@@ -42,17 +44,19 @@ type Master struct {
 	// LeaseTimeout is how long a put may go without asking for a block or
 	// completing before it is abandoned and its blocks deleted.
 	LeaseTimeout time.Duration
-	Logger       *slog.Logger
+	// CheckpointBytes is the size of the edit log past which the image is
+	// rewritten and the log started afresh.
+	CheckpointBytes int64
+	Logger          *slog.Logger
 
 	lock   *dirLock
 	srv    *rpcServer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// saveMu serialises image writes; savedGen is the generation of the
-	// last image written, guarded by saveMu.
-	saveMu   sync.Mutex
-	savedGen uint64
+	edits *editLog
+	// ckptMu serialises checkpoints.
+	ckptMu sync.Mutex
 
 	// mu guards everything below.
 	mu        sync.Mutex
@@ -64,7 +68,6 @@ type Master struct {
 	writes    map[uint64]*writeEntry  // puts in progress, by handle
 	writing   map[string]uint64       // path -> handle of its put in progress
 	deletes   map[string][]uint64     // minion id -> blocks it should delete
-	gen       uint64                  // bumped by every change to persisted state
 	closed    bool
 }
 
@@ -118,8 +121,9 @@ func NewMaster(dir, addr string) *Master {
 		Replication:  DefaultReplication,
 		Heartbeat:    DefaultHeartbeat,
 		DeadAfter:    DefaultDeadAfter,
-		LeaseTimeout: 10 * time.Minute,
-		Logger:       slog.Default(),
+		LeaseTimeout:    10 * time.Minute,
+		CheckpointBytes: 64 << 20,
+		Logger:          slog.Default(),
 	}
 }
 
@@ -164,11 +168,15 @@ func (m *Master) Start() error {
 	return nil
 }
 
-// load reads the image in Dir, or formats a new cluster when there is none.
+// load reads the image in Dir and replays the edit log after it, or
+// formats a new cluster when there is no image. It leaves the edit log open.
 func (m *Master) load() error {
 	img, err := loadImage(imagePath(m.Dir))
 	if err != nil {
 		return err
+	}
+	if m.CheckpointBytes <= 0 {
+		m.CheckpointBytes = 64 << 20
 	}
 	m.files = make(map[string]*fileEntry)
 	m.dirs = make(map[string]int)
@@ -178,29 +186,54 @@ func (m *Master) load() error {
 	m.writing = make(map[string]uint64)
 	m.deletes = make(map[string][]uint64)
 	if img == nil { // a new cluster
+		if firsts, err := segments(m.Dir); err != nil || len(firsts) > 0 {
+			return fmt.Errorf("%w: %s has edit log segments but no image", ErrBadEditLog, m.Dir)
+		}
 		m.clusterID = "CID-" + randomHex(8)
-		m.gen = 1
-		return m.persist(m.gen)
+		if err := saveImage(imagePath(m.Dir), m.snapshot()); err != nil {
+			return fmt.Errorf("format %s: %w", m.Dir, err)
+		}
+		m.edits, err = openEditLog(m.Dir, 0)
+		return err
 	}
 	m.clusterID = img.ClusterID
-	now := time.Now()
 	for _, mn := range img.Minions {
-		// Known minions get a full DeadAfter to report in after a
-		// restart; until then their replicas are served as before.
-		m.minions[mn.ID] = &minionEntry{id: mn.ID, addr: mn.Addr, lastSeen: now}
+		m.applyMinion(mn)
 	}
-	for _, f := range img.Files {
-		fe := &fileEntry{replication: f.Replication, blockSize: f.BlockSize, modTime: f.ModTime}
-		for _, b := range f.Blocks {
-			fe.blocks = append(fe.blocks, b.ID)
-			fe.size += b.Size
-			m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: b.Replicas}
-			m.addLoad(b.Replicas, b.Size)
+	for i := range img.Files {
+		m.applyPut(&img.Files[i])
+	}
+	last, err := replayEdits(m.Dir, img.LastSeq, m.applyEdit)
+	if err != nil {
+		return err
+	}
+	if m.edits, err = openEditLog(m.Dir, last); err != nil {
+		return err
+	}
+	if last > img.LastSeq {
+		m.Logger.Info("replayed edit log", "records", last-img.LastSeq)
+		return m.checkpoint()
+	}
+	return nil
+}
+
+// applyEdit applies one replayed record.
+func (m *Master) applyEdit(e *edit) error {
+	switch e.Op {
+	case opPut:
+		if err := m.checkCreate(e.Path, true); err != nil {
+			return err
 		}
-		m.addFile(f.Path, fe)
+		m.applyPut(&e.File)
+	case opDelete:
+		if _, err := m.applyDelete(e.Path, e.Recursive); err != nil {
+			return err
+		}
+	case opMinion:
+		m.applyMinion(e.Minion)
+	default:
+		return fmt.Errorf("unknown operation %d", e.Op)
 	}
-	m.savedGen = 0
-	m.gen = 0
 	return nil
 }
 
@@ -220,10 +253,13 @@ func (m *Master) Close() error {
 	m.cancel()
 	err := m.srv.Close()
 	m.wg.Wait()
-	// A final save: every acknowledged change is on disk already, but
-	// replica locations and the minion registry may be newer.
-	if serr := m.saveNow(); serr != nil && err == nil {
-		err = serr
+	// A final checkpoint: every acknowledged change is in the log already,
+	// but replica locations and the minion registry may be newer.
+	if cerr := m.checkpoint(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if cerr := m.edits.close(); cerr != nil && err == nil {
+		err = cerr
 	}
 	if uerr := m.lock.unlock(); uerr != nil && err == nil {
 		err = uerr
@@ -243,6 +279,11 @@ func (m *Master) housekeeping(ctx context.Context) {
 			return
 		case <-t.C:
 			m.expireWrites(time.Now())
+			if m.edits.size() > m.CheckpointBytes {
+				if err := m.checkpoint(); err != nil {
+					m.Logger.Error("checkpoint", "err", err)
+				}
+			}
 		}
 	}
 }
@@ -261,53 +302,112 @@ func (m *Master) expireWrites(now time.Time) {
 
 // ---- persistence ----
 
-// persist returns once an image at least as new as generation gen is on
-// disk. Concurrent callers share one write: the one holding saveMu writes
-// the latest state, and those queued behind it usually find their change
-// saved already (group commit).
-func (m *Master) persist(gen uint64) error {
-	m.saveMu.Lock()
-	defer m.saveMu.Unlock()
-	if m.savedGen >= gen {
-		return nil
+// checkpoint writes the image and drops the edit log segments it covers. The
+// log rolls first, so the image's seq falls in the new segment and every
+// older one can go.
+func (m *Master) checkpoint() error {
+	m.ckptMu.Lock()
+	defer m.ckptMu.Unlock()
+	if err := m.edits.roll(); err != nil {
+		return err
 	}
-	return m.saveLocked()
-}
-
-// saveNow writes the image.
-func (m *Master) saveNow() error {
-	m.saveMu.Lock()
-	defer m.saveMu.Unlock()
-	return m.saveLocked()
-}
-
-func (m *Master) saveLocked() error {
 	m.mu.Lock()
-	img, gen := m.snapshot()
+	img := m.snapshot()
 	m.mu.Unlock()
 	if err := saveImage(imagePath(m.Dir), img); err != nil {
-		return fmt.Errorf("save metadata: %w", err)
+		return fmt.Errorf("checkpoint: %w", err)
 	}
-	m.savedGen = gen
-	return nil
+	return removeSegmentsBefore(m.Dir, img.LastSeq)
 }
 
-// snapshot copies the persisted state. The caller holds mu.
-func (m *Master) snapshot() (*image, uint64) {
+// logEdit appends e to the edit log. The caller holds mu and applies the
+// change only if this succeeds; it calls edits.sync after releasing mu.
+func (m *Master) logEdit(e *edit) (uint64, error) {
+	seq, err := m.edits.append(e)
+	if err != nil {
+		return 0, fmt.Errorf("metadata not saved: %w", err)
+	}
+	return seq, nil
+}
+
+// snapshot copies the persisted state. The caller holds mu, so no edit is
+// appended meanwhile and LastSeq is exactly what the copy contains.
+func (m *Master) snapshot() *image {
 	img := &image{Version: imageVersion, ClusterID: m.clusterID, Files: make([]imageFile, 0, len(m.files))}
+	if m.edits != nil {
+		m.edits.mu.Lock()
+		img.LastSeq = m.edits.lastSeq
+		m.edits.mu.Unlock()
+	}
 	for p, f := range m.files {
-		imf := imageFile{Path: p, Replication: f.replication, BlockSize: f.blockSize, ModTime: f.modTime,
-			Blocks: make([]imageBlock, 0, len(f.blocks))}
-		for _, id := range f.blocks {
-			b := m.blocks[id]
-			imf.Blocks = append(imf.Blocks, imageBlock{ID: id, Size: b.size, CRC: b.crc, Replicas: slices.Clone(b.replicas)})
-		}
-		img.Files = append(img.Files, imf)
+		img.Files = append(img.Files, m.imageFileOf(p, f))
 	}
 	for _, mn := range m.minions {
 		img.Minions = append(img.Minions, imageMinion{ID: mn.id, Addr: mn.addr})
 	}
-	return img, m.gen
+	return img
+}
+
+// imageFileOf is the persisted form of the file f at p. The caller holds mu.
+func (m *Master) imageFileOf(p string, f *fileEntry) imageFile {
+	imf := imageFile{Path: p, Replication: f.replication, BlockSize: f.blockSize, ModTime: f.modTime,
+		Blocks: make([]imageBlock, 0, len(f.blocks))}
+	for _, id := range f.blocks {
+		b := m.blocks[id]
+		imf.Blocks = append(imf.Blocks, imageBlock{ID: id, Size: b.size, CRC: b.crc, Replicas: slices.Clone(b.replicas)})
+	}
+	return imf
+}
+
+// applyPut puts the file imf in the namespace, replacing a file at its
+// path. The caller holds mu and has checked the path.
+func (m *Master) applyPut(imf *imageFile) {
+	if _, ok := m.files[imf.Path]; ok {
+		m.removeFile(imf.Path)
+	}
+	f := &fileEntry{replication: imf.Replication, blockSize: imf.BlockSize, modTime: imf.ModTime}
+	for _, b := range imf.Blocks {
+		f.blocks = append(f.blocks, b.ID)
+		f.size += b.Size
+		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: slices.Clone(b.Replicas)}
+		m.addLoad(b.Replicas, b.Size)
+	}
+	m.addFile(imf.Path, f)
+}
+
+// applyMinion records a minion known from the image or the log. Known
+// minions get a full DeadAfter to report in after a restart; until then
+// their replicas are served as before. The caller holds mu.
+func (m *Master) applyMinion(im imageMinion) {
+	if mn := m.minions[im.ID]; mn != nil {
+		mn.addr = im.Addr
+		return
+	}
+	m.minions[im.ID] = &minionEntry{id: im.ID, addr: im.Addr, lastSeen: time.Now()}
+}
+
+// applyDelete removes the file at p, or every file below directory p when
+// recursive, and returns how many went. The caller holds mu.
+func (m *Master) applyDelete(p string, recursive bool) (int, error) {
+	switch {
+	case m.files[p] != nil:
+		m.removeFile(p)
+		return 1, nil
+	case p == "/" || m.dirs[p] > 0:
+		if !recursive {
+			return 0, fmt.Errorf("%w: %s (use -r to remove it and everything below)", ErrIsDir, p)
+		}
+		prefix := strings.TrimSuffix(p, "/") + "/"
+		n := 0
+		for fp := range m.files {
+			if strings.HasPrefix(fp, prefix) {
+				m.removeFile(fp)
+				n++
+			}
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("%w: %s", ErrNotFound, p)
 }
 
 // ---- namespace ----
@@ -488,6 +588,12 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 		}
 	}
 	mn := m.minions[a.MinionID]
+	if mn == nil || mn.addr != a.Addr {
+		// Not synced here: the next put or delete takes it to disk.
+		if _, err := m.logEdit(&edit{Op: opMinion, Minion: imageMinion{ID: a.MinionID, Addr: a.Addr}}); err != nil {
+			m.Logger.Error("log minion address", "err", err)
+		}
+	}
 	if mn == nil {
 		mn = &minionEntry{id: a.MinionID}
 		m.minions[a.MinionID] = mn
@@ -522,7 +628,6 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 		}
 	}
 	delete(m.deletes, mn.id) // the report supersedes what was queued
-	m.gen++
 	m.Logger.Info("minion registered", "id", mn.id, "addr", mn.addr, "blocks", len(a.Blocks), "deleting", len(reply.Delete))
 	return reply, nil
 }
@@ -633,23 +738,26 @@ func (m *Master) complete(a *CompleteArgs) error {
 		m.mu.Unlock()
 		return err
 	}
-	if _, ok := m.files[w.path]; ok {
-		m.removeFile(w.path) // --force: replace it
-	}
-	f := &fileEntry{replication: w.replication, blockSize: w.blockSize, modTime: time.Now()}
+	imf := imageFile{Path: w.path, Replication: w.replication, BlockSize: w.blockSize, ModTime: time.Now()}
 	for i, b := range a.Blocks {
-		f.blocks = append(f.blocks, b.ID)
-		f.size += b.Size
-		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: slices.Clone(w.blocks[i].pipeline)}
-		m.addLoad(w.blocks[i].pipeline, b.Size-w.blockSize) // the allocation was of a full block
+		imf.Blocks = append(imf.Blocks, imageBlock{ID: b.ID, Size: b.Size, CRC: b.CRC, Replicas: w.blocks[i].pipeline})
 	}
-	m.addFile(w.path, f)
+	seq, err := m.logEdit(&edit{Op: opPut, Path: w.path, File: imf})
+	if err != nil {
+		m.dropWrite(a.Handle, w)
+		m.mu.Unlock()
+		return err
+	}
+	// The allocations become replicas: drop their reservations of a full
+	// block each (applyPut adds the real sizes) and forget the put.
+	for _, al := range w.blocks {
+		m.addLoad(al.pipeline, -w.blockSize)
+	}
 	delete(m.writes, a.Handle)
 	delete(m.writing, w.path)
-	m.gen++
-	gen := m.gen
+	m.applyPut(&imf) // replaces the file at the path with --force
 	m.mu.Unlock()
-	return m.persist(gen)
+	return m.edits.sync(seq)
 }
 
 // checkComplete checks a put's final block list against what was allocated
@@ -744,31 +852,25 @@ func (m *Master) remove(p string, recursive bool) (int, error) {
 		return 0, err
 	}
 	m.mu.Lock()
-	n := 0
-	switch {
-	case m.files[p] != nil:
-		m.removeFile(p)
-		n = 1
-	case p == "/" || m.dirs[p] > 0:
-		if !recursive {
-			m.mu.Unlock()
-			return 0, fmt.Errorf("%w: %s (use -r to remove it and everything below)", ErrIsDir, p)
-		}
-		prefix := strings.TrimSuffix(p, "/") + "/"
-		for fp := range m.files {
-			if strings.HasPrefix(fp, prefix) {
-				m.removeFile(fp)
-				n++
-			}
-		}
-	default:
+	if m.files[p] == nil && p != "/" && m.dirs[p] == 0 {
 		m.mu.Unlock()
 		return 0, fmt.Errorf("%w: %s", ErrNotFound, p)
 	}
-	m.gen++
-	gen := m.gen
+	if m.files[p] == nil && !recursive {
+		m.mu.Unlock()
+		return 0, fmt.Errorf("%w: %s (use -r to remove it and everything below)", ErrIsDir, p)
+	}
+	seq, err := m.logEdit(&edit{Op: opDelete, Path: p, Recursive: recursive})
+	if err != nil {
+		m.mu.Unlock()
+		return 0, err
+	}
+	n, err := m.applyDelete(p, recursive)
 	m.mu.Unlock()
-	return n, m.persist(gen)
+	if err != nil {
+		return 0, err
+	}
+	return n, m.edits.sync(seq)
 }
 
 // ---- helpers ----

@@ -21,6 +21,7 @@ func newTestMaster(t *testing.T, dir string) *Master {
 	if err := m.load(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.edits.close() })
 	return m
 }
 

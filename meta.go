@@ -35,6 +35,8 @@ var ErrBadImage = errors.New("metadata image is damaged")
 type image struct {
 	Version   int
 	ClusterID string
+	// LastSeq is the last edit log record the image contains.
+	LastSeq uint64
 	Files     []imageFile
 	Minions   []imageMinion
 }

@@ -1,0 +1,400 @@
+// editlog.go is the master's write-ahead log of namespace changes.
+//
+// Every change a client is told about (a completed put, a delete) is
+// appended here and fsynced before the RPC answers. Appends happen under the
+// master's lock, in memory, so the log's order is the order in which the
+// changes were applied; sync then writes and fsyncs outside that lock, and
+// whoever syncs takes every record appended so far with it: concurrent
+// writers share one fsync (group commit).
+//
+// The log is a series of segment files, DIR/edits-<first seq, 20 digits>.
+// A record is framed as
+//
+//	length uint32 | crc32c uint32 | seq uint64 | gob(edit)   (big-endian)
+//
+// where length counts the gob bytes and the CRC covers seq and gob bytes. A
+// checkpoint (meta.go) rolls to a new segment, writes the image with the
+// last seq it contains, and removes the segments the image covers. Start-up
+// loads the image and replays the records after its seq. A torn record at the
+// very end of the last segment (a crash in the middle of an append, which no
+// client was told about) is cut off; any other damage stops the master with
+// an error naming the file and offset.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// ErrBadEditLog is returned when the edit log is damaged other than by a
+// torn last record.
+var ErrBadEditLog = errors.New("edit log is damaged")
+
+const (
+	editHeaderSize = 16
+	maxEditSize    = 64 << 20
+	segmentPrefix  = "edits-"
+)
+
+type editOp uint8
+
+const (
+	// opPut records a completed put: the file replaces whatever was at Path.
+	opPut editOp = 1
+	// opDelete records the removal of Path (and all below it if Recursive).
+	opDelete editOp = 2
+	// opMinion records a minion's id and address, so that a restarted
+	// master can hand out replica addresses before the minions report in.
+	opMinion editOp = 3
+)
+
+// edit is one namespace change.
+type edit struct {
+	Op        editOp
+	Path      string
+	File      imageFile   // opPut
+	Recursive bool        // opDelete
+	Minion    imageMinion // opMinion
+}
+
+// editLog appends edits to the current segment. It is safe for concurrent use.
+type editLog struct {
+	dir string
+
+	// mu guards the fields below; cond signals the end of a sync.
+	mu        sync.Mutex
+	cond      *sync.Cond
+	f         *os.File // current segment
+	pending   []byte   // framed records not yet written
+	lastSeq   uint64   // last seq appended
+	syncedSeq uint64   // last seq on disk
+	syncing   bool     // a sync (or a roll) is writing
+	segBytes  int64    // bytes written to the current segment
+	syncs     uint64   // fsyncs done: fewer than records under group commit
+	err       error    // sticky: after a failed write the log takes no more
+}
+
+func segmentName(first uint64) string { return fmt.Sprintf("%s%020d", segmentPrefix, first) }
+
+// openEditLog starts a new segment whose first record will be lastSeq+1.
+func openEditLog(dir string, lastSeq uint64) (*editLog, error) {
+	l := &editLog{dir: dir, lastSeq: lastSeq, syncedSeq: lastSeq}
+	l.cond = sync.NewCond(&l.mu)
+	f, err := l.createSegment(lastSeq + 1)
+	if err != nil {
+		return nil, err
+	}
+	l.f = f
+	return l, nil
+}
+
+// createSegment creates (or empties) the segment that starts at first and
+// makes its name durable.
+func (l *editLog) createSegment(first uint64) (*os.File, error) {
+	p := filepath.Join(l.dir, segmentName(first))
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("edit log: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("edit log: %w", err)
+	}
+	return f, nil
+}
+
+// append adds e to the log in memory and returns its seq; sync(seq) makes
+// it durable. The caller holds the master's lock, so seqs follow the order
+// in which changes are applied.
+func (l *editLog) append(e *edit) (uint64, error) {
+	var body bytes.Buffer
+	body.Write(make([]byte, editHeaderSize))
+	if err := gob.NewEncoder(&body).Encode(e); err != nil {
+		return 0, fmt.Errorf("edit log: encode: %w", err)
+	}
+	rec := body.Bytes()
+	if len(rec)-editHeaderSize > maxEditSize {
+		return 0, fmt.Errorf("edit log: record of %d bytes is too large", len(rec))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return 0, l.err
+	}
+	l.lastSeq++
+	binary.BigEndian.PutUint32(rec[0:], uint32(len(rec)-editHeaderSize))
+	binary.BigEndian.PutUint64(rec[8:], l.lastSeq)
+	binary.BigEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], castagnoli))
+	l.pending = append(l.pending, rec...)
+	return l.lastSeq, nil
+}
+
+// sync returns once every record up to seq is on disk.
+func (l *editLog) sync(seq uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.syncedSeq < seq {
+		if l.err != nil {
+			return l.err
+		}
+		if l.syncing {
+			l.cond.Wait()
+			continue
+		}
+		l.syncing = true
+		buf, upto, f := l.pending, l.lastSeq, l.f
+		l.pending = nil
+		l.mu.Unlock()
+		_, err := f.Write(buf)
+		if err == nil {
+			err = fdatasync(f)
+		}
+		l.mu.Lock()
+		l.syncing = false
+		if err != nil {
+			l.err = fmt.Errorf("edit log: %w", err)
+		} else {
+			l.syncedSeq = upto
+			l.segBytes += int64(len(buf))
+			l.syncs++
+		}
+		l.cond.Broadcast()
+	}
+	return nil
+}
+
+// fdatasync flushes f's data and the metadata needed to read it back (its
+// size), which is all an append-only log needs.
+func fdatasync(f *os.File) error {
+	for {
+		err := syscall.Fdatasync(int(f.Fd()))
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// size is the number of bytes written to the current segment.
+func (l *editLog) size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.segBytes
+}
+
+// roll closes the current segment and starts a new one; records not yet
+// written go to the new one. Appends go on meanwhile; syncs wait.
+func (l *editLog) roll() error {
+	l.mu.Lock()
+	for l.syncing {
+		l.cond.Wait()
+	}
+	if l.err != nil {
+		l.mu.Unlock()
+		return l.err
+	}
+	l.syncing = true // keeps syncs off both files while they change
+	first := l.syncedSeq + 1
+	old := l.f
+	l.mu.Unlock()
+
+	f, err := l.createSegment(first)
+
+	l.mu.Lock()
+	l.syncing = false
+	if err == nil {
+		l.f, l.segBytes = f, 0
+	}
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return old.Close()
+}
+
+// close syncs what is pending and closes the segment.
+func (l *editLog) close() error {
+	l.mu.Lock()
+	last := l.lastSeq
+	l.mu.Unlock()
+	err := l.sync(last)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = errors.New("edit log closed")
+	}
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// segments lists the segment files in dir with their first seqs, in order.
+func segments(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var firsts []uint64
+	for _, e := range entries {
+		s, ok := strings.CutPrefix(e.Name(), segmentPrefix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || segmentName(n) != e.Name() {
+			continue
+		}
+		firsts = append(firsts, n)
+	}
+	slices.Sort(firsts)
+	return firsts, nil
+}
+
+// removeSegmentsBefore deletes the segments all of whose records are at or
+// below seq: those followed by a segment that starts at or below seq+1.
+func removeSegmentsBefore(dir string, seq uint64) error {
+	firsts, err := segments(dir)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for i := 0; i+1 < len(firsts); i++ {
+		if firsts[i+1] <= seq+1 {
+			if err := os.Remove(filepath.Join(dir, segmentName(firsts[i]))); err != nil {
+				return err
+			}
+			removed = true
+		}
+	}
+	if removed {
+		return syncDir(dir)
+	}
+	return nil
+}
+
+// replayEdits calls apply for every record after seq after, in order, and
+// returns the last seq found. It cuts a torn record off the end of the last
+// segment.
+func replayEdits(dir string, after uint64, apply func(*edit) error) (uint64, error) {
+	firsts, err := segments(dir)
+	if err != nil {
+		return 0, err
+	}
+	last := after
+	for i, first := range firsts {
+		p := filepath.Join(dir, segmentName(first))
+		isLast := i == len(firsts)-1
+		if first > last+1 {
+			return 0, fmt.Errorf("%w: %s starts at record %d but the image and earlier segments end at %d",
+				ErrBadEditLog, p, first, last)
+		}
+		last, err = replaySegment(p, isLast, last, apply)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return last, nil
+}
+
+func replaySegment(path string, isLast bool, last uint64, apply func(*edit) error) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := st.Size()
+	r := bufio.NewReaderSize(f, 1<<20)
+	var off int64
+	torn := func(why string) (uint64, error) {
+		if !isLast {
+			return 0, fmt.Errorf("%w: %s at offset %d: %s", ErrBadEditLog, path, off, why)
+		}
+		// The crash came in the middle of this append; its put was never
+		// acknowledged. Cut it off so that the next record follows a good one.
+		if err := os.Truncate(path, off); err != nil {
+			return 0, err
+		}
+		if err := syncFile(path); err != nil {
+			return 0, err
+		}
+		return last, nil
+	}
+	hdr := make([]byte, editHeaderSize)
+	var body []byte
+	for off < size {
+		if n, err := io.ReadFull(r, hdr); err != nil {
+			return torn(fmt.Sprintf("record header cut short after %d bytes", n))
+		}
+		length := int64(binary.BigEndian.Uint32(hdr[0:]))
+		sum := binary.BigEndian.Uint32(hdr[4:])
+		seq := binary.BigEndian.Uint64(hdr[8:])
+		end := off + editHeaderSize + length
+		if length > maxEditSize {
+			// No append writes such a record: this is damage, not a
+			// torn write, even if it reaches the end.
+			return 0, fmt.Errorf("%w: %s at offset %d: bad record length %d", ErrBadEditLog, path, off, length)
+		}
+		if end > size {
+			return torn(fmt.Sprintf("record of %d bytes runs past the end of the file", length))
+		}
+		body = slices.Grow(body[:0], int(length))[:length]
+		if _, err := io.ReadFull(r, body); err != nil {
+			return 0, fmt.Errorf("%w: %s at offset %d: %v", ErrBadEditLog, path, off, err)
+		}
+		crc := crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, body)
+		if crc != sum {
+			if end == size {
+				return torn("checksum mismatch in the last record")
+			}
+			return 0, fmt.Errorf("%w: %s at offset %d: checksum mismatch", ErrBadEditLog, path, off)
+		}
+		if seq <= last {
+			off = end
+			continue // covered by the image already
+		}
+		if seq != last+1 {
+			return 0, fmt.Errorf("%w: %s at offset %d: record %d follows record %d", ErrBadEditLog, path, off, seq, last)
+		}
+		e := new(edit)
+		if err := gob.NewDecoder(bytes.NewReader(body)).Decode(e); err != nil {
+			return 0, fmt.Errorf("%w: %s at offset %d: %v", ErrBadEditLog, path, off, err)
+		}
+		if err := apply(e); err != nil {
+			return 0, fmt.Errorf("%w: %s at offset %d: record %d: %v", ErrBadEditLog, path, off, seq, err)
+		}
+		last = seq
+		off = end
+	}
+	return last, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
