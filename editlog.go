@@ -397,4 +397,3 @@ func syncFile(path string) error {
 	}
 	return f.Close()
 }
-

@@ -115,12 +115,12 @@ type allocation struct {
 // NewMaster returns a master with the default settings. It does no I/O.
 func NewMaster(dir, addr string) *Master {
 	return &Master{
-		Addr:         addr,
-		Dir:          dir,
-		BlockSize:    DefaultBlockSize,
-		Replication:  DefaultReplication,
-		Heartbeat:    DefaultHeartbeat,
-		DeadAfter:    DefaultDeadAfter,
+		Addr:            addr,
+		Dir:             dir,
+		BlockSize:       DefaultBlockSize,
+		Replication:     DefaultReplication,
+		Heartbeat:       DefaultHeartbeat,
+		DeadAfter:       DefaultDeadAfter,
 		LeaseTimeout:    10 * time.Minute,
 		CheckpointBytes: 64 << 20,
 		Logger:          slog.Default(),

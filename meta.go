@@ -37,8 +37,8 @@ type image struct {
 	ClusterID string
 	// LastSeq is the last edit log record the image contains.
 	LastSeq uint64
-	Files     []imageFile
-	Minions   []imageMinion
+	Files   []imageFile
+	Minions []imageMinion
 }
 
 type imageFile struct {
