@@ -419,6 +419,29 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 	return data, crcs, nil
 }
 
+// verify re-reads block id and checks it against its stored checksums.
+func (s *blockStore) verify(id uint64) error {
+	s.mu.Lock()
+	size, ok := s.blocks[id]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
+	}
+	for off := int64(0); off < size; off += packetSize {
+		data, crcs, err := s.read(id, off, min(packetSize, size-off))
+		if err != nil {
+			if !s.has(id) {
+				return fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
+			}
+			return err
+		}
+		if err := verifyChecksums(data, crcs, off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // readAt fills buf from path at off; a short file is an error.
 func readAt(path string, buf []byte, off int64) error {
 	f, err := os.Open(path)

@@ -20,7 +20,9 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"net/rpc"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -100,12 +102,14 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 		}
 	}()
 
-	buf := make([]byte, min(packetSize, cr.BlockSize))
+	bufs := &packetBufs{size: int(min(packetSize, cr.BlockSize))}
 	var blocks []BlockInfo
+	var failed []string // minions dropped from a pipeline: not asked again
 	warned := false
 	for {
 		// Read ahead before asking for a block: an input that ends on a
 		// block boundary must not leave an empty block behind.
+		buf := bufs.get()
 		n, eof, err := readPacket(r, buf)
 		if err != nil {
 			return size, fmt.Errorf("read input: %w", err)
@@ -114,19 +118,24 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 			break
 		}
 		var ab AddBlockReply
-		if err := c.meta(ctx, "AddBlock", &AddBlockArgs{Handle: cr.Handle}, &ab); err != nil {
+		if err := c.meta(ctx, "AddBlock", &AddBlockArgs{Handle: cr.Handle, Exclude: failed}, &ab); err != nil {
 			return size, fmt.Errorf("block %d: %w", len(blocks), err)
 		}
 		if ab.Warning != "" && !warned {
 			c.Logger.Warn("writing fewer replicas than asked", "path", remote, "why", ab.Warning)
 			warned = true
 		}
-		bi, eof, err := c.writeBlock(ctx, r, buf, n, eof, ab, cr.BlockSize)
+		bi, eof, err := c.writeBlock(ctx, r, bufs, buf[:n], eof, ab, cr.BlockSize)
 		if err != nil {
 			return size, fmt.Errorf("block %d: %w", len(blocks), err)
 		}
 		blocks = append(blocks, bi)
 		size += bi.Size
+		for _, addr := range ab.Pipeline {
+			if !slices.Contains(bi.Replicas, addr) && !slices.Contains(failed, addr) {
+				failed = append(failed, addr)
+			}
+		}
 		if eof {
 			break
 		}
@@ -161,62 +170,175 @@ func readPacket(r io.Reader, buf []byte) (n int, eof bool, err error) {
 	return n, false, err
 }
 
-// writeBlock streams one block, whose first n bytes are in buf already, to
-// the pipeline of ab, and finalizes it there.
-func (c *Client) writeBlock(ctx context.Context, r io.Reader, buf []byte, n int, eof bool, ab AddBlockReply, blockSize int64) (BlockInfo, bool, error) {
-	if len(ab.Pipeline) == 0 {
+// outPacket is one packet of a block on its way down a pipeline. Its buffer
+// is kept until the pipeline acknowledges it, to be sent again if a minion
+// fails.
+type outPacket struct {
+	off  int64
+	data []byte
+	crcs []uint32
+	pc   *pendingCall
+}
+
+// packetBufs recycles packet buffers: a put holds at most packetWindow+1.
+type packetBufs struct {
+	size int
+	free [][]byte
+}
+
+func (b *packetBufs) get() []byte {
+	if n := len(b.free); n > 0 {
+		buf := b.free[n-1]
+		b.free = b.free[:n-1]
+		return buf
+	}
+	return make([]byte, b.size)
+}
+
+func (b *packetBufs) put(buf []byte) { b.free = append(b.free, buf[:cap(buf)]) }
+
+// writeBlock streams one block, whose first packet is first, to the
+// pipeline of ab and finalizes it there, and returns it with the minions
+// that hold it.
+//
+// If a minion fails, the block goes on without it (pipeline recovery):
+// every packet the pipeline acknowledged is on every minion still in it, so
+// the packets not yet acknowledged are sent again to the rest of the
+// pipeline. The put fails only when no minion is left. The master copies
+// the block to more minions afterwards.
+func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, first []byte, eof bool, ab AddBlockReply, blockSize int64) (BlockInfo, bool, error) {
+	pipeline := slices.Clone(ab.Pipeline)
+	if len(pipeline) == 0 {
 		return BlockInfo{}, false, fmt.Errorf("%w: master returned an empty pipeline", ErrNoMinions)
-	}
-	head, rest := ab.Pipeline[0], ab.Pipeline[1:]
-	fail := func(err error) (BlockInfo, bool, error) {
-		return BlockInfo{}, false, fmt.Errorf("minion %s: %w", head, err)
-	}
-	conn, err := c.pool.get(ctx, head)
-	if err != nil {
-		return fail(err)
 	}
 	var (
 		off      int64
 		sum      uint32
-		crcs     = make([]uint32, 0, len(buf)/bytesPerChecksum+1)
-		inflight []*pendingCall
+		inflight []*outPacket
+		conn     *rpc.Client
 	)
-	for {
-		data := buf[:n]
-		crcs = checksums(crcs[:0], data)
-		sum = crc32.Update(sum, castagnoli, data)
-		if len(inflight) == packetWindow {
-			if err := inflight[0].wait(ctx, hops(packetHopTimeout, len(ab.Pipeline))); err != nil {
-				return fail(err)
+	send := func(p *outPacket) error {
+		if conn == nil {
+			var err error
+			if conn, err = c.pool.get(ctx, pipeline[0]); err != nil {
+				return err
 			}
-			inflight = inflight[1:]
 		}
-		// start has written the request when it returns, so buf and
-		// crcs are free to take the next packet.
-		args := &WriteBlockArgs{BlockID: ab.BlockID, Offset: off, Data: data, CRCs: crcs, Next: rest}
-		inflight = append(inflight, c.pool.start(head, conn, minionService+".WriteBlock", args, &Empty{}))
-		off += int64(n)
-		if eof || off == blockSize {
+		args := &WriteBlockArgs{BlockID: ab.BlockID, Offset: p.off, Data: p.data, CRCs: p.crcs, Next: pipeline[1:]}
+		p.pc = c.pool.start(pipeline[0], conn, minionService+".WriteBlock", args, &Empty{})
+		return nil
+	}
+	// dropFailed takes the minion that cause points at out of the
+	// pipeline, or fails when it is the last one.
+	dropFailed := func(cause error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		bad := culprit(pipeline, cause)
+		if len(pipeline) == 1 {
+			return fmt.Errorf("minion %s: %w", bad, cause)
+		}
+		c.Logger.Warn("pipeline recovery: going on without a minion", "block", blockName(ab.BlockID), "minion", bad, "err", cause)
+		pipeline = slices.DeleteFunc(pipeline, func(a string) bool { return a == bad })
+		conn = nil
+		return nil
+	}
+	resend := func(cause error) error {
+		for {
+			if err := dropFailed(cause); err != nil {
+				return err
+			}
+			cause = nil
+			for _, p := range inflight {
+				if cause = send(p); cause != nil {
+					break
+				}
+			}
+			if cause == nil {
+				return nil
+			}
+		}
+	}
+
+	next, inputDone := first, false
+	for {
+		for !inputDone && len(inflight) < packetWindow {
+			data, last := next, eof
+			next = nil
+			if data == nil {
+				buf := bufs.get()
+				n, e, err := readPacket(r, buf[:min(int64(len(buf)), blockSize-off)])
+				if err != nil {
+					return BlockInfo{}, false, fmt.Errorf("read input: %w", err)
+				}
+				if n == 0 {
+					bufs.put(buf)
+					inputDone = true
+					break
+				}
+				data, last = buf[:n], e
+			}
+			p := &outPacket{off: off, data: data, crcs: checksums(nil, data)}
+			sum = crc32.Update(sum, castagnoli, data)
+			off += int64(len(data))
+			eof = last
+			inputDone = last || off == blockSize
+			inflight = append(inflight, p)
+			if err := send(p); err != nil {
+				if err := resend(err); err != nil {
+					return BlockInfo{}, false, err
+				}
+			}
+		}
+		if len(inflight) == 0 {
 			break
 		}
-		var err error
-		if n, eof, err = readPacket(r, buf[:min(int64(len(buf)), blockSize-off)]); err != nil {
-			return BlockInfo{}, false, fmt.Errorf("read input: %w", err)
+		p := inflight[0]
+		if err := p.pc.wait(ctx, hops(packetHopTimeout, len(pipeline))); err != nil {
+			if err := resend(err); err != nil {
+				return BlockInfo{}, false, err
+			}
+			continue
 		}
-		if n == 0 {
+		inflight = inflight[1:]
+		bufs.put(p.data)
+	}
+	for {
+		fa := &FinalizeBlockArgs{BlockID: ab.BlockID, Size: off, Next: pipeline[1:]}
+		err := c.pool.call(ctx, pipeline[0], minionService+".FinalizeBlock", fa, &Empty{}, hops(finalizeHopTimeout, len(pipeline)))
+		if err == nil {
 			break
 		}
-	}
-	for _, pc := range inflight {
-		if err := pc.wait(ctx, hops(packetHopTimeout, len(ab.Pipeline))); err != nil {
-			return fail(err)
+		// Finalizing again on the minions that did already is harmless.
+		if err := dropFailed(err); err != nil {
+			return BlockInfo{}, false, err
 		}
 	}
-	fa := &FinalizeBlockArgs{BlockID: ab.BlockID, Size: off, Next: rest}
-	if err := c.pool.call(ctx, head, minionService+".FinalizeBlock", fa, &Empty{}, hops(finalizeHopTimeout, len(ab.Pipeline))); err != nil {
-		return fail(err)
+	return BlockInfo{ID: ab.BlockID, Size: off, CRC: sum, Replicas: pipeline}, eof, nil
+}
+
+// culprit names the minion of pipeline that a pipeline error points at: the
+// last "forward to ADDR" in its text (the deepest minion that failed), or
+// else the first minion.
+func culprit(pipeline []string, err error) string {
+	bad := pipeline[0]
+	msg := err.Error()
+	const marker = "forward to "
+	for {
+		i := strings.Index(msg, marker)
+		if i < 0 {
+			return bad
+		}
+		msg = msg[i+len(marker):]
+		j := strings.Index(msg, ": ")
+		if j < 0 {
+			return bad
+		}
+		if addr := msg[:j]; slices.Contains(pipeline, addr) {
+			bad = addr
+		}
+		msg = msg[j:]
 	}
-	return BlockInfo{ID: ab.BlockID, Size: off, CRC: sum}, eof, nil
 }
 
 // Get writes the file remote to w and returns its size. Every byte written
@@ -248,6 +370,16 @@ type writeError struct{ err error }
 func (e *writeError) Error() string { return "write output: " + e.err.Error() }
 func (e *writeError) Unwrap() error { return e.err }
 
+// reportBad tells the master that the replica of block id at addr failed
+// its checksums, so that it is replaced. It is best effort.
+func (c *Client) reportBad(id uint64, addr string, why error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	if err := c.meta(ctx, "ReportBad", &ReportBadArgs{BlockID: id, Addr: addr, Reason: why.Error()}, &Empty{}); err != nil {
+		c.Logger.Debug("report bad replica", "err", err)
+	}
+}
+
 // readBlock copies block b to w, going through its replicas in order and
 // resuming each at the offset where the last one failed.
 func (c *Client) readBlock(ctx context.Context, b BlockInfo, w io.Writer) error {
@@ -268,6 +400,9 @@ func (c *Client) readBlock(ctx context.Context, b BlockInfo, w io.Writer) error 
 		if errors.As(err, &we) || ctx.Err() != nil {
 			return err
 		}
+		if errors.Is(err, ErrChecksum) {
+			c.reportBad(b.ID, addr, err)
+		}
 		c.Logger.Warn("replica failed; trying the next one", "block", blockName(b.ID), "minion", addr, "offset", off, "err", err)
 		lastErr = fmt.Errorf("minion %s: %w", addr, err)
 	}
@@ -280,48 +415,16 @@ func (c *Client) readBlock(ctx context.Context, b BlockInfo, w io.Writer) error 
 	return nil
 }
 
-// readFrom reads b from the minion at addr, from *off to its end, with up
-// to packetWindow reads in flight. It advances *off and *sum past every
-// packet that was checked and written to w.
+// readFrom reads b from the minion at addr, from *off to its end. It
+// advances *off and *sum past every packet that was checked and written to w.
 func (c *Client) readFrom(ctx context.Context, addr string, b BlockInfo, off *int64, sum *uint32, w io.Writer) error {
-	conn, err := c.pool.get(ctx, addr)
-	if err != nil {
-		return err
-	}
-	type read struct {
-		off   int64
-		reply *ReadBlockReply // a fresh one per call: gob leaves zero fields alone
-		pc    *pendingCall
-	}
-	var queue []read
-	next := *off
-	for *off < b.Size {
-		for len(queue) < packetWindow && next < b.Size {
-			length := min(int64(packetSize), b.Size-next)
-			reply := new(ReadBlockReply)
-			pc := c.pool.start(addr, conn, minionService+".ReadBlock", &ReadBlockArgs{BlockID: b.ID, Offset: next, Length: length}, reply)
-			queue = append(queue, read{off: next, reply: reply, pc: pc})
-			next += length
-		}
-		r := queue[0]
-		queue = queue[1:]
-		if err := r.pc.wait(ctx, packetHopTimeout); err != nil {
-			return err
-		}
-		want := min(int64(packetSize), b.Size-r.off)
-		if int64(len(r.reply.Data)) != want {
-			return fmt.Errorf("short read: %d bytes at offset %d, want %d", len(r.reply.Data), r.off, want)
-		}
-		if err := verifyChecksums(r.reply.Data, r.reply.CRCs, r.off); err != nil {
-			return err
-		}
-		if _, err := w.Write(r.reply.Data); err != nil {
+	return readBlockRange(ctx, c.pool, addr, b.ID, b.Size, off, func(data []byte, _ []uint32) error {
+		if _, err := w.Write(data); err != nil {
 			return &writeError{err}
 		}
-		*sum = crc32.Update(*sum, castagnoli, r.reply.Data)
-		*off += want
-	}
-	return nil
+		*sum = crc32.Update(*sum, castagnoli, data)
+		return nil
+	})
 }
 
 // Stat describes the file or directory remote, with block locations.
@@ -357,4 +460,32 @@ func (c *Client) Remove(ctx context.Context, remote string, recursive bool) (int
 	var reply DeleteReply
 	err = c.meta(ctx, "Delete", &DeleteArgs{Path: remote, Recursive: recursive}, &reply)
 	return reply.Removed, err
+}
+
+// Report returns the state of the cluster and of every minion.
+func (c *Client) Report(ctx context.Context) (*ReportReply, error) {
+	var r ReportReply
+	if err := c.meta(ctx, "Report", &ReportArgs{}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Fsck returns the health of every block at or below remote.
+func (c *Client) Fsck(ctx context.Context, remote string) (*FsckReply, error) {
+	remote, err := RemotePath(remote)
+	if err != nil {
+		return nil, err
+	}
+	var r FsckReply
+	if err := c.meta(ctx, "Fsck", &FsckArgs{Path: remote}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Decommission starts draining the minion at addr: its blocks are copied
+// elsewhere; Report shows it "decommissioned" when it is safe to stop.
+func (c *Client) Decommission(ctx context.Context, addr string) error {
+	return c.meta(ctx, "Decommission", &DecommissionArgs{Addr: addr}, &Empty{})
 }

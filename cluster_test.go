@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -343,20 +344,19 @@ func TestCluster_Put_FailureLeavesNothing(t *testing.T) {
 		// The path is free again.
 		mustPut(t, c, "/f", []byte("ok"), PutOptions{})
 	})
-	t.Run("MinionDies", func(t *testing.T) {
-		cl := startCluster(t, 3)
+	t.Run("EveryMinionDies", func(t *testing.T) {
+		cl := startCluster(t, 2)
 		c := newTestClient(t, cl)
-		// Stop the last minion of the pipeline once the first block is in.
 		r := &hookReader{r: bytes.NewReader(randomBytes(t, 4*testBlockSize)), at: testBlockSize + 1, hook: func() {
-			cl.MinionSet[2].Close()
+			cl.MinionSet[0].Close()
+			cl.MinionSet[1].Close()
 		}}
-		if _, err := c.Put(t.Context(), r, "/f", PutOptions{}); err == nil {
-			t.Fatal("put succeeded with a minion of its pipeline gone")
+		if _, err := c.Put(t.Context(), r, "/f", PutOptions{Replication: 2}); err == nil {
+			t.Fatal("put succeeded with every minion gone")
 		}
 		if _, err := c.Stat(t.Context(), "/f"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("stat after a failed put: %v, want ErrNotFound", err)
 		}
-		waitFor(t, 5*time.Second, "blocks of the failed put deleted", func() bool { return totalBlocks(cl) == 0 })
 	})
 	t.Run("Canceled", func(t *testing.T) {
 		cl := startCluster(t, 1)
@@ -695,5 +695,204 @@ func TestMinion_DirLocked(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cl.MinionSet[0].Dir, "minion.json")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fsckHealthy reports whether every block below p has its full replication.
+func fsckHealthy(t testing.TB, cl *DevCluster, p string) bool {
+	r, err := cl.Master.fsck(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range r.Blocks {
+		if b.Status != statusHealthy {
+			if testing.Verbose() {
+				t.Logf("fsck: %s block %d: %s, live %d of %d on %v", b.Path, b.Index, b.Status, b.Live, b.Expected, b.Replicas)
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// waitDead waits until the master counts the minion at addr as dead.
+func waitDead(t testing.TB, cl *DevCluster, addr string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "minion "+addr+" declared dead", func() bool {
+		for _, mn := range cl.Master.report().Minions {
+			if mn.Addr == addr {
+				return mn.State == stateDead
+			}
+		}
+		return false
+	})
+}
+
+// A minion that dies in the middle of a put does not fail it: the pipeline
+// goes on without it, and re-replication restores the replication.
+func TestCluster_Put_PipelineRecovery(t *testing.T) {
+	for _, victim := range []int{0, 1, 2} { // head, middle, tail of the first block's pipeline
+		t.Run(fmt.Sprintf("Minion%d", victim), func(t *testing.T) {
+			cl := startCluster(t, 4)
+			c := newTestClient(t, cl)
+			data := randomBytes(t, 6*testBlockSize+100)
+			var once sync.Once
+			var killed string
+			// Kill a minion of the pipeline of the block being written,
+			// half-way through it.
+			r := &hookReader{r: bytes.NewReader(data), at: 2*testBlockSize + testBlockSize/2, hook: func() {
+				once.Do(func() {
+					cl.Master.mu.Lock()
+					var mid string
+					for _, w := range cl.Master.writes {
+						mid = w.blocks[len(w.blocks)-1].pipeline[victim]
+					}
+					killed = cl.Master.minions[mid].addr
+					cl.Master.mu.Unlock()
+					minionAt(t, cl, killed).Close()
+				})
+			}}
+			if _, err := c.Put(t.Context(), r, "/f", PutOptions{Replication: 3}); err != nil {
+				t.Fatalf("put with a minion dying: %v", err)
+			}
+			mustGet(t, c, "/f", data)
+			waitDead(t, cl, killed)
+			waitFor(t, 15*time.Second, "full replication again", func() bool { return fsckHealthy(t, cl, "/") })
+			fi, _ := c.Stat(t.Context(), "/f")
+			for _, b := range fi.Blocks {
+				if slices.Contains(b.Replicas, killed) {
+					t.Errorf("%s still lists the dead minion %s", blockName(b.ID), killed)
+				}
+			}
+		})
+	}
+}
+
+// Losing a minion: every block is copied back to full replication with no
+// client involved.
+func TestCluster_ReReplication_AfterMinionLoss(t *testing.T) {
+	cl := startCluster(t, 4)
+	c := newTestClient(t, cl)
+	files := map[string][]byte{}
+	for i := range 5 {
+		p := fmt.Sprintf("/r/%d", i)
+		files[p] = randomBytes(t, (i+1)*testBlockSize)
+		mustPut(t, c, p, files[p], PutOptions{Replication: 3})
+	}
+	lost := cl.MinionSet[1]
+	if err := lost.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitDead(t, cl, lost.advertised())
+	dead := time.Since(start)
+	waitFor(t, 20*time.Second, "full replication again", func() bool { return fsckHealthy(t, cl, "/") })
+	t.Logf("minion declared dead after %v (dead-after %v); full replication again %v later", dead, testDeadAfter, time.Since(start)-dead)
+	for p, data := range files {
+		mustGet(t, c, p, data)
+	}
+}
+
+// A replica that rots on disk is noticed (by a reader, or by the scrubber)
+// and replaced by a good copy.
+func TestCluster_CorruptReplica_Repaired(t *testing.T) {
+	for _, how := range []string{"Reader", "Scrubber"} {
+		t.Run(how, func(t *testing.T) {
+			cl := &DevCluster{Dir: t.TempDir(), Addr: "127.0.0.1:0", Minions: 3, Logger: testLogger(t), Heartbeat: testHeartbeat,
+				Configure: configureTestMaster}
+			cl.ConfigureMinion = func(mn *Minion) {
+				mn.ScrubInterval = 0
+				if how == "Scrubber" {
+					mn.ScrubInterval = 100 * time.Millisecond
+				}
+			}
+			if err := cl.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.Close() })
+			c := newTestClient(t, cl)
+			data := randomBytes(t, 2*testBlockSize)
+			mustPut(t, c, "/f", data, PutOptions{Replication: 2})
+			fi, _ := c.Stat(t.Context(), "/f")
+			b := fi.Blocks[0]
+			bad := b.Replicas[0]
+			flipByte(t, minionAt(t, cl, bad).store.dataPath(b.ID), 100)
+			if how == "Reader" {
+				mustGet(t, c, "/f", data)
+			}
+			waitFor(t, 10*time.Second, "corrupt replica replaced", func() bool {
+				fi, err := c.Stat(t.Context(), "/f")
+				if err != nil || len(fi.Blocks[0].Replicas) != 2 {
+					return false
+				}
+				for _, addr := range fi.Blocks[0].Replicas {
+					if minionAt(t, cl, addr).store.verify(b.ID) != nil {
+						return false
+					}
+				}
+				return true
+			})
+			// The good copies are good.
+			for _, mn := range cl.MinionSet {
+				if mn.store.has(b.ID) {
+					if err := mn.store.verify(b.ID); err != nil {
+						t.Errorf("replica on %s: %v", mn.advertised(), err)
+					}
+				}
+			}
+			mustGet(t, c, "/f", data)
+		})
+	}
+}
+
+// Extra replicas (a minion that comes back after its blocks were copied
+// elsewhere) are trimmed.
+func TestCluster_ExtraReplicas_Trimmed(t *testing.T) {
+	cl := startCluster(t, 3)
+	c := newTestClient(t, cl)
+	data := randomBytes(t, testBlockSize)
+	mustPut(t, c, "/f", data, PutOptions{Replication: 2})
+	fi, _ := c.Stat(t.Context(), "/f")
+	gone := minionAt(t, cl, fi.Blocks[0].Replicas[0])
+	gone.Close()
+	waitDead(t, cl, gone.advertised())
+	waitFor(t, 15*time.Second, "copied to the third minion", func() bool { return fsckHealthy(t, cl, "/") })
+	if err := cl.StartMinion(gone.Dir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "back to 2 replicas", func() bool {
+		r, _ := cl.Master.fsck("/f")
+		return r.Blocks[0].Live == 2 && totalBlocks(cl) == 2
+	})
+	mustGet(t, c, "/f", data)
+}
+
+func TestCluster_Decommission(t *testing.T) {
+	cl := startCluster(t, 3)
+	c := newTestClient(t, cl)
+	data := randomBytes(t, 3*testBlockSize)
+	mustPut(t, c, "/f", data, PutOptions{Replication: 2})
+	victim := cl.MinionSet[0].advertised()
+	if err := c.Decommission(t.Context(), victim); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		r, err := c.Report(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mn := range r.Minions {
+			if mn.Addr == victim {
+				return mn.State
+			}
+		}
+		return ""
+	}
+	waitFor(t, 15*time.Second, "decommissioned", func() bool { return state() == stateDecommissioned })
+	minionAt(t, cl, victim).Close()
+	mustGet(t, c, "/f", data)
+	// New blocks avoid it.
+	if err := c.Decommission(t.Context(), "127.0.0.1:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("decommission of an unknown minion = %v", err)
 	}
 }

@@ -23,6 +23,8 @@ type DevCluster struct {
 	Configure func(*Master) error
 	// Heartbeat, if set, is the minions' heartbeat interval.
 	Heartbeat time.Duration
+	// ConfigureMinion, if set, adjusts each minion before it starts.
+	ConfigureMinion func(*Minion)
 
 	Master    *Master
 	MinionSet []*Minion
@@ -63,6 +65,9 @@ func (d *DevCluster) StartMinion(dir string) error {
 	mn := NewMinion(dir, "127.0.0.1:0", d.Master.AddrString())
 	mn.Logger = d.Logger.With("role", "minion", "name", filepath.Base(dir))
 	mn.Heartbeat = d.Heartbeat
+	if d.ConfigureMinion != nil {
+		d.ConfigureMinion(mn)
+	}
 	if err := mn.Start(); err != nil {
 		return err
 	}

@@ -26,6 +26,10 @@ func startCluster(t testing.TB, n int) *DevCluster {
 	t.Helper()
 	cl := &DevCluster{Dir: t.TempDir(), Addr: "127.0.0.1:0", Minions: n, Logger: testLogger(t), Heartbeat: testHeartbeat}
 	cl.Configure = configureTestMaster
+	cl.ConfigureMinion = func(mn *Minion) {
+		mn.ReportInterval = 20 * testHeartbeat
+		mn.ScrubInterval = 0 // tests that want it turn it on
+	}
 	if err := cl.Start(); err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}

@@ -47,7 +47,12 @@ type Master struct {
 	// CheckpointBytes is the size of the edit log past which the image is
 	// rewritten and the log started afresh.
 	CheckpointBytes int64
-	Logger          *slog.Logger
+	// SafeModeTimeout is the longest a restarted master waits for block
+	// reports before it re-replicates or deletes anything.
+	SafeModeTimeout time.Duration
+	// MaxCopiesPerMinion bounds the re-replication copies a minion receives at once.
+	MaxCopiesPerMinion int
+	Logger             *slog.Logger
 
 	lock   *dirLock
 	srv    *rpcServer
@@ -69,6 +74,13 @@ type Master struct {
 	writing   map[string]uint64       // path -> handle of its put in progress
 	deletes   map[string][]uint64     // minion id -> blocks it should delete
 	closed    bool
+
+	// Re-replication and safe mode; see replication.go.
+	copying   map[uint64][]pendingCopy // block -> copies asked for
+	copyCmds  map[string][]CopyCommand // minion id -> copies to hand it
+	safeMode  bool
+	safeUntil time.Time
+	reported  map[uint64]bool // blocks reported since the restart, in safe mode
 }
 
 type fileEntry struct {
@@ -82,7 +94,12 @@ type fileEntry struct {
 type blockEntry struct {
 	size     int64
 	crc      uint32
-	replicas []string // minion ids
+	repl     int      // the replication of its file
+	replicas []string // minion ids of the good replicas
+	// corrupt lists replicas that failed their checksums and are kept
+	// because no good replica is left.
+	corrupt []string
+	changed time.Time // when replicas last grew
 }
 
 type minionEntry struct {
@@ -93,9 +110,12 @@ type minionEntry struct {
 	used      int64
 	numBlocks int
 	// load is the bytes the master has put on it: the replicas it maps
-	// there plus a full block for each allocation of a put in progress.
-	// Placement goes by load rather than the reported use, which lags.
-	load int64
+	// there plus a full block for each allocation of a put in progress
+	// or copy asked for. Placement goes by load rather than the reported
+	// use, which lags.
+	load            int64
+	copies          int  // copies asked of it and not yet done
+	decommissioning bool // being drained: no new blocks, replicas not counted
 }
 
 type writeEntry struct {
@@ -115,15 +135,16 @@ type allocation struct {
 // NewMaster returns a master with the default settings. It does no I/O.
 func NewMaster(dir, addr string) *Master {
 	return &Master{
-		Addr:            addr,
-		Dir:             dir,
-		BlockSize:       DefaultBlockSize,
-		Replication:     DefaultReplication,
-		Heartbeat:       DefaultHeartbeat,
-		DeadAfter:       DefaultDeadAfter,
-		LeaseTimeout:    10 * time.Minute,
-		CheckpointBytes: 64 << 20,
-		Logger:          slog.Default(),
+		Addr:               addr,
+		Dir:                dir,
+		BlockSize:          DefaultBlockSize,
+		Replication:        DefaultReplication,
+		Heartbeat:          DefaultHeartbeat,
+		DeadAfter:          DefaultDeadAfter,
+		LeaseTimeout:       10 * time.Minute,
+		CheckpointBytes:    64 << 20,
+		MaxCopiesPerMinion: 4,
+		Logger:             slog.Default(),
 	}
 }
 
@@ -185,6 +206,8 @@ func (m *Master) load() error {
 	m.writes = make(map[uint64]*writeEntry)
 	m.writing = make(map[string]uint64)
 	m.deletes = make(map[string][]uint64)
+	m.copying = make(map[uint64][]pendingCopy)
+	m.copyCmds = make(map[string][]CopyCommand)
 	if img == nil { // a new cluster
 		if firsts, err := segments(m.Dir); err != nil || len(firsts) > 0 {
 			return fmt.Errorf("%w: %s has edit log segments but no image", ErrBadEditLog, m.Dir)
@@ -206,6 +229,9 @@ func (m *Master) load() error {
 	last, err := replayEdits(m.Dir, img.LastSeq, m.applyEdit)
 	if err != nil {
 		return err
+	}
+	if len(m.blocks) > 0 {
+		m.enterSafeMode()
 	}
 	if m.edits, err = openEditLog(m.Dir, last); err != nil {
 		return err
@@ -278,7 +304,9 @@ func (m *Master) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			m.expireWrites(time.Now())
+			now := time.Now()
+			m.expireWrites(now)
+			m.replicate(now)
 			if m.edits.size() > m.CheckpointBytes {
 				if err := m.checkpoint(); err != nil {
 					m.Logger.Error("checkpoint", "err", err)
@@ -369,7 +397,7 @@ func (m *Master) applyPut(imf *imageFile) {
 	for _, b := range imf.Blocks {
 		f.blocks = append(f.blocks, b.ID)
 		f.size += b.Size
-		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, replicas: slices.Clone(b.Replicas)}
+		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, repl: imf.Replication, replicas: slices.Clone(b.Replicas), changed: time.Now()}
 		m.addLoad(b.Replicas, b.Size)
 	}
 	m.addFile(imf.Path, f)
@@ -477,6 +505,7 @@ func (m *Master) removeFile(p string) {
 	for _, id := range f.blocks {
 		if b := m.blocks[id]; b != nil {
 			m.queueDelete(id, b.replicas)
+			m.queueDelete(id, b.corrupt)
 			m.addLoad(b.replicas, -b.size)
 		}
 		delete(m.blocks, id)
@@ -521,9 +550,14 @@ func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
 	for _, id := range f.blocks {
 		b := m.blocks[id]
 		bi := BlockInfo{ID: id, Size: b.size, CRC: b.crc, Replicas: []string{}}
+		var draining []string
 		for _, mid := range b.replicas {
 			if mn := m.minions[mid]; mn != nil && m.alive(mn, now) {
-				bi.Replicas = append(bi.Replicas, mn.addr)
+				if mn.decommissioning {
+					draining = append(draining, mn.addr)
+				} else {
+					bi.Replicas = append(bi.Replicas, mn.addr)
+				}
 			}
 		}
 		// Readers start with the first replica: rotate by block id so
@@ -532,6 +566,7 @@ func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
 			k := int(id % uint64(n))
 			bi.Replicas = append(bi.Replicas[k:], bi.Replicas[:k]...)
 		}
+		bi.Replicas = append(bi.Replicas, draining...) // read them last
 		fi.Blocks = append(fi.Blocks, bi)
 	}
 	return fi
@@ -544,12 +579,13 @@ func (m *Master) alive(mn *minionEntry, now time.Time) bool {
 // ---- placement ----
 
 // place picks up to n distinct live minions with room for a block of size
-// bytes, least used first. The caller holds mu.
-func (m *Master) place(n int, size int64) []*minionEntry {
+// bytes, least loaded first, skipping those for which skip is true. The
+// caller holds mu.
+func (m *Master) place(n int, size int64, skip func(*minionEntry) bool) []*minionEntry {
 	now := time.Now()
 	var live []*minionEntry
 	for _, mn := range m.minions {
-		if m.alive(mn, now) && mn.addr != "" && mn.free >= size {
+		if m.alive(mn, now) && mn.addr != "" && !mn.decommissioning && mn.free >= size && (skip == nil || !skip(mn)) {
 			live = append(live, mn)
 		}
 	}
@@ -601,35 +637,57 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	mn.addr = a.Addr
 	m.updateStats(mn, a.Capacity, a.Free, a.Used, len(a.Blocks))
 
-	reported := make(map[uint64]bool, len(a.Blocks))
 	reply := &RegisterReply{ClusterID: m.clusterID, Heartbeat: m.Heartbeat}
+	reply.Delete = m.reconcile(mn, a.Blocks, time.Now())
+	m.Logger.Info("minion registered", "id", mn.id, "addr", mn.addr, "blocks", len(a.Blocks), "deleting", len(reply.Delete))
+	return reply, nil
+}
+
+// reportGrace is how new a replica may be and still be missing from a
+// block report without being dropped: the report may have been taken on the
+// minion before the block was finalized there.
+const reportGrace = 2 * metaTimeout
+
+// reconcile brings the master's view of mn's replicas in line with its full
+// block report and returns the reported blocks mn should delete. The
+// caller holds mu.
+func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time) []uint64 {
+	reported := make(map[uint64]bool, len(report))
 	pending := m.pendingBlocks()
-	for _, r := range a.Blocks {
+	var del []uint64
+	for _, r := range report {
 		reported[r.ID] = true
 		b := m.blocks[r.ID]
 		switch {
 		case b != nil && b.size == r.Size:
-			if !slices.Contains(b.replicas, mn.id) {
+			if m.safeMode {
+				m.reported[r.ID] = true
+			}
+			if !slices.Contains(b.replicas, mn.id) && !slices.Contains(b.corrupt, mn.id) {
 				b.replicas = append(b.replicas, mn.id)
+				b.changed = now
 				mn.load += b.size
 			}
 		case b == nil && pending[r.ID]:
 			// Part of a put in progress: Complete will record it.
+		case b == nil && m.safeMode:
+			// Perhaps an orphan; but until every minion has reported,
+			// the master does not delete what it does not know.
 		default:
 			// A block of a deleted file or a failed put, or a
 			// replica of the wrong length.
-			reply.Delete = append(reply.Delete, r.ID)
+			del = append(del, r.ID)
 		}
 	}
 	for id, b := range m.blocks {
-		if i := slices.Index(b.replicas, mn.id); i >= 0 && !reported[id] {
+		if i := slices.Index(b.replicas, mn.id); i >= 0 && !reported[id] && now.Sub(b.changed) > reportGrace {
 			b.replicas = slices.Delete(b.replicas, i, i+1) // the minion lost it
 			mn.load -= b.size
 		}
 	}
 	delete(m.deletes, mn.id) // the report supersedes what was queued
-	m.Logger.Info("minion registered", "id", mn.id, "addr", mn.addr, "blocks", len(a.Blocks), "deleting", len(reply.Delete))
-	return reply, nil
+	m.checkSafeMode(now)
+	return del
 }
 
 // pendingBlocks returns the blocks allocated to puts in progress. The caller holds mu.
@@ -657,8 +715,9 @@ func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
 		return &HeartbeatReply{Reregister: true}
 	}
 	m.updateStats(mn, a.Capacity, a.Free, a.Used, a.NumBlocks)
-	reply := &HeartbeatReply{Delete: m.deletes[mn.id]}
+	reply := &HeartbeatReply{Delete: m.deletes[mn.id], Copy: m.copyCmds[mn.id]}
 	delete(m.deletes, mn.id)
+	delete(m.copyCmds, mn.id)
 	return reply
 }
 
@@ -703,7 +762,7 @@ func (m *Master) addBlock(a *AddBlockArgs) (*AddBlockReply, error) {
 		return nil, ErrLease
 	}
 	w.lastUsed = time.Now()
-	chosen := m.place(w.replication, w.blockSize)
+	chosen := m.place(w.replication, w.blockSize, func(mn *minionEntry) bool { return slices.Contains(a.Exclude, mn.addr) })
 	if len(chosen) == 0 {
 		return nil, fmt.Errorf("%w: %d minions known, none live with %d bytes free", ErrNoMinions, len(m.minions), w.blockSize)
 	}
@@ -739,8 +798,15 @@ func (m *Master) complete(a *CompleteArgs) error {
 		return err
 	}
 	imf := imageFile{Path: w.path, Replication: w.replication, BlockSize: w.blockSize, ModTime: time.Now()}
+	var dropped []allocation // minions that fell out of a pipeline
 	for i, b := range a.Blocks {
-		imf.Blocks = append(imf.Blocks, imageBlock{ID: b.ID, Size: b.Size, CRC: b.CRC, Replicas: w.blocks[i].pipeline})
+		al := w.blocks[i]
+		replicas := m.pipelineIDs(al, b.Replicas)
+		imf.Blocks = append(imf.Blocks, imageBlock{ID: b.ID, Size: b.Size, CRC: b.CRC, Replicas: replicas})
+		if len(replicas) < len(al.pipeline) {
+			gone := slices.DeleteFunc(slices.Clone(al.pipeline), func(mid string) bool { return slices.Contains(replicas, mid) })
+			dropped = append(dropped, allocation{id: b.ID, pipeline: gone})
+		}
 	}
 	seq, err := m.logEdit(&edit{Op: opPut, Path: w.path, File: imf})
 	if err != nil {
@@ -756,6 +822,9 @@ func (m *Master) complete(a *CompleteArgs) error {
 	delete(m.writes, a.Handle)
 	delete(m.writing, w.path)
 	m.applyPut(&imf) // replaces the file at the path with --force
+	for _, d := range dropped {
+		m.queueDelete(d.id, d.pipeline) // whatever part of the block they got
+	}
 	m.mu.Unlock()
 	return m.edits.sync(seq)
 }
@@ -773,10 +842,30 @@ func (m *Master) checkComplete(w *writeEntry, blocks []BlockInfo) error {
 		if b.Size <= 0 || b.Size > w.blockSize || (i < len(blocks)-1 && b.Size != w.blockSize) {
 			return fmt.Errorf("%w: block %d has %d bytes (block size %d)", ErrBadArg, i, b.Size, w.blockSize)
 		}
+		if b.Replicas != nil && len(m.pipelineIDs(w.blocks[i], b.Replicas)) != len(b.Replicas) {
+			return fmt.Errorf("%w: block %d: replicas %v are not all of its pipeline", ErrBadArg, i, b.Replicas)
+		}
 	}
 	// Another put may have made a directory of this path, or a file of
 	// one of its parents, since create.
 	return m.checkCreate(w.path, true)
+}
+
+// pipelineIDs maps the addresses of the minions that hold a block, as the
+// client reports them after any pipeline recovery, to the ids of its
+// allocated pipeline. No addresses means the whole pipeline. The caller
+// holds mu.
+func (m *Master) pipelineIDs(al allocation, addrs []string) []string {
+	if addrs == nil {
+		return slices.Clone(al.pipeline)
+	}
+	var ids []string
+	for _, mid := range al.pipeline {
+		if mn := m.minions[mid]; mn != nil && slices.Contains(addrs, mn.addr) {
+			ids = append(ids, mid)
+		}
+	}
+	return ids
 }
 
 func (m *Master) abandon(a *AbandonArgs) {
@@ -946,6 +1035,38 @@ func (r *masterRPC) Complete(a *CompleteArgs, _ *Empty) error { return r.m.compl
 
 func (r *masterRPC) Abandon(a *AbandonArgs, _ *Empty) error {
 	r.m.abandon(a)
+	return nil
+}
+
+func (r *masterRPC) BlockReceived(a *BlockReceivedArgs, reply *BlockReceivedReply) error {
+	rep, err := r.m.blockReceived(a)
+	if err != nil {
+		return err
+	}
+	*reply = *rep
+	return nil
+}
+
+func (r *masterRPC) ReportBad(a *ReportBadArgs, _ *Empty) error {
+	r.m.reportBad(a)
+	return nil
+}
+
+func (r *masterRPC) Decommission(a *DecommissionArgs, _ *Empty) error {
+	return r.m.decommission(a.Addr)
+}
+
+func (r *masterRPC) Report(_ *ReportArgs, reply *ReportReply) error {
+	*reply = *r.m.report()
+	return nil
+}
+
+func (r *masterRPC) Fsck(a *FsckArgs, reply *FsckReply) error {
+	rep, err := r.m.fsck(a.Path)
+	if err != nil {
+		return err
+	}
+	*reply = *rep
 	return nil
 }
 

@@ -209,13 +209,13 @@ func TestMaster_Place(t *testing.T) {
 	m.minions["MID-2"].free = 10 // full disk
 	m.minions["MID-1"].lastSeen = time.Now().Add(-2 * m.DeadAfter)
 
-	got := m.place(3, testBlockSize)
+	got := m.place(3, testBlockSize, nil)
 	if len(got) != 1 || got[0].id != "MID-0" {
 		t.Fatalf("place = %v, want only MID-0 (MID-1 dead, MID-2 full)", got)
 	}
 	m.minions["MID-1"].lastSeen = time.Now()
 	// MID-0 now carries one allocation, so MID-1 comes first.
-	got = m.place(2, testBlockSize)
+	got = m.place(2, testBlockSize, nil)
 	if len(got) != 2 || got[0].id != "MID-1" || got[1].id != "MID-0" {
 		t.Fatalf("place = %v, want MID-1 then MID-0", got)
 	}
@@ -229,6 +229,9 @@ func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
 	}
 	f := m.files["/f"]
 	b0, b1 := f.blocks[0], f.blocks[1]
+	for _, b := range m.blocks {
+		b.changed = time.Now().Add(-time.Hour) // older than any report in flight
+	}
 	cr, _ := m.create(&CreateArgs{Path: "/inflight"})
 	pending, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
 

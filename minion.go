@@ -39,7 +39,13 @@ type Minion struct {
 	MasterAddr string
 	// Heartbeat is the interval of heartbeats; 0 means the master's.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// ReportInterval is how often the minion sends a full block report.
+	ReportInterval time.Duration
+	// ScrubInterval is how often the scrubber starts a pass over every
+	// block, reading at most ScrubRate bytes a second; 0 turns it off.
+	ScrubInterval time.Duration
+	ScrubRate     int64
+	Logger        *slog.Logger
 
 	lock   *dirLock
 	store  *blockStore
@@ -56,6 +62,8 @@ type Minion struct {
 	addr       string // advertised host:port, once known
 	interval   time.Duration
 	registered bool
+	lastReport time.Time
+	copying    map[uint64]bool // blocks being copied here
 }
 
 // identity is what makes a minion dir itself across restarts and address
@@ -67,7 +75,8 @@ type identity struct {
 
 // NewMinion returns a minion with the default settings. It does no I/O.
 func NewMinion(dir, listen, master string) *Minion {
-	return &Minion{Dir: dir, Listen: listen, MasterAddr: master, Logger: slog.Default()}
+	return &Minion{Dir: dir, Listen: listen, MasterAddr: master, Logger: slog.Default(),
+		ReportInterval: DefaultReportInterval, ScrubInterval: DefaultScrubInterval, ScrubRate: DefaultScrubRate}
 }
 
 // Start opens the dir, starts serving and registers with the master. A
@@ -112,8 +121,13 @@ func (m *Minion) Start() (err error) {
 	} else if err != nil {
 		m.Logger.Warn("master not reachable yet; retrying", "master", m.MasterAddr, "err", err)
 	}
+	m.copying = make(map[uint64]bool)
 	m.wg.Add(1)
 	go m.loop()
+	if m.ScrubInterval > 0 {
+		m.wg.Add(1)
+		go m.scrubLoop()
+	}
 	used, n := m.store.usage()
 	m.Logger.Info("minion started", "addr", m.advertised(), "dir", m.Dir, "id", m.ident.MinionID, "blocks", n, "bytes", used)
 	return nil
@@ -174,7 +188,8 @@ func (m *Minion) tick() {
 	m.mu.Lock()
 	registered := m.registered
 	m.mu.Unlock()
-	if !registered {
+	if !registered || (m.ReportInterval > 0 && time.Since(m.lastReportTime()) > m.ReportInterval) {
+		// Registering again is the periodic full block report.
 		if err := m.register(); err != nil {
 			m.Logger.Debug("register", "err", err)
 		}
@@ -186,6 +201,12 @@ func (m *Minion) tick() {
 		m.registered = false
 		m.mu.Unlock()
 	}
+}
+
+func (m *Minion) lastReportTime() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastReport
 }
 
 func (m *Minion) advertised() string {
@@ -244,6 +265,7 @@ func (m *Minion) register() error {
 	capacity, free, used, _ := m.stats()
 	args := &RegisterArgs{MinionID: ident.MinionID, ClusterID: ident.ClusterID, Addr: addr,
 		Capacity: capacity, Free: free, Used: used, Blocks: m.store.report()}
+	reportTime := time.Now()
 	var reply RegisterReply
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Register", args, &reply, metaTimeout); err != nil {
 		return fmt.Errorf("register with %s: %w", m.MasterAddr, err)
@@ -257,12 +279,13 @@ func (m *Minion) register() error {
 	m.mu.Lock()
 	m.ident = ident
 	m.registered = true
+	m.lastReport = reportTime
 	if m.Heartbeat <= 0 && reply.Heartbeat > 0 {
 		m.interval = reply.Heartbeat
 	}
 	m.mu.Unlock()
 	m.deleteBlocks(reply.Delete)
-	m.Logger.Info("registered with master", "master", m.MasterAddr, "cluster", reply.ClusterID, "addr", addr)
+	m.Logger.Debug("registered with master", "master", m.MasterAddr, "cluster", reply.ClusterID, "addr", addr)
 	return nil
 }
 
@@ -276,6 +299,9 @@ func (m *Minion) heartbeat() error {
 		return err
 	}
 	m.deleteBlocks(reply.Delete)
+	for _, cmd := range reply.Copy {
+		m.startCopy(cmd)
+	}
 	if reply.Reregister {
 		return m.register()
 	}

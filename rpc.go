@@ -39,6 +39,12 @@ const (
 	DefaultReplication = 3
 	DefaultHeartbeat   = 3 * time.Second
 	DefaultDeadAfter   = 30 * time.Second
+	// DefaultReportInterval is how often a minion sends a full block report.
+	DefaultReportInterval = 10 * time.Minute
+	// DefaultScrubInterval and DefaultScrubRate: a minion re-reads all its
+	// blocks every hour, at most 32 MiB/s (a pass takes longer if it must).
+	DefaultScrubInterval = time.Hour
+	DefaultScrubRate     = 32 << 20
 	// maxBlockSize bounds --block-size: a block is one file on a minion
 	// and its checksums are kept beside it.
 	maxBlockSize   = 4 << 30
@@ -180,6 +186,108 @@ type HeartbeatReply struct {
 	Reregister bool
 	// Delete lists blocks the minion should remove.
 	Delete []uint64
+	// Copy lists blocks the minion should fetch from another minion.
+	Copy []CopyCommand
+}
+
+// CopyCommand asks a minion to copy a block from one of Sources (tried in
+// order) and to report it with BlockReceived.
+type CopyCommand struct {
+	BlockID uint64
+	Size    int64
+	CRC     uint32
+	Sources []string
+}
+
+// BlockReceivedArgs reports a block that a minion copied at the master's
+// request.
+type BlockReceivedArgs struct {
+	MinionID string
+	BlockID  uint64
+	Size     int64
+	// Failed reports that the copy could not be made, so the master may
+	// ask again at once.
+	Failed bool
+}
+
+// BlockReceivedReply tells the minion whether to keep the block.
+type BlockReceivedReply struct {
+	// Delete is set when the block is not wanted any more (its file went).
+	Delete bool
+}
+
+// ReportBadArgs reports a replica that failed its checksums.
+type ReportBadArgs struct {
+	BlockID uint64
+	Addr    string // the minion holding the bad replica
+	Reason  string
+}
+
+// DecommissionArgs names a minion to drain.
+type DecommissionArgs struct {
+	Addr string
+}
+
+// ReportArgs asks for the state of the cluster.
+type ReportArgs struct{}
+
+// ReportReply is the state of the cluster, as `dfs report` shows it.
+type ReportReply struct {
+	ClusterID string
+	SafeMode  bool
+	Files     int
+	Blocks    int
+	Minions   []MinionInfo
+}
+
+// MinionInfo is one minion as the master sees it.
+type MinionInfo struct {
+	ID            string
+	Addr          string
+	State         string // live, dead, decommissioning, decommissioned
+	Capacity      int64
+	Free          int64
+	Used          int64
+	Blocks        int
+	LastHeartbeat time.Duration // how long ago
+}
+
+// Block and minion states.
+const (
+	stateLive            = "live"
+	stateDead            = "dead"
+	stateDecommissioning = "decommissioning"
+	stateDecommissioned  = "decommissioned"
+
+	statusHealthy         = "healthy"
+	statusUnderReplicated = "under-replicated"
+	statusCorrupt         = "corrupt"
+	statusMissing         = "missing"
+)
+
+// FsckArgs names the tree to check.
+type FsckArgs struct {
+	Path string
+}
+
+// FsckReply is the health of every block below a path.
+type FsckReply struct {
+	SafeMode bool
+	Files    int
+	Blocks   []FsckBlock
+}
+
+// FsckBlock is one block's health.
+type FsckBlock struct {
+	Path     string
+	Index    int
+	ID       uint64
+	Size     int64
+	Expected int      // the file's replication
+	Live     int      // good replicas on live minions
+	Status   string   // healthy, under-replicated, corrupt, missing
+	Replicas []string // live good replicas
+	Corrupt  []string // replicas known to be corrupt
 }
 
 // CreateArgs starts a put.
@@ -200,6 +308,8 @@ type CreateReply struct {
 // AddBlockArgs asks for a new block of a put in progress.
 type AddBlockArgs struct {
 	Handle uint64
+	// Exclude lists minions that failed this client during the put.
+	Exclude []string
 }
 
 // AddBlockReply names the new block and its pipeline.

@@ -1,0 +1,155 @@
+// repair.go is a minion's part in keeping replicas healthy: copying a block
+// from another minion when the master asks (re-replication), and the
+// scrubber, which re-reads every stored block at a bounded rate and reports
+// those that fail their checksums.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+)
+
+// maxCopies bounds the copies a minion runs at once, whatever it is asked.
+const maxCopies = 8
+
+// startCopy runs cmd in the background unless the block is here or coming.
+func (m *Minion) startCopy(cmd CopyCommand) {
+	m.mu.Lock()
+	if m.copying[cmd.BlockID] || len(m.copying) >= maxCopies {
+		m.mu.Unlock()
+		return // the master asks again after copyTimeout
+	}
+	m.copying[cmd.BlockID] = true
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		err := m.copyBlock(cmd)
+		if err != nil && m.ctx.Err() == nil {
+			m.Logger.Warn("copy block", "block", blockName(cmd.BlockID), "err", err)
+		}
+		m.mu.Lock()
+		delete(m.copying, cmd.BlockID)
+		m.mu.Unlock()
+		m.reportCopy(cmd, err)
+	}()
+}
+
+// copyBlock fetches block cmd.BlockID from the first source that can
+// serve it whole, checking every packet, and stores it.
+func (m *Minion) copyBlock(cmd CopyCommand) error {
+	if m.store.has(cmd.BlockID) {
+		return nil
+	}
+	var lastErr error
+	for _, src := range cmd.Sources {
+		// Start over from 0 with each source: a partial block is dropped.
+		m.store.abort(cmd.BlockID)
+		var off int64
+		var sum uint32
+		err := readBlockRange(m.ctx, m.pool, src, cmd.BlockID, cmd.Size, &off, func(data []byte, crcs []uint32) error {
+			sum = crc32.Update(sum, castagnoli, data)
+			return m.store.write(cmd.BlockID, off, data, crcs)
+		})
+		if err == nil && sum != cmd.CRC {
+			err = fmt.Errorf("%w: whole-block CRC32C %08x, want %08x", ErrChecksum, sum, cmd.CRC)
+		}
+		if err == nil {
+			return m.store.finalize(cmd.BlockID, cmd.Size)
+		}
+		if errors.Is(err, ErrChecksum) {
+			m.reportBad(cmd.BlockID, src, err)
+		}
+		lastErr = fmt.Errorf("from %s: %w", src, err)
+	}
+	m.store.abort(cmd.BlockID)
+	if lastErr == nil {
+		lastErr = errors.New("no source")
+	}
+	return lastErr
+}
+
+// reportCopy tells the master how a copy went; a copy the master no longer
+// wants is deleted.
+func (m *Minion) reportCopy(cmd CopyCommand, copyErr error) {
+	m.mu.Lock()
+	args := &BlockReceivedArgs{MinionID: m.ident.MinionID, BlockID: cmd.BlockID, Size: cmd.Size, Failed: copyErr != nil}
+	m.mu.Unlock()
+	var reply BlockReceivedReply
+	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".BlockReceived", args, &reply, metaTimeout); err != nil {
+		// The next block report tells the master about the block.
+		m.Logger.Debug("report copied block", "block", blockName(cmd.BlockID), "err", err)
+		return
+	}
+	if reply.Delete {
+		m.deleteBlocks([]uint64{cmd.BlockID})
+	}
+}
+
+// reportBad tells the master that the replica of block id at addr failed
+// its checksums.
+func (m *Minion) reportBad(id uint64, addr string, why error) {
+	args := &ReportBadArgs{BlockID: id, Addr: addr, Reason: why.Error()}
+	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".ReportBad", args, &Empty{}, metaTimeout); err != nil {
+		m.Logger.Debug("report bad replica", "block", blockName(id), "err", err)
+	}
+}
+
+// scrubLoop starts a pass over every block each ScrubInterval.
+func (m *Minion) scrubLoop() {
+	defer m.wg.Done()
+	for {
+		start := time.Now()
+		n, bad := m.scrub(m.ctx)
+		if m.ctx.Err() != nil {
+			return
+		}
+		if n > 0 {
+			m.Logger.Debug("scrub pass done", "blocks", n, "corrupt", bad, "took", time.Since(start))
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(max(0, m.ScrubInterval-time.Since(start))):
+		}
+	}
+}
+
+// scrub re-reads every block once, at most ScrubRate bytes a second, and
+// reports each that fails its checksums. It returns the blocks read and
+// how many were bad.
+func (m *Minion) scrub(ctx context.Context) (n, bad int) {
+	rate := m.ScrubRate
+	if rate <= 0 {
+		rate = DefaultScrubRate
+	}
+	for _, r := range m.store.report() {
+		start := time.Now()
+		err := m.store.verify(r.ID)
+		if ctx.Err() != nil {
+			return n, bad
+		}
+		n++
+		if errors.Is(err, ErrBlockNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			bad++
+			m.Logger.Warn("scrub: corrupt block", "block", blockName(r.ID), "err", err)
+			m.reportBad(r.ID, m.advertised(), err)
+		}
+		// Pace the pass: this block may take size/rate seconds.
+		pause := time.Duration(float64(r.Size)/float64(rate)*float64(time.Second)) - time.Since(start)
+		if pause > 0 {
+			select {
+			case <-ctx.Done():
+				return n, bad
+			case <-time.After(pause):
+			}
+		}
+	}
+	return n, bad
+}

@@ -1,0 +1,378 @@
+// replication.go is how the master keeps every block at its replication.
+//
+// Each housekeeping tick counts the good replicas of every block on live
+// minions. A block with fewer than its file's replication is copied by
+// another live minion, fewest replicas first, at most MaxCopiesPerMinion
+// copies landing on one minion at a time: the master hands the target a
+// CopyCommand with its next heartbeat, the target pulls the block from a
+// source replica, checking every checksum, and reports it with
+// BlockReceived. A block with more replicas than asked loses the replicas
+// on its most loaded minions. A replica that fails its checksums (reported by
+// a reader or a minion's scrubber) is dropped and deleted, unless it is the
+// last one. A decommissioning minion takes no new blocks and its replicas do
+// not count, so its blocks are copied elsewhere while it still serves them.
+//
+// After a restart the master is in safe mode until the minions have
+// reported nearly every block (or SafeModeTimeout passes): it neither
+// re-replicates nor deletes, so a restart does not set off a storm of
+// copies of blocks whose minions simply have not reported yet.
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// copyTimeout is how long a copy may take before the master asks again.
+const copyTimeout = 2 * time.Minute
+
+// safeModeThreshold is the fraction of blocks that must be reported before
+// a restarted master leaves safe mode.
+const safeModeThreshold = 0.999
+
+// pendingCopy is a copy of a block asked of a minion.
+type pendingCopy struct {
+	target   string // minion id
+	deadline time.Time
+}
+
+// enterSafeMode starts the wait for block reports. The caller holds mu or
+// has not started serving.
+func (m *Master) enterSafeMode() {
+	timeout := m.SafeModeTimeout
+	if timeout <= 0 {
+		timeout = m.DeadAfter
+	}
+	m.safeMode = true
+	m.safeUntil = time.Now().Add(timeout)
+	m.reported = make(map[uint64]bool)
+}
+
+// checkSafeMode leaves safe mode once enough blocks were reported or the
+// timeout passed. The caller holds mu.
+func (m *Master) checkSafeMode(now time.Time) {
+	if !m.safeMode {
+		return
+	}
+	n, total := len(m.reported), len(m.blocks)
+	if float64(n) < safeModeThreshold*float64(total) && now.Before(m.safeUntil) {
+		return
+	}
+	m.safeMode = false
+	m.reported = nil
+	m.Logger.Info("left safe mode", "reported_blocks", n, "blocks", total)
+}
+
+// usable reports whether mn can serve reads: known, addressed and alive.
+func (m *Master) usable(mid string, now time.Time) (*minionEntry, bool) {
+	mn := m.minions[mid]
+	return mn, mn != nil && mn.addr != "" && m.alive(mn, now)
+}
+
+// liveCount is the number of b's replicas that count towards its
+// replication: good, on live minions that are not being drained.
+func (m *Master) liveCount(b *blockEntry, now time.Time) int {
+	n := 0
+	for _, mid := range b.replicas {
+		if mn, ok := m.usable(mid, now); ok && !mn.decommissioning {
+			n++
+		}
+	}
+	return n
+}
+
+// replicate asks for copies of under-replicated blocks and trims
+// over-replicated ones. It does nothing in safe mode.
+func (m *Master) replicate(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.checkSafeMode(now)
+	if m.safeMode {
+		return
+	}
+	m.expireCopies(now)
+
+	type need struct {
+		id   uint64
+		b    *blockEntry
+		live int
+		want int
+	}
+	var needs []need
+	for id, b := range m.blocks {
+		live := m.liveCount(b, now)
+		inflight := len(m.copying[id])
+		switch {
+		case live > b.repl && inflight == 0:
+			m.trim(id, b, live-b.repl, now)
+		case live+inflight < b.repl:
+			needs = append(needs, need{id, b, live, b.repl - live - inflight})
+		}
+	}
+	// Fewest live replicas first: a block with one copy left is in more
+	// danger than one with two.
+	slices.SortFunc(needs, func(a, b need) int { return cmp.Or(cmp.Compare(a.live, b.live), cmp.Compare(a.id, b.id)) })
+	for _, n := range needs {
+		var sources []string
+		for _, mid := range n.b.replicas {
+			if mn, ok := m.usable(mid, now); ok {
+				sources = append(sources, mn.addr)
+			}
+		}
+		if len(sources) == 0 {
+			continue // missing: nothing to copy from; fsck reports it
+		}
+		targets := m.place(n.want, n.b.size, func(mn *minionEntry) bool {
+			return mn.copies >= m.MaxCopiesPerMinion || slices.Contains(n.b.replicas, mn.id) ||
+				slices.Contains(n.b.corrupt, mn.id) || m.isCopying(n.id, mn.id) ||
+				slices.Contains(m.deletes[mn.id], n.id) // a bad copy there is yet to go
+		})
+		for i, t := range targets {
+			// Spread the reads of the copies over the sources.
+			k := int((n.id + uint64(i)) % uint64(len(sources)))
+			src := append(slices.Clone(sources[k:]), sources[:k]...)
+			m.copyCmds[t.id] = append(m.copyCmds[t.id], CopyCommand{BlockID: n.id, Size: n.b.size, CRC: n.b.crc, Sources: src})
+			m.copying[n.id] = append(m.copying[n.id], pendingCopy{target: t.id, deadline: now.Add(copyTimeout)})
+			t.copies++
+			// place added a full reservation of the block's size to t.load;
+			// blockReceived turns it into a replica or gives it back.
+		}
+	}
+}
+
+func (m *Master) isCopying(id uint64, mid string) bool {
+	for _, pc := range m.copying[id] {
+		if pc.target == mid {
+			return true
+		}
+	}
+	return false
+}
+
+// expireCopies forgets copies that took too long or whose target died, so
+// they are asked again. The caller holds mu.
+func (m *Master) expireCopies(now time.Time) {
+	type key struct {
+		id  uint64
+		mid string
+	}
+	var late []key
+	for id, pcs := range m.copying {
+		for _, pc := range pcs {
+			if _, ok := m.usable(pc.target, now); !ok || now.After(pc.deadline) {
+				late = append(late, key{id, pc.target})
+			}
+		}
+	}
+	for mid := range m.copyCmds {
+		if _, ok := m.usable(mid, now); !ok {
+			delete(m.copyCmds, mid) // never collected
+		}
+	}
+	for _, k := range late {
+		m.endCopy(k.id, k.mid)
+	}
+}
+
+// endCopy forgets the copy of block id to minion mid and gives back its
+// reservation. The caller holds mu.
+func (m *Master) endCopy(id uint64, mid string) bool {
+	pcs := m.copying[id]
+	i := slices.IndexFunc(pcs, func(pc pendingCopy) bool { return pc.target == mid })
+	if i < 0 {
+		return false
+	}
+	if len(pcs) == 1 {
+		delete(m.copying, id)
+	} else {
+		m.copying[id] = slices.Delete(pcs, i, i+1)
+	}
+	if mn := m.minions[mid]; mn != nil {
+		mn.copies--
+		if b := m.blocks[id]; b != nil {
+			mn.load -= b.size
+		}
+	}
+	return true
+}
+
+// trim drops extra good replicas of block id from the most loaded live
+// minions and deletes them. The caller holds mu.
+func (m *Master) trim(id uint64, b *blockEntry, extra int, now time.Time) {
+	var live []*minionEntry
+	for _, mid := range b.replicas {
+		if mn, ok := m.usable(mid, now); ok && !mn.decommissioning {
+			live = append(live, mn)
+		}
+	}
+	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
+	for _, mn := range live[:extra] {
+		b.replicas = slices.DeleteFunc(b.replicas, func(mid string) bool { return mid == mn.id })
+		mn.load -= b.size
+		m.queueDelete(id, []string{mn.id})
+	}
+}
+
+// blockReceived records a copy made at the master's request.
+func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mn := m.minions[a.MinionID]
+	if mn == nil {
+		return nil, fmt.Errorf("%w: unknown minion %s", ErrBadArg, a.MinionID)
+	}
+	m.endCopy(a.BlockID, mn.id)
+	if a.Failed {
+		return &BlockReceivedReply{}, nil
+	}
+	b := m.blocks[a.BlockID]
+	if b == nil || b.size != a.Size {
+		return &BlockReceivedReply{Delete: true}, nil // its file went meanwhile
+	}
+	if !slices.Contains(b.replicas, mn.id) {
+		b.replicas = append(b.replicas, mn.id)
+		b.changed = time.Now()
+		mn.load += b.size
+	}
+	return &BlockReceivedReply{}, nil
+}
+
+// reportBad drops a replica that failed its checksums. The last replica of
+// a block is kept, marked corrupt: some of its bytes may still be wanted.
+func (m *Master) reportBad(a *ReportBadArgs) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.blocks[a.BlockID]
+	if b == nil {
+		return
+	}
+	var mn *minionEntry
+	for _, x := range m.minions {
+		if x.addr == a.Addr && slices.Contains(b.replicas, x.id) {
+			mn = x
+		}
+	}
+	if mn == nil {
+		return
+	}
+	m.Logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)
+	b.replicas = slices.DeleteFunc(b.replicas, func(mid string) bool { return mid == mn.id })
+	mn.load -= b.size
+	if len(b.replicas) > 0 {
+		m.queueDelete(a.BlockID, []string{mn.id})
+	} else {
+		b.corrupt = append(b.corrupt, mn.id)
+	}
+}
+
+// decommission starts draining the minion at addr.
+func (m *Master) decommission(addr string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mn := range m.minions {
+		if mn.addr == addr {
+			if !mn.decommissioning {
+				mn.decommissioning = true
+				m.Logger.Info("decommissioning minion", "addr", addr)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no minion at %s", ErrNotFound, addr)
+}
+
+// report describes every minion and the cluster.
+func (m *Master) report() *ReportReply {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	// A decommissioning minion is done when every block it holds has
+	// its full replication elsewhere.
+	draining := make(map[string]bool)
+	for _, b := range m.blocks {
+		short := m.liveCount(b, now) < b.repl
+		for _, mid := range b.replicas {
+			if mn := m.minions[mid]; mn != nil && mn.decommissioning && short {
+				draining[mid] = true
+			}
+		}
+	}
+	r := &ReportReply{ClusterID: m.clusterID, SafeMode: m.safeMode, Files: len(m.files), Blocks: len(m.blocks)}
+	for _, mn := range m.minions {
+		state := stateLive
+		switch {
+		case !m.alive(mn, now) || mn.addr == "":
+			state = stateDead
+		case mn.decommissioning && draining[mn.id]:
+			state = stateDecommissioning
+		case mn.decommissioning:
+			state = stateDecommissioned
+		}
+		r.Minions = append(r.Minions, MinionInfo{ID: mn.id, Addr: mn.addr, State: state, Capacity: mn.capacity,
+			Free: mn.free, Used: mn.used, Blocks: mn.numBlocks, LastHeartbeat: now.Sub(mn.lastSeen)})
+	}
+	slices.SortFunc(r.Minions, func(a, b MinionInfo) int { return cmp.Or(strings.Compare(a.Addr, b.Addr), strings.Compare(a.ID, b.ID)) })
+	return r
+}
+
+// fsck reports the health of every block of the files at or below p.
+func (m *Master) fsck(p string) (*FsckReply, error) {
+	if err := checkPath(p); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var paths []string
+	if m.files[p] != nil {
+		paths = []string{p}
+	} else if p == "/" || m.dirs[p] > 0 {
+		prefix := strings.TrimSuffix(p, "/") + "/"
+		for fp := range m.files {
+			if strings.HasPrefix(fp, prefix) {
+				paths = append(paths, fp)
+			}
+		}
+		slices.Sort(paths)
+	} else {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	now := time.Now()
+	r := &FsckReply{SafeMode: m.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
+	for _, fp := range paths {
+		f := m.files[fp]
+		for i, id := range f.blocks {
+			b := m.blocks[id]
+			fb := FsckBlock{Path: fp, Index: i, ID: id, Size: b.size, Expected: b.repl, Replicas: []string{}}
+			available := 0
+			for _, mid := range b.replicas {
+				if mn, ok := m.usable(mid, now); ok {
+					fb.Replicas = append(fb.Replicas, mn.addr)
+					available++
+					if !mn.decommissioning {
+						fb.Live++
+					}
+				}
+			}
+			for _, mid := range b.corrupt {
+				if mn := m.minions[mid]; mn != nil {
+					fb.Corrupt = append(fb.Corrupt, mn.addr)
+				}
+			}
+			switch {
+			case available == 0 && len(fb.Corrupt) > 0:
+				fb.Status = statusCorrupt
+			case available == 0:
+				fb.Status = statusMissing
+			case fb.Live < b.repl:
+				fb.Status = statusUnderReplicated
+			default:
+				fb.Status = statusHealthy
+			}
+			r.Blocks = append(r.Blocks, fb)
+		}
+	}
+	return r, nil
+}

@@ -1,0 +1,55 @@
+// transfer.go is the reading half of the data path, shared by a client's
+// get and a minion's copy of a block: packets of a block read from one
+// minion with several in flight, each checked against its checksums before
+// it is used.
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+// readBlockRange reads block id, which has size bytes, from the minion at
+// addr, from *off to the end, with up to packetWindow reads in flight. Each
+// packet is checked against the checksums the minion stored with it and
+// handed to fn in order; then *off moves past it. It stops at the first
+// error, with *off at the first byte not handed over.
+func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size int64, off *int64, fn func(data []byte, crcs []uint32) error) error {
+	conn, err := p.get(ctx, addr)
+	if err != nil {
+		return err
+	}
+	type read struct {
+		off   int64
+		reply *ReadBlockReply // a fresh one per call: gob leaves zero fields alone
+		pc    *pendingCall
+	}
+	var queue []read
+	next := *off
+	for *off < size {
+		for len(queue) < packetWindow && next < size {
+			length := min(int64(packetSize), size-next)
+			reply := new(ReadBlockReply)
+			pc := p.start(addr, conn, minionService+".ReadBlock", &ReadBlockArgs{BlockID: id, Offset: next, Length: length}, reply)
+			queue = append(queue, read{off: next, reply: reply, pc: pc})
+			next += length
+		}
+		r := queue[0]
+		queue = queue[1:]
+		if err := r.pc.wait(ctx, packetHopTimeout); err != nil {
+			return err
+		}
+		want := min(int64(packetSize), size-r.off)
+		if int64(len(r.reply.Data)) != want {
+			return fmt.Errorf("short read: %d bytes at offset %d, want %d", len(r.reply.Data), r.off, want)
+		}
+		if err := verifyChecksums(r.reply.Data, r.reply.CRCs, r.off); err != nil {
+			return err
+		}
+		if err := fn(r.reply.Data, r.reply.CRCs); err != nil {
+			return err
+		}
+		*off += want
+	}
+	return nil
+}
