@@ -485,7 +485,10 @@ func (c *Client) Fsck(ctx context.Context, remote string) (*FsckReply, error) {
 }
 
 // Decommission starts draining the minion at addr: its blocks are copied
-// elsewhere; Report shows it "decommissioned" when it is safe to stop.
-func (c *Client) Decommission(ctx context.Context, addr string) error {
-	return c.meta(ctx, "Decommission", &DecommissionArgs{Addr: addr}, &Empty{})
+// elsewhere; Report shows it "decommissioned" when it is safe to stop. The
+// master warns when the drain cannot finish with the minions it has.
+func (c *Client) Decommission(ctx context.Context, addr string) (warning string, err error) {
+	var r DecommissionReply
+	err = c.meta(ctx, "Decommission", &DecommissionArgs{Addr: addr}, &r)
+	return r.Warning, err
 }

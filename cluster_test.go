@@ -873,8 +873,8 @@ func TestCluster_Decommission(t *testing.T) {
 	data := randomBytes(t, 3*testBlockSize)
 	mustPut(t, c, "/f", data, PutOptions{Replication: 2})
 	victim := cl.MinionSet[0].advertised()
-	if err := c.Decommission(t.Context(), victim); err != nil {
-		t.Fatal(err)
+	if warning, err := c.Decommission(t.Context(), victim); err != nil || warning != "" {
+		t.Fatalf("decommission = %q, %v", warning, err)
 	}
 	state := func() string {
 		r, err := c.Report(t.Context())
@@ -892,7 +892,7 @@ func TestCluster_Decommission(t *testing.T) {
 	minionAt(t, cl, victim).Close()
 	mustGet(t, c, "/f", data)
 	// New blocks avoid it.
-	if err := c.Decommission(t.Context(), "127.0.0.1:1"); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Decommission(t.Context(), "127.0.0.1:1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("decommission of an unknown minion = %v", err)
 	}
 }

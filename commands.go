@@ -55,6 +55,7 @@ func clusterFlags() []cli.Flag {
 		&cli.IntFlag{Name: "replication", Value: DefaultReplication, Usage: "default number of replicas of each block"},
 		&cli.DurationFlag{Name: "heartbeat", Value: DefaultHeartbeat, Usage: "heartbeat interval of minions"},
 		&cli.DurationFlag{Name: "dead-after", Value: DefaultDeadAfter, Usage: "silence after which a minion counts as dead"},
+		&cli.DurationFlag{Name: "safe-mode-timeout", Usage: "after a restart, the longest wait for block reports before re-replicating (default: --dead-after)"},
 	}
 }
 
@@ -70,6 +71,7 @@ func applyClusterFlags(c *cli.Context, m *Master) error {
 	m.Replication = c.Int("replication")
 	m.Heartbeat = c.Duration("heartbeat")
 	m.DeadAfter = c.Duration("dead-after")
+	m.SafeModeTimeout = c.Duration("safe-mode-timeout")
 	return nil
 }
 
@@ -90,6 +92,9 @@ func minionCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "dir", Usage: "`DIR` for the blocks (default: dfs-minion-PORT)"},
 			masterFlag(),
 			&cli.DurationFlag{Name: "heartbeat", Usage: "heartbeat interval (default: the master's)"},
+			&cli.DurationFlag{Name: "report-interval", Value: DefaultReportInterval, Usage: "interval of full block reports"},
+			&cli.DurationFlag{Name: "scrub-interval", Value: DefaultScrubInterval, Usage: "start a pass re-reading every block this often (0: no scrubbing)"},
+			&cli.StringFlag{Name: "scrub-rate", Value: "32MiB", Usage: "most bytes a second the scrubber reads"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -109,6 +114,13 @@ func minionCommand(e *env) *cli.Command {
 			m := NewMinion(dir, net.JoinHostPort(c.String("bind"), strconv.Itoa(port)), c.String("master"))
 			m.Host = c.String("host")
 			m.Heartbeat = c.Duration("heartbeat")
+			m.ReportInterval = c.Duration("report-interval")
+			m.ScrubInterval = c.Duration("scrub-interval")
+			rate, err := parseSize(c.String("scrub-rate"))
+			if err != nil || rate == 0 {
+				return usagef(c, "--scrub-rate: bad rate %q", c.String("scrub-rate"))
+			}
+			m.ScrubRate = rate
 			m.Logger = e.logger
 			if err := m.Start(); err != nil {
 				return err
@@ -392,6 +404,152 @@ func rmCommand(e *env) *cli.Command {
 	}
 }
 
+func reportCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "report",
+		Usage: "show every minion's state, capacity and use, and cluster totals",
+		Flags: []cli.Flag{masterFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef(c, "report takes no arguments")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			r, err := cl.Report(c.Context)
+			if err != nil {
+				return fmt.Errorf("report: %w", err)
+			}
+			if c.Bool("json") {
+				return printJSON(e.stdout, toJSONReport(r))
+			}
+			w := e.stdout
+			safe := "off"
+			if r.SafeMode {
+				safe = "ON (waiting for block reports)"
+			}
+			fmt.Fprintf(w, "cluster %s  safe mode %s  files %d  blocks %d\n", r.ClusterID, safe, r.Files, r.Blocks)
+			fmt.Fprintf(w, "%-22s %-16s %10s %10s %10s %8s %9s\n", "MINION", "STATE", "CAPACITY", "USED", "FREE", "BLOCKS", "HEARTBEAT")
+			var capacity, used, free int64
+			states := map[string]int{}
+			for _, mn := range r.Minions {
+				fmt.Fprintf(w, "%-22s %-16s %10s %10s %10s %8d %8.1fs\n", mn.Addr, mn.State, humanSize(mn.Capacity),
+					humanSize(mn.Used), humanSize(mn.Free), mn.Blocks, mn.LastHeartbeat.Seconds())
+				states[mn.State]++
+				if mn.State != stateDead {
+					capacity, used, free = capacity+mn.Capacity, used+mn.Used, free+mn.Free
+				}
+			}
+			fmt.Fprintf(w, "minions %d: %d live, %d dead, %d decommissioning, %d decommissioned; capacity %s, used %s, free %s\n",
+				len(r.Minions), states[stateLive], states[stateDead], states[stateDecommissioning], states[stateDecommissioned],
+				humanSize(capacity), humanSize(used), humanSize(free))
+			return nil
+		},
+	}
+}
+
+func fsckCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "fsck",
+		Usage:     "check that every block below PATH (default /) has its replication; exit 1 if not",
+		ArgsUsage: "[PATH]",
+		Flags:     []cli.Flag{masterFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON, every block"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return usagef(c, "fsck takes at most one PATH")
+			}
+			p := c.Args().First()
+			if p == "" {
+				p = "/"
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			r, err := cl.Fsck(c.Context, p)
+			if err != nil {
+				return fmt.Errorf("fsck %s: %w", p, err)
+			}
+			counts := map[string]int{}
+			for _, b := range r.Blocks {
+				counts[b.Status]++
+			}
+			if c.Bool("json") {
+				if err := printJSON(e.stdout, toJSONFsck(r)); err != nil {
+					return err
+				}
+			} else {
+				for _, b := range r.Blocks {
+					if b.Status == statusHealthy {
+						continue
+					}
+					fmt.Fprintf(e.stdout, "%s block %d (%s): %s, %d of %d replicas live: %s", b.Path, b.Index, blockName(b.ID),
+						b.Status, b.Live, b.Expected, strings.Join(b.Replicas, " "))
+					if len(b.Corrupt) > 0 {
+						fmt.Fprintf(e.stdout, " corrupt: %s", strings.Join(b.Corrupt, " "))
+					}
+					fmt.Fprintln(e.stdout)
+				}
+				fmt.Fprintf(e.stdout, "%s: %d files, %d blocks: %d healthy, %d under-replicated, %d corrupt, %d missing\n", p,
+					r.Files, len(r.Blocks), counts[statusHealthy], counts[statusUnderReplicated], counts[statusCorrupt], counts[statusMissing])
+				if r.SafeMode {
+					fmt.Fprintln(e.stdout, "the master is in safe mode: minions are still reporting their blocks")
+				}
+			}
+			if bad := len(r.Blocks) - counts[statusHealthy]; bad > 0 {
+				return fmt.Errorf("fsck %s: %d of %d blocks are not healthy", p, bad, len(r.Blocks))
+			}
+			return nil
+		},
+	}
+}
+
+func decommissionCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "decommission",
+		Usage:       "drain a minion: copy its blocks elsewhere so that it can be stopped",
+		ArgsUsage:   "HOST:PORT",
+		Description: "'dfs report' shows the minion as decommissioned when it is safe to stop.",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "wait", Usage: "wait until the minion is decommissioned"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef(c, "decommission takes one HOST:PORT")
+			}
+			addr := c.Args().First()
+			cl := newClient(c, e)
+			defer cl.Close()
+			warning, err := cl.Decommission(c.Context, addr)
+			if err != nil {
+				return fmt.Errorf("decommission %s: %w", addr, err)
+			}
+			if warning != "" {
+				e.logger.Warn("decommission cannot finish yet", "minion", addr, "why", warning)
+			}
+			if !c.Bool("wait") {
+				fmt.Fprintf(e.stdout, "decommissioning %s; 'dfs report' shows when it is safe to stop\n", addr)
+				return nil
+			}
+			for {
+				r, err := cl.Report(c.Context)
+				if err != nil {
+					return fmt.Errorf("decommission %s: %w", addr, err)
+				}
+				for _, mn := range r.Minions {
+					if mn.Addr == addr && mn.State == stateDecommissioned {
+						fmt.Fprintf(e.stdout, "%s is decommissioned: safe to stop\n", addr)
+						return nil
+					}
+				}
+				select {
+				case <-c.Context.Done():
+					return fmt.Errorf("decommission %s: %w", addr, c.Context.Err())
+				case <-time.After(time.Second):
+				}
+			}
+		},
+	}
+}
+
 // ---- output helpers ----
 
 // jsonFile is the JSON form of a file in `stat --json` and `ls --json`.
@@ -477,4 +635,61 @@ func humanSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+type jsonReport struct {
+	ClusterID string       `json:"cluster_id"`
+	SafeMode  bool         `json:"safe_mode"`
+	Files     int          `json:"files"`
+	Blocks    int          `json:"blocks"`
+	Minions   []jsonMinion `json:"minions"`
+}
+
+type jsonMinion struct {
+	ID                   string  `json:"id"`
+	Addr                 string  `json:"addr"`
+	State                string  `json:"state"`
+	Capacity             int64   `json:"capacity"`
+	Used                 int64   `json:"used"`
+	Free                 int64   `json:"free"`
+	Blocks               int     `json:"blocks"`
+	LastHeartbeatSeconds float64 `json:"last_heartbeat_seconds"`
+}
+
+func toJSONReport(r *ReportReply) jsonReport {
+	j := jsonReport{ClusterID: r.ClusterID, SafeMode: r.SafeMode, Files: r.Files, Blocks: r.Blocks, Minions: []jsonMinion{}}
+	for _, mn := range r.Minions {
+		j.Minions = append(j.Minions, jsonMinion{ID: mn.ID, Addr: mn.Addr, State: mn.State, Capacity: mn.Capacity,
+			Used: mn.Used, Free: mn.Free, Blocks: mn.Blocks, LastHeartbeatSeconds: mn.LastHeartbeat.Seconds()})
+	}
+	return j
+}
+
+type jsonFsck struct {
+	SafeMode bool            `json:"safe_mode"`
+	Files    int             `json:"files"`
+	Healthy  bool            `json:"healthy"`
+	Blocks   []jsonFsckBlock `json:"blocks"`
+}
+
+type jsonFsckBlock struct {
+	Path     string   `json:"path"`
+	Index    int      `json:"index"`
+	ID       string   `json:"id"`
+	Size     int64    `json:"size"`
+	Status   string   `json:"status"`
+	Expected int      `json:"expected_replicas"`
+	Live     int      `json:"live_replicas"`
+	Replicas []string `json:"replicas"`
+	Corrupt  []string `json:"corrupt_replicas,omitempty"`
+}
+
+func toJSONFsck(r *FsckReply) jsonFsck {
+	j := jsonFsck{SafeMode: r.SafeMode, Files: r.Files, Healthy: true, Blocks: []jsonFsckBlock{}}
+	for _, b := range r.Blocks {
+		j.Healthy = j.Healthy && b.Status == statusHealthy
+		j.Blocks = append(j.Blocks, jsonFsckBlock{Path: b.Path, Index: b.Index, ID: blockName(b.ID), Size: b.Size, Status: b.Status,
+			Expected: b.Expected, Live: b.Live, Replicas: b.Replicas, Corrupt: b.Corrupt})
+	}
+	return j
 }

@@ -1052,8 +1052,13 @@ func (r *masterRPC) ReportBad(a *ReportBadArgs, _ *Empty) error {
 	return nil
 }
 
-func (r *masterRPC) Decommission(a *DecommissionArgs, _ *Empty) error {
-	return r.m.decommission(a.Addr)
+func (r *masterRPC) Decommission(a *DecommissionArgs, reply *DecommissionReply) error {
+	rep, err := r.m.decommission(a.Addr)
+	if err != nil {
+		return err
+	}
+	*reply = *rep
+	return nil
 }
 
 func (r *masterRPC) Report(_ *ReportArgs, reply *ReportReply) error {

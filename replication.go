@@ -268,20 +268,42 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	}
 }
 
-// decommission starts draining the minion at addr.
-func (m *Master) decommission(addr string) error {
+// decommission starts draining the minion at addr. The reply warns when
+// too few other minions are live to hold every block it has.
+func (m *Master) decommission(addr string) (*DecommissionReply, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var target *minionEntry
 	for _, mn := range m.minions {
 		if mn.addr == addr {
-			if !mn.decommissioning {
-				mn.decommissioning = true
-				m.Logger.Info("decommissioning minion", "addr", addr)
-			}
-			return nil
+			target = mn
 		}
 	}
-	return fmt.Errorf("%w: no minion at %s", ErrNotFound, addr)
+	if target == nil {
+		return nil, fmt.Errorf("%w: no minion at %s", ErrNotFound, addr)
+	}
+	if !target.decommissioning {
+		target.decommissioning = true
+		m.Logger.Info("decommissioning minion", "addr", addr)
+	}
+	now := time.Now()
+	others := 0
+	for _, mn := range m.minions {
+		if _, ok := m.usable(mn.id, now); ok && !mn.decommissioning {
+			others++
+		}
+	}
+	most := 0
+	for _, b := range m.blocks {
+		if slices.Contains(b.replicas, target.id) {
+			most = max(most, b.repl)
+		}
+	}
+	reply := &DecommissionReply{}
+	if others < most {
+		reply.Warning = fmt.Sprintf("only %d other live minions for blocks of replication %d: the drain finishes when more minions join", others, most)
+	}
+	return reply, nil
 }
 
 // report describes every minion and the cluster.

@@ -228,6 +228,11 @@ type DecommissionArgs struct {
 	Addr string
 }
 
+// DecommissionReply warns when the drain cannot finish.
+type DecommissionReply struct {
+	Warning string
+}
+
 // ReportArgs asks for the state of the cluster.
 type ReportArgs struct{}
 
