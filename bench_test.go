@@ -1,0 +1,151 @@
+package main
+
+// Benchmarks of the hot paths. Speed goals live here, never in tests.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+	"testing"
+)
+
+func BenchmarkChecksums(b *testing.B) {
+	data := make([]byte, packetSize)
+	crcs := make([]uint32, 0, packetSize/bytesPerChecksum)
+	b.SetBytes(packetSize)
+	for b.Loop() {
+		crcs = checksums(crcs[:0], data)
+	}
+}
+
+func BenchmarkVerifyChecksums(b *testing.B) {
+	data := make([]byte, packetSize)
+	crcs := checksums(nil, data)
+	b.SetBytes(packetSize)
+	for b.Loop() {
+		if err := verifyChecksums(data, crcs, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBlockStore_WriteFinalize writes 8 MiB blocks in 1 MiB packets,
+// with the fsyncs of finalize.
+func BenchmarkBlockStore_WriteFinalize(b *testing.B) {
+	s, err := openBlockStore(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, packetSize)
+	crcs := checksums(nil, data)
+	const packets = 8
+	b.SetBytes(packets * packetSize)
+	var id uint64
+	for b.Loop() {
+		id++
+		for i := range packets {
+			if err := s.write(id, int64(i)*packetSize, data, crcs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.finalize(id, packets*packetSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBlockStore_Read(b *testing.B) {
+	s, err := openBlockStore(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, packetSize)
+	if err := s.write(1, 0, data, checksums(nil, data)); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.finalize(1, packetSize); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(packetSize)
+	for b.Loop() {
+		if _, _, err := s.read(1, 0, packetSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMaster_CreateComplete measures puts of empty files through the
+// master's namespace and edit log, with 1 caller (every put pays its own
+// fsync) and 16 (they share fsyncs: group commit). Reported as ops/s.
+func BenchmarkMaster_CreateComplete(b *testing.B) {
+	for _, callers := range []int{1, 16} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			m := NewMaster(b.TempDir(), "127.0.0.1:0")
+			m.Logger = testLogger(b)
+			if err := m.load(); err != nil {
+				b.Fatal(err)
+			}
+			defer m.edits.close()
+			var n atomic.Int64
+			put := func() bool {
+				p := fmt.Sprintf("/bench/%d", n.Add(1))
+				cr, err := m.create(&CreateArgs{Path: p})
+				if err == nil {
+					err = m.complete(&CompleteArgs{Handle: cr.Handle})
+				}
+				if err != nil {
+					b.Error(err)
+				}
+				return err == nil
+			}
+			b.ResetTimer()
+			if callers == 1 {
+				for i := 0; i < b.N && put(); i++ {
+				}
+			} else {
+				b.SetParallelism(callers / runtime.GOMAXPROCS(0))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() && put() {
+					}
+				})
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			m.edits.mu.Lock()
+			b.ReportMetric(float64(m.edits.syncs)/float64(b.N), "fsyncs/op")
+			m.edits.mu.Unlock()
+		})
+	}
+}
+
+// BenchmarkCluster_PutGet moves 16 MiB files through an in-process cluster
+// of 3 minions, with replication 1 and 3.
+func BenchmarkCluster_PutGet(b *testing.B) {
+	data := make([]byte, 16<<20)
+	for _, repl := range []int{1, 3} {
+		b.Run(fmt.Sprintf("put/repl=%d", repl), func(b *testing.B) {
+			cl := startCluster(b, 3)
+			c := newTestClient(b, cl)
+			b.SetBytes(int64(len(data)))
+			i := 0
+			for b.Loop() {
+				i++
+				if _, err := c.Put(b.Context(), bytes.NewReader(data), fmt.Sprintf("/b%d", i), PutOptions{Replication: repl, BlockSize: 4 << 20}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("get", func(b *testing.B) {
+		cl := startCluster(b, 3)
+		c := newTestClient(b, cl)
+		mustPut(b, c, "/g", data, PutOptions{Replication: 1, BlockSize: 4 << 20})
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if _, err := c.Get(b.Context(), "/g", io.Discard); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
