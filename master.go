@@ -81,6 +81,9 @@ type Master struct {
 	safeMode  bool
 	safeUntil time.Time
 	reported  map[uint64]bool // blocks reported since the restart, in safe mode
+	// safeOrphans are reported blocks the master did not know in safe
+	// mode, by minion id; they are deleted when safe mode ends.
+	safeOrphans map[string][]uint64
 }
 
 type fileEntry struct {
@@ -116,6 +119,10 @@ type minionEntry struct {
 	load            int64
 	copies          int  // copies asked of it and not yet done
 	decommissioning bool // being drained: no new blocks, replicas not counted
+	// registered is set once it registered with this master process; a
+	// minion known only from the image or log has sent no stats or block
+	// report yet.
+	registered bool
 }
 
 type writeEntry struct {
@@ -585,7 +592,10 @@ func (m *Master) place(n int, size int64, skip func(*minionEntry) bool) []*minio
 	now := time.Now()
 	var live []*minionEntry
 	for _, mn := range m.minions {
-		if m.alive(mn, now) && mn.addr != "" && !mn.decommissioning && mn.free >= size && (skip == nil || !skip(mn)) {
+		// A minion not yet registered since a restart has sent no
+		// stats: trust it with the block; it refuses if it is full.
+		roomy := !mn.registered || mn.free >= size
+		if m.alive(mn, now) && mn.addr != "" && !mn.decommissioning && roomy && (skip == nil || !skip(mn)) {
 			live = append(live, mn)
 		}
 	}
@@ -635,6 +645,7 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 		m.minions[a.MinionID] = mn
 	}
 	mn.addr = a.Addr
+	mn.registered = true
 	m.updateStats(mn, a.Capacity, a.Free, a.Used, len(a.Blocks))
 
 	reply := &RegisterReply{ClusterID: m.clusterID, Heartbeat: m.Heartbeat}
@@ -672,7 +683,8 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			// Part of a put in progress: Complete will record it.
 		case b == nil && m.safeMode:
 			// Perhaps an orphan; but until every minion has reported,
-			// the master does not delete what it does not know.
+			// the master deletes nothing. It is queued when safe mode ends.
+			m.safeOrphans[mn.id] = append(m.safeOrphans[mn.id], r.ID)
 		default:
 			// A block of a deleted file or a failed put, or a
 			// replica of the wrong length.
@@ -711,7 +723,10 @@ func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mn := m.minions[a.MinionID]
-	if mn == nil || mn.addr != a.Addr {
+	if mn == nil || mn.addr != a.Addr || !mn.registered {
+		// Unknown, moved, or known only from before a restart: the
+		// master wants its block report (blocks to delete may have
+		// been queued in the old process's memory).
 		return &HeartbeatReply{Reregister: true}
 	}
 	m.updateStats(mn, a.Capacity, a.Free, a.Used, a.NumBlocks)

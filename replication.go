@@ -49,6 +49,7 @@ func (m *Master) enterSafeMode() {
 	m.safeMode = true
 	m.safeUntil = time.Now().Add(timeout)
 	m.reported = make(map[uint64]bool)
+	m.safeOrphans = make(map[string][]uint64)
 }
 
 // checkSafeMode leaves safe mode once enough blocks were reported or the
@@ -63,7 +64,18 @@ func (m *Master) checkSafeMode(now time.Time) {
 	}
 	m.safeMode = false
 	m.reported = nil
-	m.Logger.Info("left safe mode", "reported_blocks", n, "blocks", total)
+	pending := m.pendingBlocks()
+	orphans := 0
+	for mid, ids := range m.safeOrphans {
+		for _, id := range ids {
+			if m.blocks[id] == nil && !pending[id] {
+				m.queueDelete(id, []string{mid})
+				orphans++
+			}
+		}
+	}
+	m.safeOrphans = nil
+	m.Logger.Info("left safe mode", "reported_blocks", n, "blocks", total, "orphans_to_delete", orphans)
 }
 
 // usable reports whether mn can serve reads: known, addressed and alive.
