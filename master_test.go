@@ -340,3 +340,78 @@ func TestMaster_Start_BadSettings(t *testing.T) {
 		})
 	}
 }
+
+// After a restart the master waits for block reports before it copies or
+// deletes anything, and leaves safe mode once the blocks are reported.
+func TestMaster_SafeMode(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 3)
+	for i := range 4 {
+		if err := putFile(t, m, fmt.Sprintf("/f%d", i), 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.edits.close()
+
+	m2 := NewMaster(dir, "127.0.0.1:0")
+	m2.Logger = testLogger(t)
+	configureTestMaster(m2)
+	m2.SafeModeTimeout = time.Hour
+	if err := m2.load(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.edits.close() })
+	if !m2.safeMode {
+		t.Fatal("restarted master with blocks is not in safe mode")
+	}
+	// MID-0 reports everything but one block, plus an orphan; the others
+	// are silent. Nothing may be copied or deleted yet.
+	var report []BlockReport
+	for id, b := range m2.blocks {
+		report = append(report, BlockReport{ID: id, Size: b.size})
+	}
+	reply, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+		Blocks: append(report[1:], BlockReport{ID: 4242, Size: 1})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reply.Delete) != 0 {
+		t.Errorf("deletes %v in safe mode", reply.Delete)
+	}
+	for _, mid := range []string{"MID-1", "MID-2"} {
+		m2.minions[mid].lastSeen = time.Now().Add(-time.Hour) // dead
+	}
+	m2.replicate(time.Now())
+	if !m2.safeMode || len(m2.copyCmds) != 0 {
+		t.Fatalf("safe mode %v, copies %v: want still in safe mode, no copies", m2.safeMode, m2.copyCmds)
+	}
+	// The last block reported: safe mode ends, the orphan goes, copies start.
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+		Blocks: append(report, BlockReport{ID: 4242, Size: 1})}); err != nil {
+		t.Fatal(err)
+	}
+	if m2.safeMode {
+		t.Fatal("still in safe mode with every block reported")
+	}
+	if !slices.Contains(m2.deletes["MID-0"], 4242) {
+		t.Errorf("orphan reported in safe mode not queued for deletion: %v", m2.deletes)
+	}
+}
+
+// A block report taken before a block was finalized does not drop the
+// fresh replica.
+func TestMaster_Reconcile_FreshReplicaKept(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	if err := putFile(t, m, "/f", 10); err != nil {
+		t.Fatal(err)
+	}
+	id := m.files["/f"].blocks[0]
+	if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(m.blocks[id].replicas, "MID-0") {
+		t.Fatal("a replica recorded a moment ago was dropped by an older report")
+	}
+}
