@@ -21,8 +21,9 @@ check:
 demo: build
 	DFS=./$(BIN) ./scripts/demo.sh
 
-## bench: the go test benchmarks of the hot paths
-bench:
+## bench: dfs bench on 1 GiB files next to the machine's own baselines, then the go test benchmarks
+bench: build
+	./$(BIN) bench --size 1GiB
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:

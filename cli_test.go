@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"math"
 	"slices"
@@ -217,5 +218,37 @@ func TestRun_Version(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), Version) || stderr.Len() != 0 {
 		t.Errorf("stdout %q, stderr %q; want the version on stdout only", stdout.String(), stderr.String())
+	}
+}
+
+// dfs bench runs every workload end to end on its own local cluster.
+func TestRun_Bench(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := []string{"dfs", "bench", "--size", "1MiB", "--block-size", "256KiB", "--files", "2", "--concurrency", "2",
+		"--small-files", "30", "--meta-ops", "40", "--meta-concurrency", "4", "--dir", t.TempDir(), "--json"}
+	if code := run(t.Context(), args, strings.NewReader(""), &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var rs []benchResult
+	if err := json.Unmarshal(stdout.Bytes(), &rs); err != nil {
+		t.Fatalf("bench --json: %v\n%s", err, stdout.String())
+	}
+	var phases []string
+	for _, r := range rs {
+		phases = append(phases, r.Workload+"/"+r.Phase)
+		if r.Wall <= 0 || r.Ops == 0 {
+			t.Errorf("%s/%s: %+v", r.Workload, r.Phase, r)
+		}
+	}
+	want := []string{"baseline/local write+fsync (dd conv=fsync)", "baseline/warm local read (cat)", "baseline/loopback TCP into a file",
+		"throughput/put r=1", "throughput/get r=1", "throughput/put r=3", "throughput/get r=3",
+		"small/put", "small/get", "meta/create+complete", "meta/open", "meta/delete"}
+	if !slices.Equal(phases, want) {
+		t.Errorf("phases %v, want %v", phases, want)
+	}
+	for _, r := range rs {
+		if r.Workload == "throughput" && r.Ratio <= 0 {
+			t.Errorf("%s has no ratio to its baseline", r.Phase)
+		}
 	}
 }

@@ -84,7 +84,7 @@ func newApp(e *env) *cli.App {
 	cmds := []*cli.Command{
 		masterCommand(e), minionCommand(e), devCommand(e),
 		putCommand(e), getCommand(e), lsCommand(e), statCommand(e), rmCommand(e),
-		reportCommand(e), fsckCommand(e), decommissionCommand(e),
+		reportCommand(e), fsckCommand(e), decommissionCommand(e), benchCommand(e),
 	}
 	for _, c := range cmds {
 		c.OnUsageError = onUsage
