@@ -222,11 +222,23 @@ func (b *bench) throughput(ctx context.Context) ([]benchResult, error) {
 		}
 		out = append(out, newResult("throughput", fmt.Sprintf("put r=%d", repl), cfg.Files, total, wall))
 
-		b.progress("throughput: get %d x %s", cfg.Files, humanSize(cfg.Size))
+		b.progress("throughput: get %d x %s into local files", cfg.Files, humanSize(cfg.Size))
+		local, err := os.MkdirTemp(cfg.Dir, "dfs-bench-get-")
+		if err != nil {
+			return out, err
+		}
 		_, wall, err = parallel(ctx, cfg.Files, cfg.Concurrency, func(ctx context.Context, w, i int) error {
-			_, err := clients[w].Get(ctx, fmt.Sprintf("%s/%d", dir, i), &checker{want: b.data.reader(i, cfg.Size)})
+			f, err := os.Create(filepath.Join(local, strconv.Itoa(i)))
+			if err != nil {
+				return err
+			}
+			_, err = clients[w].Get(ctx, fmt.Sprintf("%s/%d", dir, i), io.MultiWriter(f, &checker{want: b.data.reader(i, cfg.Size)}))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
 			return err
 		})
+		os.RemoveAll(local)
 		if err != nil {
 			return out, fmt.Errorf("throughput get: %w", err)
 		}
