@@ -665,11 +665,20 @@ const reportGrace = 2 * metaTimeout
 func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time) []uint64 {
 	reported := make(map[uint64]bool, len(report))
 	pending := m.pendingBlocks()
+	// Deletes queued for mn and not yet handed over: a trimmed or
+	// corrupt replica must not be adopted again because it is reported.
+	queued := make(map[uint64]bool, len(m.deletes[mn.id]))
+	for _, id := range m.deletes[mn.id] {
+		queued[id] = true
+	}
+	delete(m.deletes, mn.id) // each is in del below, or gone from mn already
 	var del []uint64
 	for _, r := range report {
 		reported[r.ID] = true
 		b := m.blocks[r.ID]
 		switch {
+		case queued[r.ID]:
+			del = append(del, r.ID)
 		case b != nil && b.size == r.Size:
 			if m.safeMode {
 				m.reported[r.ID] = true
@@ -697,7 +706,6 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			mn.load -= b.size
 		}
 	}
-	delete(m.deletes, mn.id) // the report supersedes what was queued
 	m.checkSafeMode(now)
 	return del
 }

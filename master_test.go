@@ -415,3 +415,33 @@ func TestMaster_Reconcile_FreshReplicaKept(t *testing.T) {
 		t.Fatal("a replica recorded a moment ago was dropped by an older report")
 	}
 }
+
+// A replica the master dropped (corrupt, or trimmed) and queued for
+// deletion is deleted, not adopted again, when its minion reports it.
+func TestMaster_Reconcile_QueuedDeleteNotReadopted(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 2)
+	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: "127.0.0.1:9001", Reason: "test"})
+	if slices.Contains(m.blocks[ab.BlockID].replicas, "MID-1") {
+		t.Fatal("bad replica still listed")
+	}
+	reply, err := m.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
+		Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(m.blocks[ab.BlockID].replicas, "MID-1") {
+		t.Error("a corrupt replica was adopted again from a block report")
+	}
+	if !slices.Equal(reply.Delete, []uint64{ab.BlockID}) {
+		t.Errorf("delete = %v, want the corrupt replica", reply.Delete)
+	}
+}
