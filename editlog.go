@@ -10,26 +10,26 @@
 // The log is a series of segment files, DIR/edits-<first seq, 20 digits>.
 // A record is framed as
 //
-//	length uint32 | crc32c uint32 | seq uint64 | gob(edit)   (big-endian)
+//	length uint32 | seq uint64 | body crc32c uint32 | header crc32c uint32 | gob(edit)
 //
-// where length counts the gob bytes and the CRC covers seq and gob bytes. A
-// checkpoint (meta.go) rolls to a new segment, writes the image with the
-// last seq it contains, and removes the segments the image covers. Start-up
-// loads the image and replays the records after its seq. A torn record at the
-// very end of the last segment (a crash in the middle of an append, which no
-// client was told about) is cut off; any other damage stops the master with
-// an error naming the file and offset.
+// (big-endian), where length counts the gob bytes, the body CRC covers them
+// and the header CRC covers the 16 bytes before it, so a damaged length is
+// never trusted. A checkpoint (master.go) rolls to a new segment, writes the
+// image with the last seq it contains, and removes the segments the image
+// covers. Start-up loads the image and replays the records after its seq. A
+// torn record at the very end of the last segment (a crash in the middle of
+// an append, which no client was told about) is cut off: a bad record counts
+// as torn only when no good record follows it. Any other damage stops the
+// master with an error naming the file and offset.
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/gob"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,7 +44,7 @@ import (
 var ErrBadEditLog = errors.New("edit log is damaged")
 
 const (
-	editHeaderSize = 16
+	editHeaderSize = 20
 	maxEditSize    = 64 << 20
 	segmentPrefix  = "edits-"
 )
@@ -136,8 +136,9 @@ func (l *editLog) append(e *edit) (uint64, error) {
 	}
 	l.lastSeq++
 	binary.BigEndian.PutUint32(rec[0:], uint32(len(rec)-editHeaderSize))
-	binary.BigEndian.PutUint64(rec[8:], l.lastSeq)
-	binary.BigEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], castagnoli))
+	binary.BigEndian.PutUint64(rec[4:], l.lastSeq)
+	binary.BigEndian.PutUint32(rec[12:], crc32.Checksum(rec[editHeaderSize:], castagnoli))
+	binary.BigEndian.PutUint32(rec[16:], crc32.Checksum(rec[:16], castagnoli))
 	l.pending = append(l.pending, rec...)
 	return l.lastSeq, nil
 }
@@ -288,102 +289,123 @@ func removeSegmentsBefore(dir string, seq uint64) error {
 
 // replayEdits calls apply for every record after seq after, in order, and
 // returns the last seq found. It cuts a torn record off the end of the last
-// segment.
-func replayEdits(dir string, after uint64, apply func(*edit) error) (uint64, error) {
+// segment, and says so with torn.
+func replayEdits(dir string, after uint64, apply func(*edit) error) (last uint64, torn bool, err error) {
 	firsts, err := segments(dir)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	last := after
+	last = after
 	for i, first := range firsts {
 		p := filepath.Join(dir, segmentName(first))
 		isLast := i == len(firsts)-1
 		if first > last+1 {
-			return 0, fmt.Errorf("%w: %s starts at record %d but the image and earlier segments end at %d",
+			return 0, false, fmt.Errorf("%w: %s starts at record %d but the image and earlier segments end at %d",
 				ErrBadEditLog, p, first, last)
 		}
-		last, err = replaySegment(p, isLast, last, apply)
-		if err != nil {
-			return 0, err
+		if last, torn, err = replaySegment(p, isLast, last, apply); err != nil {
+			return 0, false, err
 		}
 	}
-	return last, nil
+	return last, torn, nil
 }
 
-func replaySegment(path string, isLast bool, last uint64, apply func(*edit) error) (uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
+// recordHeader is a decoded record header; ok is false when its CRC fails.
+type recordHeader struct {
+	length  int64
+	seq     uint64
+	bodyCRC uint32
+	ok      bool
+}
+
+func parseHeader(b []byte) recordHeader {
+	return recordHeader{
+		length:  int64(binary.BigEndian.Uint32(b[0:])),
+		seq:     binary.BigEndian.Uint64(b[4:]),
+		bodyCRC: binary.BigEndian.Uint32(b[12:]),
+		ok:      crc32.Checksum(b[:16], castagnoli) == binary.BigEndian.Uint32(b[16:]),
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, err
+}
+
+// goodRecordAfter reports whether a whole, good record starts anywhere in
+// data at or after from: then a bad record before it is damage, not a torn
+// append.
+func goodRecordAfter(data []byte, from int64) bool {
+	for p := from; p+editHeaderSize <= int64(len(data)); p++ {
+		h := parseHeader(data[p:])
+		end := p + editHeaderSize + h.length
+		if h.ok && h.length <= maxEditSize && end <= int64(len(data)) &&
+			crc32.Checksum(data[p+editHeaderSize:end], castagnoli) == h.bodyCRC {
+			return true
+		}
 	}
-	size := st.Size()
-	r := bufio.NewReaderSize(f, 1<<20)
+	return false
+}
+
+// replaySegment applies the records of one segment after seq last and
+// returns the new last seq; torn reports that it cut a torn record off the
+// end.
+func replaySegment(path string, isLast bool, last uint64, apply func(*edit) error) (_ uint64, torn bool, err error) {
+	// A segment is at most about CheckpointBytes: read it whole, so that
+	// a bad record can be told from a torn one by looking past it.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false, err
+	}
+	size := int64(len(data))
 	var off int64
-	torn := func(why string) (uint64, error) {
-		if !isLast {
-			return 0, fmt.Errorf("%w: %s at offset %d: %s", ErrBadEditLog, path, off, why)
+	bad := func(why string) (uint64, bool, error) {
+		if !isLast || goodRecordAfter(data, off+1) {
+			return 0, false, fmt.Errorf("%w: %s at offset %d: %s", ErrBadEditLog, path, off, why)
 		}
 		// The crash came in the middle of this append; its put was never
 		// acknowledged. Cut it off so that the next record follows a good one.
 		if err := os.Truncate(path, off); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if err := syncFile(path); err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		return last, nil
+		torn = true
+		return last, torn, nil
 	}
-	hdr := make([]byte, editHeaderSize)
-	var body []byte
 	for off < size {
-		if n, err := io.ReadFull(r, hdr); err != nil {
-			return torn(fmt.Sprintf("record header cut short after %d bytes", n))
+		if size-off < editHeaderSize {
+			return bad(fmt.Sprintf("record header cut short after %d bytes", size-off))
 		}
-		length := int64(binary.BigEndian.Uint32(hdr[0:]))
-		sum := binary.BigEndian.Uint32(hdr[4:])
-		seq := binary.BigEndian.Uint64(hdr[8:])
-		end := off + editHeaderSize + length
-		if length > maxEditSize {
-			// No append writes such a record: this is damage, not a
-			// torn write, even if it reaches the end.
-			return 0, fmt.Errorf("%w: %s at offset %d: bad record length %d", ErrBadEditLog, path, off, length)
+		h := parseHeader(data[off:])
+		if !h.ok {
+			return bad("record header checksum mismatch")
+		}
+		end := off + editHeaderSize + h.length
+		if h.length > maxEditSize {
+			return bad(fmt.Sprintf("bad record length %d", h.length))
 		}
 		if end > size {
-			return torn(fmt.Sprintf("record of %d bytes runs past the end of the file", length))
+			return bad(fmt.Sprintf("record of %d bytes runs past the end of the file", h.length))
 		}
-		body = slices.Grow(body[:0], int(length))[:length]
-		if _, err := io.ReadFull(r, body); err != nil {
-			return 0, fmt.Errorf("%w: %s at offset %d: %v", ErrBadEditLog, path, off, err)
+		body := data[off+editHeaderSize : end]
+		if crc32.Checksum(body, castagnoli) != h.bodyCRC {
+			return bad("record checksum mismatch")
 		}
-		crc := crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, body)
-		if crc != sum {
-			if end == size {
-				return torn("checksum mismatch in the last record")
-			}
-			return 0, fmt.Errorf("%w: %s at offset %d: checksum mismatch", ErrBadEditLog, path, off)
-		}
-		if seq <= last {
+		if h.seq <= last {
 			off = end
 			continue // covered by the image already
 		}
-		if seq != last+1 {
-			return 0, fmt.Errorf("%w: %s at offset %d: record %d follows record %d", ErrBadEditLog, path, off, seq, last)
+		if h.seq != last+1 {
+			return 0, false, fmt.Errorf("%w: %s at offset %d: record %d follows record %d", ErrBadEditLog, path, off, h.seq, last)
 		}
 		e := new(edit)
 		if err := gob.NewDecoder(bytes.NewReader(body)).Decode(e); err != nil {
-			return 0, fmt.Errorf("%w: %s at offset %d: %v", ErrBadEditLog, path, off, err)
+			return 0, false, fmt.Errorf("%w: %s at offset %d: %v", ErrBadEditLog, path, off, err)
 		}
 		if err := apply(e); err != nil {
-			return 0, fmt.Errorf("%w: %s at offset %d: record %d: %v", ErrBadEditLog, path, off, seq, err)
+			return 0, false, fmt.Errorf("%w: %s at offset %d: record %d: %v", ErrBadEditLog, path, off, h.seq, err)
 		}
-		last = seq
+		last = h.seq
 		off = end
 	}
-	return last, nil
+	return last, torn, nil
 }
 
 func syncFile(path string) error {

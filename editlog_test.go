@@ -37,7 +37,7 @@ func writeEdits(t *testing.T, dir string, n int) {
 // replayPaths replays dir from the start and returns the paths put.
 func replayPaths(dir string) ([]string, uint64, error) {
 	var paths []string
-	last, err := replayEdits(dir, 0, func(e *edit) error {
+	last, _, err := replayEdits(dir, 0, func(e *edit) error {
 		paths = append(paths, e.Path)
 		return nil
 	})
@@ -53,7 +53,7 @@ func TestEditLog_Replay(t *testing.T) {
 	}
 	// Records at or below the image's seq are skipped.
 	var n int
-	last, err = replayEdits(dir, 3, func(*edit) error { n++; return nil })
+	last, _, err = replayEdits(dir, 3, func(*edit) error { n++; return nil })
 	if err != nil || last != 5 || n != 2 {
 		t.Fatalf("replay after 3 = %d records, last %d, %v", n, last, err)
 	}
@@ -132,6 +132,10 @@ func TestEditLog_Damage(t *testing.T) {
 	}{
 		{"FlippedMiddleRecord", func(t *testing.T, dir string) { flipByte(t, segmentPath(t, dir), n+20) }, n},
 		{"BadLengthInMiddle", func(t *testing.T, dir string) { flipByte(t, segmentPath(t, dir), n) }, n},
+		// A length that grows past the end of the file looks like a torn
+		// append, but good records follow it.
+		{"LengthPastEndInMiddle", func(t *testing.T, dir string) { flipBit(t, segmentPath(t, dir), n+2, 0x10) }, n},
+		{"SeqInMiddle", func(t *testing.T, dir string) { flipByte(t, segmentPath(t, dir), n+11) }, n},
 		{"TornOlderSegment", func(t *testing.T, dir string) {
 			p := segmentPath(t, dir)
 			st, _ := os.Stat(p)
@@ -162,6 +166,18 @@ func TestEditLog_Damage(t *testing.T) {
 			t.Fatalf("replay with records 1-9 missing = %v, want ErrBadEditLog", err)
 		}
 	})
+}
+
+func flipBit(t *testing.T, path string, off int64, mask byte) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off] ^= mask
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Concurrent writers share fsyncs.
@@ -243,7 +259,7 @@ func TestEditLog_RollAndTrim(t *testing.T) {
 		t.Fatalf("segments after trim = %v, want [3]", firsts)
 	}
 	var got []string
-	last, err := replayEdits(dir, 2, func(e *edit) error { got = append(got, e.Path); return nil })
+	last, _, err := replayEdits(dir, 2, func(e *edit) error { got = append(got, e.Path); return nil })
 	if err != nil || last != 3 || len(got) != 1 || got[0] != "/c" {
 		t.Fatalf("replay after 2 = %v, %d, %v", got, last, err)
 	}

@@ -233,9 +233,12 @@ func (m *Master) load() error {
 	for i := range img.Files {
 		m.applyPut(&img.Files[i])
 	}
-	last, err := replayEdits(m.Dir, img.LastSeq, m.applyEdit)
+	last, torn, err := replayEdits(m.Dir, img.LastSeq, m.applyEdit)
 	if err != nil {
 		return err
+	}
+	if torn {
+		m.Logger.Warn("edit log: cut off a torn last record (a crash during an append that was never acknowledged)")
 	}
 	if len(m.blocks) > 0 {
 		m.enterSafeMode()
@@ -378,7 +381,7 @@ func (m *Master) snapshot() *image {
 		img.Files = append(img.Files, m.imageFileOf(p, f))
 	}
 	for _, mn := range m.minions {
-		img.Minions = append(img.Minions, imageMinion{ID: mn.id, Addr: mn.addr})
+		img.Minions = append(img.Minions, imageMinion{ID: mn.id, Addr: mn.addr, Decommissioning: mn.decommissioning})
 	}
 	return img
 }
@@ -414,11 +417,12 @@ func (m *Master) applyPut(imf *imageFile) {
 // minions get a full DeadAfter to report in after a restart; until then
 // their replicas are served as before. The caller holds mu.
 func (m *Master) applyMinion(im imageMinion) {
-	if mn := m.minions[im.ID]; mn != nil {
-		mn.addr = im.Addr
-		return
+	mn := m.minions[im.ID]
+	if mn == nil {
+		mn = &minionEntry{id: im.ID, lastSeen: time.Now()}
+		m.minions[im.ID] = mn
 	}
-	m.minions[im.ID] = &minionEntry{id: im.ID, addr: im.Addr, lastSeen: time.Now()}
+	mn.addr, mn.decommissioning = im.Addr, im.Decommissioning
 }
 
 // applyDelete removes the file at p, or every file below directory p when
@@ -636,7 +640,8 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	mn := m.minions[a.MinionID]
 	if mn == nil || mn.addr != a.Addr {
 		// Not synced here: the next put or delete takes it to disk.
-		if _, err := m.logEdit(&edit{Op: opMinion, Minion: imageMinion{ID: a.MinionID, Addr: a.Addr}}); err != nil {
+		decom := mn != nil && mn.decommissioning
+		if _, err := m.logEdit(&edit{Op: opMinion, Minion: imageMinion{ID: a.MinionID, Addr: a.Addr, Decommissioning: decom}}); err != nil {
 			m.Logger.Error("log minion address", "err", err)
 		}
 	}
@@ -1076,12 +1081,12 @@ func (r *masterRPC) ReportBad(a *ReportBadArgs, _ *Empty) error {
 }
 
 func (r *masterRPC) Decommission(a *DecommissionArgs, reply *DecommissionReply) error {
-	rep, err := r.m.decommission(a.Addr)
+	rep, seq, err := r.m.decommission(a.Addr)
 	if err != nil {
 		return err
 	}
 	*reply = *rep
-	return nil
+	return r.m.edits.sync(seq)
 }
 
 func (r *masterRPC) Report(_ *ReportArgs, reply *ReportReply) error {

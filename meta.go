@@ -57,8 +57,9 @@ type imageBlock struct {
 }
 
 type imageMinion struct {
-	ID   string
-	Addr string
+	ID              string
+	Addr            string
+	Decommissioning bool
 }
 
 // saveImage writes img to path atomically and durably.

@@ -280,9 +280,10 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	}
 }
 
-// decommission starts draining the minion at addr. The reply warns when
-// too few other minions are live to hold every block it has.
-func (m *Master) decommission(addr string) (*DecommissionReply, error) {
+// decommission starts draining the minion at addr, and logs it so that a
+// restart goes on with the drain; the caller syncs the log up to seq. The
+// reply warns when too few other minions are live to hold every block it has.
+func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var target *minionEntry
@@ -292,9 +293,13 @@ func (m *Master) decommission(addr string) (*DecommissionReply, error) {
 		}
 	}
 	if target == nil {
-		return nil, fmt.Errorf("%w: no minion at %s", ErrNotFound, addr)
+		return nil, 0, fmt.Errorf("%w: no minion at %s", ErrNotFound, addr)
 	}
 	if !target.decommissioning {
+		im := imageMinion{ID: target.id, Addr: target.addr, Decommissioning: true}
+		if seq, err = m.logEdit(&edit{Op: opMinion, Minion: im}); err != nil {
+			return nil, 0, err
+		}
 		target.decommissioning = true
 		m.Logger.Info("decommissioning minion", "addr", addr)
 	}
@@ -315,7 +320,7 @@ func (m *Master) decommission(addr string) (*DecommissionReply, error) {
 	if others < most {
 		reply.Warning = fmt.Sprintf("only %d other live minions for blocks of replication %d: the drain finishes when more minions join", others, most)
 	}
-	return reply, nil
+	return reply, seq, nil
 }
 
 // report describes every minion and the cluster.
