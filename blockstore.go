@@ -5,6 +5,7 @@
 //	blocks/XX/blk_<id>        the block's bytes, nothing else (XX: low byte of id)
 //	blocks/XX/blk_<id>.meta   a 16-byte header, then one CRC32C per 512 bytes
 //	tmp/blk_<id>[.meta]       blocks being received; emptied at start
+//	corrupt/blk_<id>[.meta]   blocks the scrubber found damaged, kept for salvage
 //
 // A block is received into tmp/ in packets that may arrive in any order, each
 // checked against its CRCs before it is written. finalize checks that every
@@ -280,7 +281,13 @@ func (s *blockStore) finalize(id uint64, size int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
-		return fmt.Errorf("block %s: already finalized or aborted", blockName(id))
+		s.mu.Lock()
+		stored, ok := s.blocks[id]
+		s.mu.Unlock()
+		if ok && stored == size {
+			return nil // a concurrent finalize of the same block won
+		}
+		return fmt.Errorf("block %s: aborted", blockName(id))
 	}
 	if !w.complete(size) {
 		return fmt.Errorf("block %s: incomplete: %d bytes expected, packets end at %d or have gaps", blockName(id), size, w.end)
@@ -476,6 +483,30 @@ func (s *blockStore) remove(id uint64) error {
 	}
 	if err := os.Remove(p + ".meta"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
+	}
+	return nil
+}
+
+// quarantine moves block id out of the store into DIR/corrupt/, where an
+// operator may still salvage it; the minion stops serving and reporting it.
+func (s *blockStore) quarantine(id uint64) error {
+	s.mu.Lock()
+	size, ok := s.blocks[id]
+	delete(s.blocks, id)
+	s.used -= size
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	dir := filepath.Join(s.dir, "corrupt")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	p := s.dataPath(id)
+	for _, suffix := range []string{"", ".meta"} {
+		if err := os.Rename(p+suffix, filepath.Join(dir, blockName(id)+suffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	return nil
 }

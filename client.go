@@ -20,7 +20,6 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
-	"net/rpc"
 	"path"
 	"slices"
 	"strings"
@@ -101,6 +100,8 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 			c.abandon(cr.Handle)
 		}
 	}()
+	stopRenew := c.renewLease(ctx, cr)
+	defer stopRenew()
 
 	bufs := &packetBufs{size: int(min(packetSize, cr.BlockSize))}
 	var blocks []BlockInfo
@@ -141,9 +142,59 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 		}
 	}
 	if err := c.meta(ctx, "Complete", &CompleteArgs{Handle: cr.Handle, Blocks: blocks}, &Empty{}); err != nil {
+		var re *remoteError
+		if !errors.As(err, &re) && c.completed(remote, blocks) {
+			// The answer was lost, not the put.
+			return size, nil
+		}
 		return size, err
 	}
 	return size, nil
+}
+
+// completed reports whether the file at remote is the one made of blocks:
+// after a Complete whose answer did not arrive, the master may have
+// recorded it all the same.
+func (c *Client) completed(remote string, blocks []BlockInfo) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	fi, err := c.Stat(ctx, remote)
+	if err != nil || len(fi.Blocks) != len(blocks) {
+		return false
+	}
+	for i, b := range fi.Blocks {
+		if b.ID != blocks[i].ID {
+			return false
+		}
+	}
+	return true
+}
+
+// renewLease keeps the put of cr alive while its input is slow, until the
+// returned function is called.
+func (c *Client) renewLease(ctx context.Context, cr CreateReply) (stop func()) {
+	every := cr.LeaseTimeout / 3
+	if every <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := c.meta(ctx, "Renew", &AbandonArgs{Handle: cr.Handle}, &Empty{}); err != nil && ctx.Err() == nil {
+					c.Logger.Debug("renew put lease", "err", err)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // abandon tells the master to drop a failed put. It has its own deadline:
@@ -215,18 +266,11 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 		off      int64
 		sum      uint32
 		inflight []*outPacket
-		conn     *rpc.Client
 	)
-	send := func(p *outPacket) error {
-		if conn == nil {
-			var err error
-			if conn, err = c.pool.get(ctx, pipeline[0]); err != nil {
-				return err
-			}
-		}
+	send := func(p *outPacket) (err error) {
 		args := &WriteBlockArgs{BlockID: ab.BlockID, Offset: p.off, Data: p.data, CRCs: p.crcs, Next: pipeline[1:]}
-		p.pc = c.pool.start(pipeline[0], conn, minionService+".WriteBlock", args, &Empty{})
-		return nil
+		p.pc, err = c.pool.start(ctx, pipeline[0], minionService+".WriteBlock", args, &Empty{})
+		return err
 	}
 	// dropFailed takes the minion that cause points at out of the
 	// pipeline, or fails when it is the last one.
@@ -239,8 +283,8 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 			return fmt.Errorf("minion %s: %w", bad, cause)
 		}
 		c.Logger.Warn("pipeline recovery: going on without a minion", "block", blockName(ab.BlockID), "minion", bad, "err", cause)
-		pipeline = slices.DeleteFunc(pipeline, func(a string) bool { return a == bad })
-		conn = nil
+		i := slices.Index(pipeline, bad)
+		pipeline = slices.Delete(pipeline, i, i+1)
 		return nil
 	}
 	resend := func(cause error) error {

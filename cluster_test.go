@@ -892,7 +892,7 @@ func TestCluster_Decommission(t *testing.T) {
 	minionAt(t, cl, victim).Close()
 	mustGet(t, c, "/f", data)
 	// New blocks avoid it.
-	if _, err := c.Decommission(t.Context(), "127.0.0.1:1"); !errors.Is(err, ErrNotFound) {
+	if _, err := c.Decommission(t.Context(), "127.0.0.1:1"); !errors.Is(err, ErrNoSuchMinion) {
 		t.Errorf("decommission of an unknown minion = %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -270,6 +271,9 @@ func getCommand(e *env) *cli.Command {
 					return fmt.Errorf("get %s: %w", remote, err)
 				}
 				return nil
+			}
+			if st, err := os.Stat(local); err == nil && st.IsDir() {
+				local = filepath.Join(local, path.Base("/"+remote)) // like cp
 			}
 			// A local file appears only complete: write a temp file
 			// beside it and rename it at the end.

@@ -1131,7 +1131,7 @@ func TestFault_Decommission(t *testing.T) {
 		}
 	}
 	r = e2eDFS(t, c.addr(), nil, "decommission", "127.0.0.1:1")
-	if line := e2eMustFail(t, r, "no minion at 127.0.0.1:1"); string(r.stderr) != line+"\n" {
+	if line := e2eMustFail(t, r, "no such minion: 127.0.0.1:1"); string(r.stderr) != line+"\n" {
 		t.Errorf("want exactly one line on stderr: %v", r)
 	}
 }

@@ -243,6 +243,11 @@ func (m *Master) load() error {
 	if len(m.blocks) > 0 {
 		m.enterSafeMode()
 	}
+	for _, b := range m.blocks {
+		// Replica lists from disk are hints until the minions report:
+		// no grace for one that a minion's report leaves out.
+		b.changed = time.Time{}
+	}
 	if m.edits, err = openEditLog(m.Dir, last); err != nil {
 		return err
 	}
@@ -417,6 +422,11 @@ func (m *Master) applyPut(imf *imageFile) {
 // minions get a full DeadAfter to report in after a restart; until then
 // their replicas are served as before. The caller holds mu.
 func (m *Master) applyMinion(im imageMinion) {
+	for _, other := range m.minions {
+		if other.id != im.ID && other.addr == im.Addr {
+			other.addr = "" // a new dir took over the address
+		}
+	}
 	mn := m.minions[im.ID]
 	if mn == nil {
 		mn = &minionEntry{id: im.ID, lastSeen: time.Now()}
@@ -607,11 +617,17 @@ func (m *Master) place(n int, size int64, skip func(*minionEntry) bool) []*minio
 		return cmp.Or(cmp.Compare(a.load, b.load),
 			cmp.Compare(a.numBlocks, b.numBlocks), strings.Compare(a.id, b.id))
 	})
-	live = live[:min(n, len(live))]
+	var chosen []*minionEntry
 	for _, mn := range live {
-		mn.load += size
+		if len(chosen) == n {
+			break
+		}
+		if !slices.ContainsFunc(chosen, func(c *minionEntry) bool { return c.addr == mn.addr }) {
+			chosen = append(chosen, mn)
+			mn.load += size
+		}
 	}
-	return live
+	return chosen
 }
 
 // ---- minion registry ----
@@ -779,7 +795,19 @@ func (m *Master) create(a *CreateArgs) (*CreateReply, error) {
 	}
 	m.writes[h] = &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, lastUsed: time.Now()}
 	m.writing[a.Path] = h
-	return &CreateReply{Handle: h, Replication: repl, BlockSize: bs}, nil
+	return &CreateReply{Handle: h, Replication: repl, BlockSize: bs, LeaseTimeout: m.LeaseTimeout}, nil
+}
+
+// renew keeps a put alive while its client is slow to produce a block.
+func (m *Master) renew(h uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.writes[h]
+	if w == nil {
+		return ErrLease
+	}
+	w.lastUsed = time.Now()
+	return nil
 }
 
 func (m *Master) addBlock(a *AddBlockArgs) (*AddBlockReply, error) {
@@ -1060,6 +1088,8 @@ func (r *masterRPC) AddBlock(a *AddBlockArgs, reply *AddBlockReply) error {
 }
 
 func (r *masterRPC) Complete(a *CompleteArgs, _ *Empty) error { return r.m.complete(a) }
+
+func (r *masterRPC) Renew(a *AbandonArgs, _ *Empty) error { return r.m.renew(a.Handle) }
 
 func (r *masterRPC) Abandon(a *AbandonArgs, _ *Empty) error {
 	r.m.abandon(a)

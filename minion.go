@@ -22,8 +22,9 @@ import (
 )
 
 // writerIdle is how long a block being received may go without a packet
-// before the minion drops it: its client or upstream minion is gone.
-const writerIdle = 5 * time.Minute
+// before the minion drops it: its client or upstream minion is gone. It is
+// only a backstop: the master deletes the blocks of a put it abandons.
+const writerIdle = time.Hour
 
 // Minion serves blocks from Dir. Set the exported fields before Start.
 type Minion struct {
@@ -298,7 +299,15 @@ func (m *Minion) heartbeat() error {
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Heartbeat", args, &reply, metaTimeout); err != nil {
 		return err
 	}
-	m.deleteBlocks(reply.Delete)
+	if len(reply.Delete) > 0 {
+		// In the background: a long list (an rm -r of a big tree) must
+		// not hold up the heartbeats.
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.deleteBlocks(reply.Delete)
+		}()
+	}
 	for _, cmd := range reply.Copy {
 		m.startCopy(cmd)
 	}
@@ -360,12 +369,11 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	var next string
 	if len(a.Next) > 0 {
 		next = a.Next[0]
-		c, err := m.pool.get(m.ctx, next)
-		if err != nil {
+		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:]}
+		var err error
+		if fwd, err = m.pool.start(m.ctx, next, minionService+".WriteBlock", fwdArgs, &Empty{}); err != nil {
 			return fmt.Errorf("forward to %s: %w", next, err)
 		}
-		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:]}
-		fwd = m.pool.start(next, c, minionService+".WriteBlock", fwdArgs, &Empty{})
 	}
 	err := m.store.write(a.BlockID, a.Offset, a.Data, a.CRCs)
 	if fwd != nil {

@@ -91,18 +91,11 @@ func (p *pool) close() {
 // once, so a restarted server is reached again. Remote errors come back
 // through fromRemote, so errors.Is works on the sentinels.
 func (p *pool) call(ctx context.Context, addr, method string, args, reply any, timeout time.Duration) error {
-	for attempt := 0; ; attempt++ {
-		c, err := p.get(ctx, addr)
-		if err != nil {
-			return err
-		}
-		pc := p.start(addr, c, method, args, reply)
-		err = pc.wait(ctx, timeout)
-		if errors.Is(err, rpc.ErrShutdown) && attempt == 0 {
-			continue // the request never left: safe to send again
-		}
+	pc, err := p.start(ctx, addr, method, args, reply)
+	if err != nil {
 		return err
 	}
+	return pc.wait(ctx, timeout)
 }
 
 // pendingCall is a call in flight, started by start.
@@ -115,9 +108,27 @@ type pendingCall struct {
 
 // start sends a request without waiting for its reply. The request is
 // written to the connection before start returns, so the caller may reuse
-// the memory behind args at once.
-func (p *pool) start(addr string, c *rpc.Client, method string, args, reply any) *pendingCall {
-	return &pendingCall{p: p, addr: addr, c: c, call: c.Go(method, args, reply, make(chan *rpc.Call, 1))}
+// the memory behind args at once. A pooled connection found dead before the
+// request went out (the peer restarted) is redialed once, so a healthy peer
+// is not taken for a failed one.
+func (p *pool) start(ctx context.Context, addr, method string, args, reply any) (*pendingCall, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := p.get(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		pc := &pendingCall{p: p, addr: addr, c: c, call: c.Go(method, args, reply, make(chan *rpc.Call, 1))}
+		select {
+		case call := <-pc.call.Done: // over already: perhaps never sent
+			if errors.Is(call.Error, rpc.ErrShutdown) && attempt == 0 {
+				p.drop(addr, c)
+				continue
+			}
+			pc.call.Done <- call // for wait
+		default:
+		}
+		return pc, nil
+	}
 }
 
 // wait waits for the reply. When the deadline passes or ctx ends first, the

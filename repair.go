@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"io/fs"
 	"time"
 )
 
@@ -136,9 +138,19 @@ func (m *Minion) scrub(ctx context.Context) (n, bad int) {
 		if errors.Is(err, ErrBlockNotFound) {
 			continue // deleted meanwhile
 		}
+		if err != nil && !errors.Is(err, ErrChecksum) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, fs.ErrNotExist) {
+			// Not the block's fault (out of file descriptors, say).
+			m.Logger.Warn("scrub: cannot read block", "block", blockName(r.ID), "err", err)
+			continue
+		}
 		if err != nil {
 			bad++
-			m.Logger.Warn("scrub: corrupt block", "block", blockName(r.ID), "err", err)
+			m.Logger.Warn("scrub: corrupt block", "block", blockName(r.ID), "moved_to", "corrupt/", "err", err)
+			// Out of the store first: the minion must neither serve it
+			// nor report it as good again, whatever becomes of this report.
+			if qerr := m.store.quarantine(r.ID); qerr != nil {
+				m.Logger.Error("scrub: quarantine", "block", blockName(r.ID), "err", qerr)
+			}
 			m.reportBad(r.ID, m.advertised(), err)
 		}
 		// Pace the pass: this block may take size/rate seconds.

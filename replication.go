@@ -119,7 +119,7 @@ func (m *Master) replicate(now time.Time) {
 		inflight := len(m.copying[id])
 		switch {
 		case live > b.repl && inflight == 0:
-			m.trim(id, b, live-b.repl, now)
+			m.trim(id, b, now)
 		case live+inflight < b.repl:
 			needs = append(needs, need{id, b, live, b.repl - live - inflight})
 		}
@@ -212,16 +212,23 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 }
 
 // trim drops extra good replicas of block id from the most loaded live
-// minions and deletes them. The caller holds mu.
-func (m *Master) trim(id uint64, b *blockEntry, extra int, now time.Time) {
+// minions and deletes them. It counts only replicas that their minions
+// reported to this master process: after a restart, the replica lists from
+// the image may name minions that lost the block or never come back, and
+// a replica that exists only on paper must never make a real one look
+// extra. The caller holds mu.
+func (m *Master) trim(id uint64, b *blockEntry, now time.Time) {
 	var live []*minionEntry
 	for _, mid := range b.replicas {
-		if mn, ok := m.usable(mid, now); ok && !mn.decommissioning {
+		if mn, ok := m.usable(mid, now); ok && !mn.decommissioning && mn.registered {
 			live = append(live, mn)
 		}
 	}
+	if len(live) <= b.repl {
+		return
+	}
 	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
-	for _, mn := range live[:extra] {
+	for _, mn := range live[:len(live)-b.repl] {
 		b.replicas = slices.DeleteFunc(b.replicas, func(mid string) bool { return mid == mn.id })
 		mn.load -= b.size
 		m.queueDelete(id, []string{mn.id})
@@ -273,7 +280,10 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	m.Logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)
 	b.replicas = slices.DeleteFunc(b.replicas, func(mid string) bool { return mid == mn.id })
 	mn.load -= b.size
-	if len(b.replicas) > 0 {
+	// Delete it only if a good replica is on a minion that can serve it
+	// now; else keep it: some of its bytes may be all that is left.
+	now := time.Now()
+	if slices.ContainsFunc(b.replicas, func(mid string) bool { _, ok := m.usable(mid, now); return ok }) {
 		m.queueDelete(a.BlockID, []string{mn.id})
 	} else {
 		b.corrupt = append(b.corrupt, mn.id)
@@ -293,7 +303,7 @@ func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, er
 		}
 	}
 	if target == nil {
-		return nil, 0, fmt.Errorf("%w: no minion at %s", ErrNotFound, addr)
+		return nil, 0, fmt.Errorf("%w: %s", ErrNoSuchMinion, addr)
 	}
 	if !target.decommissioning {
 		im := imageMinion{ID: target.id, Addr: target.addr, Decommissioning: true}

@@ -97,11 +97,13 @@ var (
 	ErrChecksum = errors.New("checksum mismatch")
 	// ErrWrongCluster is returned when a minion's dir belongs to another cluster.
 	ErrWrongCluster = errors.New("minion belongs to another cluster")
+	// ErrNoSuchMinion is returned for an address where no minion is known.
+	ErrNoSuchMinion = errors.New("no such minion")
 )
 
 var sentinels = []error{
 	ErrNotFound, ErrExists, ErrIsDir, ErrNotDir, ErrBusy, ErrNoMinions,
-	ErrBadPath, ErrBadArg, ErrLease, ErrBlockNotFound, ErrChecksum, ErrWrongCluster,
+	ErrBadPath, ErrBadArg, ErrLease, ErrBlockNotFound, ErrChecksum, ErrWrongCluster, ErrNoSuchMinion,
 }
 
 // remoteError is an error returned by a remote node. It keeps the remote
@@ -308,6 +310,9 @@ type CreateReply struct {
 	Handle      uint64
 	Replication int
 	BlockSize   int64
+	// LeaseTimeout is how long the put may go without AddBlock or Renew
+	// before the master abandons it.
+	LeaseTimeout time.Duration
 }
 
 // AddBlockArgs asks for a new block of a put in progress.

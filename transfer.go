@@ -15,10 +15,6 @@ import (
 // handed to fn in order; then *off moves past it. It stops at the first
 // error, with *off at the first byte not handed over.
 func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size int64, off *int64, fn func(data []byte, crcs []uint32) error) error {
-	conn, err := p.get(ctx, addr)
-	if err != nil {
-		return err
-	}
 	type read struct {
 		off   int64
 		reply *ReadBlockReply // a fresh one per call: gob leaves zero fields alone
@@ -30,7 +26,10 @@ func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size i
 		for len(queue) < packetWindow && next < size {
 			length := min(int64(packetSize), size-next)
 			reply := new(ReadBlockReply)
-			pc := p.start(addr, conn, minionService+".ReadBlock", &ReadBlockArgs{BlockID: id, Offset: next, Length: length}, reply)
+			pc, err := p.start(ctx, addr, minionService+".ReadBlock", &ReadBlockArgs{BlockID: id, Offset: next, Length: length}, reply)
+			if err != nil {
+				return err
+			}
 			queue = append(queue, read{off: next, reply: reply, pc: pc})
 			next += length
 		}
