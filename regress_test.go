@@ -1,0 +1,259 @@
+package main
+
+// Regression tests for data-loss and crash paths found in review.
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// A minion that died before a restart is "alive" for DeadAfter after the
+// restart (applyMinion sets lastSeen=now). Once safe mode ends (every block
+// reported by the live minions), trim counts its phantom replica and can
+// delete the only real copy of a block.
+func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)               // MID-0 (A), MID-1 (C)
+	m.minions["MID-1"].load = 1 << 30 // C is busier: /f goes to A
+	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 1})
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	id := ab.BlockID
+	if got := m.blocks[id].replicas; !slices.Equal(got, []string{"MID-0"}) {
+		t.Fatalf("replicas %v", got)
+	}
+	// A dies for good; the master re-replicates to C.
+	m.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
+	m.replicate(time.Now())
+	if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-1", BlockID: id, Size: 10}); err != nil {
+		t.Fatal(err)
+	}
+	// Clean shutdown: checkpoint (as Close does).
+	if err := m.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	m.edits.close()
+
+	m2 := NewMaster(dir, "127.0.0.1:0")
+	m2.Logger = testLogger(t)
+	configureTestMaster(m2)
+	m2.DeadAfter = 30 * time.Second
+	if err := m2.load(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.edits.close() })
+	// Only C comes back, with its block and more (it is the busier one).
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
+		Used: 1 << 30, Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m2.minions["MID-1"].load += 1 << 30 // its other data
+	if m2.safeMode {
+		t.Fatal("still in safe mode")
+	}
+	m2.replicate(time.Now()) // the next housekeeping tick, well within DeadAfter
+	if slices.Contains(m2.deletes["MID-1"], id) {
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master now believes %v (A never came back)", m2.blocks[id].replicas)
+	}
+}
+
+// Variant: A is alive and registers right after the restart, but no longer
+// has the block (trimmed before a kill -9 of the master; the log still lists
+// A). The grace of reconcile (b.changed = load time) keeps the stale entry.
+func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)
+	m.minions["MID-1"].load = 1 << 30
+	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 1})
+	ab, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	id := ab.BlockID
+	// (Live history, not persisted: A partitioned, copy to C, A back, A's
+	// replica trimmed. The log still says [MID-0].) kill -9: no checkpoint.
+	m.edits.close()
+
+	m2 := NewMaster(dir, "127.0.0.1:0")
+	m2.Logger = testLogger(t)
+	configureTestMaster(m2)
+	if err := m2.load(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.edits.close() })
+	// A registers at once, without the block; C with it.
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
+		Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m2.minions["MID-1"].load += 1 << 30
+	m2.replicate(time.Now())
+	if slices.Contains(m2.deletes["MID-1"], id) {
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master believes %v", m2.blocks[id].replicas)
+	}
+}
+
+// reportBad counts replicas on dead minions as "left", so the only live
+// replica is deleted instead of kept as corrupt.
+func TestMaster_ReportBad_KeepsLastLiveReplica(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 2)
+	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
+	ab, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m.minions["MID-1"].lastSeen = time.Now().Add(-time.Hour) // B dead
+	m.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: "127.0.0.1:9000", Reason: "one bad chunk"})
+	if slices.Contains(m.deletes["MID-0"], ab.BlockID) {
+		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.blocks[ab.BlockID].replicas, m.blocks[ab.BlockID].corrupt)
+	}
+}
+
+// Decommissioning is not persisted: after a master restart the drained
+// minion counts again and trim may delete the new copy instead.
+func TestMaster_Decommission_SurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)
+	m.minions["MID-1"].load = 1 << 30
+	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 1})
+	ab, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.decommission("127.0.0.1:9000"); err != nil {
+		t.Fatal(err)
+	}
+	m.replicate(time.Now())
+	if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-1", BlockID: ab.BlockID, Size: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if r := m.report(); r.Minions[0].State != stateDecommissioned {
+		t.Fatalf("state %s", r.Minions[0].State)
+	}
+	if err := m.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	m.edits.close()
+	m2 := NewMaster(dir, "127.0.0.1:0")
+	m2.Logger = testLogger(t)
+	configureTestMaster(m2)
+	if err := m2.load(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.edits.close() })
+	for i, mid := range []string{"MID-0", "MID-1"} {
+		if _, err := m2.register(&RegisterArgs{MinionID: mid, Addr: []string{"127.0.0.1:9000", "127.0.0.1:9001"}[i], Free: 1 << 40,
+			Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2.minions["MID-1"].load += 1 << 30
+	m2.replicate(time.Now())
+	if slices.Contains(m2.deletes["MID-1"], ab.BlockID) {
+		t.Fatalf("the copy made by the drain was trimmed; the block is only on the minion the operator was told is safe to stop")
+	}
+}
+
+// The live path clears the address of a minion whose address a new dir
+// took over; replay of opMinion does not, so after kill -9 two ids share
+// one address and one pipeline can name the same minion twice.
+func TestMaster_ReplayMinion_AddressTakenOver(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 1)
+	if _, err := m.register(&RegisterArgs{MinionID: "MID-new", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	if err := putFile(t, m, "/f", 10); err != nil { // syncs the log
+		t.Fatal(err)
+	}
+	if m.minions["MID-0"].addr != "" {
+		t.Fatal("live path did not clear the old address")
+	}
+	m.edits.close() // kill -9: no checkpoint
+	m2 := NewMaster(dir, "127.0.0.1:0")
+	m2.Logger = testLogger(t)
+	configureTestMaster(m2)
+	if err := m2.load(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.edits.close() })
+	cr, _ := m2.create(&CreateArgs{Path: "/g", Replication: 2})
+	ab, err := m2.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ab.Pipeline) == 2 && ab.Pipeline[0] == ab.Pipeline[1] {
+		err := m2.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10, Replicas: ab.Pipeline}}})
+		t.Fatalf("pipeline %v names one minion twice; complete=%v records replicas %v for one physical copy",
+			ab.Pipeline, err, m2.blocks[ab.BlockID].replicas)
+	}
+}
+
+// A minion that forwards to a peer that restarted (same address) uses the
+// dead pooled connection once: the healthy peer is dropped from the pipeline.
+func TestCluster_RestartedMinion_NotDroppedFromPipeline(t *testing.T) {
+	cl := startCluster(t, 3)
+	c := newTestClient(t, cl)
+	data := randomBytes(t, 1000)
+	mustPut(t, c, "/a", data, PutOptions{})
+	fi, _ := c.Stat(t.Context(), "/a")
+	t.Logf("first pipeline/replicas: %v", fi.Blocks[0].Replicas)
+	// Restart every minion except the first of the pipeline, on the same address.
+	first := 0
+	for i, mn := range cl.MinionSet {
+		if mn.ident.MinionID < cl.MinionSet[first].ident.MinionID {
+			first = i
+		}
+	}
+	for i, old := range cl.MinionSet {
+		if i == first {
+			continue
+		}
+		addr := old.advertised()
+		dir := old.Dir
+		old.Close()
+		mn := NewMinion(dir, addr, cl.Master.AddrString())
+		mn.Logger = old.Logger
+		mn.Heartbeat = testHeartbeat
+		mn.ScrubInterval = 0
+		if err := mn.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cl.MinionSet[i] = mn
+	}
+	waitFor(t, 5*time.Second, "restarted minions registered", func() bool {
+		for _, mn := range cl.MinionSet {
+			mn.mu.Lock()
+			ok := mn.registered
+			mn.mu.Unlock()
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+	c2 := newTestClient(t, cl) // fresh client pool; minions' pools are long-lived
+	for i := range 5 {
+		p := "/b" + string(rune('0'+i))
+		mustPut(t, c2, p, data, PutOptions{})
+		fi, _ := c2.Stat(t.Context(), p)
+		if n := len(fi.Blocks[0].Replicas); n != 3 {
+			t.Errorf("%s: written to %d minions of 3 (%v) although all are healthy", p, n, fi.Blocks[0].Replicas)
+		}
+		mustGet(t, c2, p, data)
+	}
+}
