@@ -354,11 +354,15 @@ func e2eStartMaster(t *testing.T, dir, listen string, extra ...string) *e2eMaste
 	return m
 }
 
+// e2eMasterArgs are the arguments of a test master.
+func e2eMasterArgs(dir, listen string, extra ...string) []string {
+	return append([]string{"master", "--addr", listen, "--dir", dir,
+		"--heartbeat", e2eHeartbeat, "--dead-after", e2eDeadAfter, "--block-size", "1MiB"}, extra...)
+}
+
 func e2eTryStartMaster(t *testing.T, dir, listen string, extra ...string) (*e2eMaster, error) {
 	t.Helper()
-	args := append([]string{"master", "--addr", listen, "--dir", dir,
-		"--heartbeat", e2eHeartbeat, "--dead-after", e2eDeadAfter, "--block-size", "1MiB"}, extra...)
-	p := e2eStartProc(t, "master", args...)
+	p := e2eStartProc(t, "master", e2eMasterArgs(dir, listen, extra...)...)
 	m, err := p.waitLine(0, e2eStartTimeout, e2eMasterStartedRE)
 	if err != nil {
 		return nil, fmt.Errorf("start master: %v\n%s", err, p.logText())
@@ -392,16 +396,18 @@ var e2eMinionStartedRE = regexp.MustCompile(`msg="minion started" addr=(\S+) `)
 
 // e2eStartMinion starts a minion with its blocks in dir and waits until
 // master has registered it.
-func e2eStartMinion(t *testing.T, dir string, master *e2eMaster, heartbeat string) *e2eMinion {
+func e2eStartMinion(t *testing.T, dir string, master *e2eMaster, heartbeat string, extra ...string) *e2eMinion {
 	t.Helper()
-	p := e2eStartProc(t, "minion "+filepath.Base(dir), "minion", "--port", "0", "--host", "127.0.0.1", "--bind", "127.0.0.1",
-		"--dir", dir, "--master", master.addr, "--heartbeat", heartbeat)
+	from := master.numLines()
+	args := append([]string{"minion", "--port", "0", "--host", "127.0.0.1", "--bind", "127.0.0.1",
+		"--dir", dir, "--master", master.addr, "--heartbeat", heartbeat}, extra...)
+	p := e2eStartProc(t, "minion "+filepath.Base(dir), args...)
 	m, err := p.waitLine(0, e2eStartTimeout, e2eMinionStartedRE)
 	if err != nil {
 		t.Fatalf("start minion: %v\n%s", err, p.logText())
 	}
 	registered := regexp.MustCompile(`msg="minion registered" .*\baddr=` + regexp.QuoteMeta(m[1]) + `\b`)
-	if _, err := master.waitLine(0, e2eStartTimeout, registered); err != nil {
+	if _, err := master.waitLine(from, e2eStartTimeout, registered); err != nil {
 		t.Fatalf("minion at %s did not register: %v\n%s", m[1], err, p.logText())
 	}
 	return &e2eMinion{e2eProc: p, addr: m[1], dir: dir}

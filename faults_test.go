@@ -42,25 +42,6 @@ const (
 
 // ---- cluster ----
 
-// faultStartMinion is e2eStartMinion with more minion flags (which that
-// helper has no way to pass).
-func faultStartMinion(t *testing.T, dir string, master *e2eMaster, heartbeat string, flags ...string) *e2eMinion {
-	t.Helper()
-	from := master.numLines()
-	args := append([]string{"minion", "--port", "0", "--host", "127.0.0.1", "--bind", "127.0.0.1",
-		"--dir", dir, "--master", master.addr, "--heartbeat", heartbeat}, flags...)
-	p := e2eStartProc(t, "minion "+filepath.Base(dir), args...)
-	m, err := p.waitLine(0, e2eStartTimeout, e2eMinionStartedRE)
-	if err != nil {
-		t.Fatalf("start minion: %v\n%s", err, p.logText())
-	}
-	registered := regexp.MustCompile(`msg="minion registered" .*\baddr=` + regexp.QuoteMeta(m[1]) + `\b`)
-	if _, err := master.waitLine(from, e2eStartTimeout, registered); err != nil {
-		t.Fatalf("minion at %s did not register: %v\n%s", m[1], err, p.logText())
-	}
-	return &e2eMinion{e2eProc: p, addr: m[1], dir: dir}
-}
-
 // faultStartCluster starts a master with masterFlags and n minions with
 // minionFlags.
 func faultStartCluster(t *testing.T, n int, minionFlags []string, masterFlags ...string) *e2eCluster {
@@ -68,7 +49,7 @@ func faultStartCluster(t *testing.T, n int, minionFlags []string, masterFlags ..
 	c := &e2eCluster{root: t.TempDir()}
 	c.master = e2eStartMaster(t, filepath.Join(c.root, "master"), "127.0.0.1:0", masterFlags...)
 	for i := range n {
-		c.minions = append(c.minions, faultStartMinion(t, c.minionDir(i), c.master, e2eHeartbeat, minionFlags...))
+		c.minions = append(c.minions, e2eStartMinion(t, c.minionDir(i), c.master, e2eHeartbeat, minionFlags...))
 	}
 	return c
 }
@@ -448,12 +429,6 @@ func faultRecords(t *testing.T, path string) []faultRecord {
 	return recs
 }
 
-// faultMasterArgs are the arguments with which e2eStartMaster starts a master.
-func faultMasterArgs(dir, addr string, extra ...string) []string {
-	return append([]string{"master", "--addr", addr, "--dir", dir,
-		"--heartbeat", e2eHeartbeat, "--dead-after", e2eDeadAfter, "--block-size", "1MiB"}, extra...)
-}
-
 // ---- the tests ----
 
 // TestFault_Master_KilledMidPut kills -9 the master while a put streams its
@@ -728,7 +703,7 @@ func TestFault_CorruptReplica_MinionRestartBeforeHeartbeat(t *testing.T) {
 	// Restart the minion a reader tries first with a heartbeat of 10 s: it
 	// fetches nothing from the master for that long.
 	c.minions[i].kill9(t)
-	c.minions[i] = faultStartMinion(t, c.minionDir(i), c.master, "10s", faultMinionFlags...)
+	c.minions[i] = e2eStartMinion(t, c.minionDir(i), c.master, "10s", faultMinionFlags...)
 	bad := c.minions[i]
 	fi := e2eStat(t, c.addr(), "/f")
 	b := fi.Blocks[0]
@@ -743,7 +718,7 @@ func TestFault_CorruptReplica_MinionRestartBeforeHeartbeat(t *testing.T) {
 	// The master dropped the replica and queued its delete for the
 	// minion's next heartbeat. The minion restarts first.
 	c.minions[i].kill9(t)
-	c.minions[i] = faultStartMinion(t, c.minionDir(i), c.master, e2eHeartbeat, faultMinionFlags...)
+	c.minions[i] = e2eStartMinion(t, c.minionDir(i), c.master, e2eHeartbeat, faultMinionFlags...)
 	bad = c.minions[i]
 
 	ok, last := faultPoll(e2eWaitTimeout/3, func() (bool, string) {
@@ -815,7 +790,7 @@ func TestFault_Minion_LossReplicatedAgain(t *testing.T) {
 	}
 	faultGetAll(t, c.addr(), files)
 
-	c.minions[lost] = faultStartMinion(t, c.minionDir(lost), c.master, e2eHeartbeat, faultMinionFlags...)
+	c.minions[lost] = e2eStartMinion(t, c.minionDir(lost), c.master, e2eHeartbeat, faultMinionFlags...)
 	back := time.Now()
 	e2eWaitFor(t, e2eWaitTimeout, "the extra replicas to be trimmed", func() (bool, string) {
 		data, meta, detail := count()
@@ -888,7 +863,7 @@ func TestFault_Rm_WhileMinionDown(t *testing.T) {
 				}
 			}
 			for _, i := range holders {
-				c.minions[i] = faultStartMinion(t, c.minionDir(i), c.master, e2eHeartbeat, faultMinionFlags...)
+				c.minions[i] = e2eStartMinion(t, c.minionDir(i), c.master, e2eHeartbeat, faultMinionFlags...)
 			}
 			back := time.Now()
 			e2eWaitFor(t, e2eWaitTimeout, "the stale blocks of /del to be deleted", func() (bool, string) {
@@ -990,7 +965,7 @@ func TestFault_EditLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := e2eStartProc(t, "master", faultMasterArgs(s.c.master.dir, s.c.master.addr, "--replication", "2")...)
+		p := e2eStartProc(t, "master", e2eMasterArgs(s.c.master.dir, s.c.master.addr, "--replication", "2")...)
 		if _, err := p.waitLine(0, e2eStartTimeout, e2eMasterStartedRE); err == nil {
 			listed := e2eLsPaths(t, s.c.master.addr, "/")
 			// What becomes of the blocks of the files it forgot?
