@@ -465,14 +465,19 @@ func readAt(path string, buf []byte, off int64) error {
 	return nil
 }
 
-// remove deletes block id. Removing a block that is not there is not an error.
-func (s *blockStore) remove(id uint64) error {
+// forget takes block id out of the index and reports whether it was there.
+func (s *blockStore) forget(id uint64) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	size, ok := s.blocks[id]
 	delete(s.blocks, id)
 	s.used -= size
-	s.mu.Unlock()
-	if !ok {
+	return ok
+}
+
+// remove deletes block id. Removing a block that is not there is not an error.
+func (s *blockStore) remove(id uint64) error {
+	if !s.forget(id) {
 		s.abort(id)
 		return nil
 	}
@@ -490,12 +495,7 @@ func (s *blockStore) remove(id uint64) error {
 // quarantine moves block id out of the store into DIR/corrupt/, where an
 // operator may still salvage it; the minion stops serving and reporting it.
 func (s *blockStore) quarantine(id uint64) error {
-	s.mu.Lock()
-	size, ok := s.blocks[id]
-	delete(s.blocks, id)
-	s.used -= size
-	s.mu.Unlock()
-	if !ok {
+	if !s.forget(id) {
 		return nil
 	}
 	dir := filepath.Join(s.dir, "corrupt")
