@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -106,6 +107,28 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 	bufs := &packetBufs{size: int(min(packetSize, cr.BlockSize))}
 	var blocks []BlockInfo
 	var failed []string // minions dropped from a pipeline: not asked again
+	var inflight []chan finalized
+	// await waits for the finalize in flight, if any, and records its block.
+	await := func() error {
+		var firstErr error
+		for _, ch := range inflight {
+			f := <-ch
+			if f.err != nil {
+				firstErr = cmp.Or(firstErr, fmt.Errorf("block %d: %w", len(blocks), f.err))
+				continue
+			}
+			blocks = append(blocks, f.bi)
+			size += f.bi.Size
+			for _, addr := range f.pipeline {
+				if !slices.Contains(f.bi.Replicas, addr) && !slices.Contains(failed, addr) {
+					failed = append(failed, addr)
+				}
+			}
+		}
+		inflight = inflight[:0]
+		return firstErr
+	}
+	defer await() // never leave a finalize running behind a failed put
 	warned := false
 	for {
 		// Read ahead before asking for a block: an input that ends on a
@@ -126,20 +149,28 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 			c.Logger.Warn("writing fewer replicas than asked", "path", remote, "why", ab.Warning)
 			warned = true
 		}
-		bi, eof, err := c.writeBlock(ctx, r, bufs, buf[:n], eof, ab, cr.BlockSize)
+		eof, finish, err := c.writeBlock(ctx, r, bufs, buf[:n], eof, ab, cr.BlockSize)
 		if err != nil {
-			return size, fmt.Errorf("block %d: %w", len(blocks), err)
+			return size, fmt.Errorf("block %d: %w", len(blocks)+len(inflight), err)
 		}
-		blocks = append(blocks, bi)
-		size += bi.Size
-		for _, addr := range ab.Pipeline {
-			if !slices.Contains(bi.Replicas, addr) && !slices.Contains(failed, addr) {
-				failed = append(failed, addr)
-			}
+		// The block is finalized (fsynced on its minions) while the next
+		// one streams, so the disks and the network do not take turns.
+		// One finalize at a time, in order.
+		if err := await(); err != nil {
+			return size, err
 		}
+		done := make(chan finalized, 1)
+		go func() {
+			bi, err := finish()
+			done <- finalized{bi, ab.Pipeline, err}
+		}()
+		inflight = append(inflight, done)
 		if eof {
 			break
 		}
+	}
+	if err := await(); err != nil {
+		return size, err
 	}
 	if err := c.meta(ctx, "Complete", &CompleteArgs{Handle: cr.Handle, Blocks: blocks}, &Empty{}); err != nil {
 		var re *remoteError
@@ -248,19 +279,28 @@ func (b *packetBufs) get() []byte {
 
 func (b *packetBufs) put(buf []byte) { b.free = append(b.free, buf[:cap(buf)]) }
 
+// finalized is the outcome of a block's finalize: the block with the
+// minions that hold it, and the pipeline it was given.
+type finalized struct {
+	bi       BlockInfo
+	pipeline []string
+	err      error
+}
+
 // writeBlock streams one block, whose first packet is first, to the
-// pipeline of ab and finalizes it there, and returns it with the minions
-// that hold it.
+// pipeline of ab. It returns whether the input ended, and finish, which
+// finalizes the block on the pipeline and returns it with the minions that
+// hold it; finish may run while the next block streams.
 //
 // If a minion fails, the block goes on without it (pipeline recovery):
 // every packet the pipeline acknowledged is on every minion still in it, so
 // the packets not yet acknowledged are sent again to the rest of the
 // pipeline. The put fails only when no minion is left. The master copies
 // the block to more minions afterwards.
-func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, first []byte, eof bool, ab AddBlockReply, blockSize int64) (BlockInfo, bool, error) {
+func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, first []byte, eof bool, ab AddBlockReply, blockSize int64) (bool, func() (BlockInfo, error), error) {
 	pipeline := slices.Clone(ab.Pipeline)
 	if len(pipeline) == 0 {
-		return BlockInfo{}, false, fmt.Errorf("%w: master returned an empty pipeline", ErrNoMinions)
+		return false, nil, fmt.Errorf("%w: master returned an empty pipeline", ErrNoMinions)
 	}
 	var (
 		off      int64
@@ -313,7 +353,7 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 				buf := bufs.get()
 				n, e, err := readPacket(r, buf[:min(int64(len(buf)), blockSize-off)])
 				if err != nil {
-					return BlockInfo{}, false, fmt.Errorf("read input: %w", err)
+					return false, nil, fmt.Errorf("read input: %w", err)
 				}
 				if n == 0 {
 					bufs.put(buf)
@@ -330,7 +370,7 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 			inflight = append(inflight, p)
 			if err := send(p); err != nil {
 				if err := resend(err); err != nil {
-					return BlockInfo{}, false, err
+					return false, nil, err
 				}
 			}
 		}
@@ -340,25 +380,27 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 		p := inflight[0]
 		if err := p.pc.wait(ctx, hops(packetHopTimeout, len(pipeline))); err != nil {
 			if err := resend(err); err != nil {
-				return BlockInfo{}, false, err
+				return false, nil, err
 			}
 			continue
 		}
 		inflight = inflight[1:]
 		bufs.put(p.data)
 	}
-	for {
-		fa := &FinalizeBlockArgs{BlockID: ab.BlockID, Size: off, Next: pipeline[1:]}
-		err := c.pool.call(ctx, pipeline[0], minionService+".FinalizeBlock", fa, &Empty{}, hops(finalizeHopTimeout, len(pipeline)))
-		if err == nil {
-			break
-		}
-		// Finalizing again on the minions that did already is harmless.
-		if err := dropFailed(err); err != nil {
-			return BlockInfo{}, false, err
+	finish := func() (BlockInfo, error) {
+		for {
+			fa := &FinalizeBlockArgs{BlockID: ab.BlockID, Size: off, Next: pipeline[1:]}
+			err := c.pool.call(ctx, pipeline[0], minionService+".FinalizeBlock", fa, &Empty{}, hops(finalizeHopTimeout, len(pipeline)))
+			if err == nil {
+				return BlockInfo{ID: ab.BlockID, Size: off, CRC: sum, Replicas: pipeline}, nil
+			}
+			// Finalizing again on the minions that did already is harmless.
+			if err := dropFailed(err); err != nil {
+				return BlockInfo{}, err
+			}
 		}
 	}
-	return BlockInfo{ID: ab.BlockID, Size: off, CRC: sum, Replicas: pipeline}, eof, nil
+	return eof, finish, nil
 }
 
 // culprit names the minion of pipeline that a pipeline error points at: the
