@@ -81,28 +81,31 @@ type Master struct {
 	safeMode  bool
 	safeUntil time.Time
 	reported  map[uint64]bool // blocks reported since the restart, in safe mode
+	// corrupt lists, by block, replicas that failed their checksums and
+	// are kept because no good replica is left. It is rare and small.
+	corrupt map[uint64][]string
 	// safeOrphans are reported blocks the master did not know in safe
 	// mode, by minion id; they are deleted when safe mode ends.
 	safeOrphans map[string][]uint64
 }
 
+// fileEntry is a file of the namespace. It is kept small (48 bytes): a
+// master holds one per file. Its size is the sum of its blocks'.
 type fileEntry struct {
-	replication int
-	blockSize   int64
-	size        int64
-	modTime     time.Time
 	blocks      []uint64
+	blockSize   int64
+	modTime     int64 // Unix nanoseconds
+	replication int32
 }
 
+// blockEntry is a block of a file (48 bytes, with a 48-byte replica list
+// for 3 replicas).
 type blockEntry struct {
-	size     int64
-	crc      uint32
-	repl     int      // the replication of its file
 	replicas []string // minion ids of the good replicas
-	// corrupt lists replicas that failed their checksums and are kept
-	// because no good replica is left.
-	corrupt []string
-	changed time.Time // when replicas last grew
+	size     int64
+	changed  int64 // Unix nanoseconds when replicas last grew
+	crc      uint32
+	repl     int32 // the replication of its file
 }
 
 type minionEntry struct {
@@ -214,6 +217,7 @@ func (m *Master) load() error {
 	m.writing = make(map[string]uint64)
 	m.deletes = make(map[string][]uint64)
 	m.copying = make(map[uint64][]pendingCopy)
+	m.corrupt = make(map[uint64][]string)
 	m.copyCmds = make(map[string][]CopyCommand)
 	if img == nil { // a new cluster
 		if firsts, err := segments(m.Dir); err != nil || len(firsts) > 0 {
@@ -230,8 +234,10 @@ func (m *Master) load() error {
 	for _, mn := range img.Minions {
 		m.applyMinion(mn)
 	}
-	for i := range img.Files {
-		m.applyPut(&img.Files[i])
+	m.files = make(map[string]*fileEntry, img.numFiles())
+	m.blocks = make(map[uint64]*blockEntry, len(img.BlockID))
+	if err := img.eachFile(m.applyPut); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
 	}
 	last, torn, err := replayEdits(m.Dir, img.LastSeq, m.applyEdit)
 	if err != nil {
@@ -246,7 +252,7 @@ func (m *Master) load() error {
 	for _, b := range m.blocks {
 		// Replica lists from disk are hints until the minions report:
 		// no grace for one that a minion's report leaves out.
-		b.changed = time.Time{}
+		b.changed = 0
 	}
 	if m.edits, err = openEditLog(m.Dir, last); err != nil {
 		return err
@@ -376,24 +382,27 @@ func (m *Master) logEdit(e *edit) (uint64, error) {
 // snapshot copies the persisted state. The caller holds mu, so no edit is
 // appended meanwhile and LastSeq is exactly what the copy contains.
 func (m *Master) snapshot() *image {
-	img := &image{Version: imageVersion, ClusterID: m.clusterID, Files: make([]imageFile, 0, len(m.files))}
+	img := &image{Version: imageVersion, ClusterID: m.clusterID,
+		Paths: make([]string, 0, len(m.files)), BlockID: make([]uint64, 0, len(m.blocks))}
 	if m.edits != nil {
 		m.edits.mu.Lock()
 		img.LastSeq = m.edits.lastSeq
 		m.edits.mu.Unlock()
 	}
-	for p, f := range m.files {
-		img.Files = append(img.Files, m.imageFileOf(p, f))
-	}
 	for _, mn := range m.minions {
 		img.Minions = append(img.Minions, imageMinion{ID: mn.id, Addr: mn.addr, Decommissioning: mn.decommissioning})
+	}
+	idx := img.minionIndex()
+	for p, f := range m.files {
+		imf := m.imageFileOf(p, f)
+		img.addFile(&imf, idx)
 	}
 	return img
 }
 
 // imageFileOf is the persisted form of the file f at p. The caller holds mu.
 func (m *Master) imageFileOf(p string, f *fileEntry) imageFile {
-	imf := imageFile{Path: p, Replication: f.replication, BlockSize: f.blockSize, ModTime: f.modTime,
+	imf := imageFile{Path: p, Replication: int(f.replication), BlockSize: f.blockSize, ModTime: time.Unix(0, f.modTime).UTC(),
 		Blocks: make([]imageBlock, 0, len(f.blocks))}
 	for _, id := range f.blocks {
 		b := m.blocks[id]
@@ -408,11 +417,12 @@ func (m *Master) applyPut(imf *imageFile) {
 	if _, ok := m.files[imf.Path]; ok {
 		m.removeFile(imf.Path)
 	}
-	f := &fileEntry{replication: imf.Replication, blockSize: imf.BlockSize, modTime: imf.ModTime}
+	f := &fileEntry{replication: int32(imf.Replication), blockSize: imf.BlockSize, modTime: imf.ModTime.UnixNano(),
+		blocks: make([]uint64, 0, len(imf.Blocks))}
+	now := time.Now().UnixNano()
 	for _, b := range imf.Blocks {
 		f.blocks = append(f.blocks, b.ID)
-		f.size += b.Size
-		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, repl: imf.Replication, replicas: slices.Clone(b.Replicas), changed: time.Now()}
+		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, repl: int32(imf.Replication), replicas: slices.Clone(b.Replicas), changed: now}
 		m.addLoad(b.Replicas, b.Size)
 	}
 	m.addFile(imf.Path, f)
@@ -526,7 +536,8 @@ func (m *Master) removeFile(p string) {
 	for _, id := range f.blocks {
 		if b := m.blocks[id]; b != nil {
 			m.queueDelete(id, b.replicas)
-			m.queueDelete(id, b.corrupt)
+			m.queueDelete(id, m.corrupt[id])
+			delete(m.corrupt, id)
 			m.addLoad(b.replicas, -b.size)
 		}
 		delete(m.blocks, id)
@@ -562,7 +573,7 @@ func (m *Master) dropWrite(h uint64, w *writeEntry) {
 
 // fileInfo describes the file at p. The caller holds mu.
 func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
-	fi := FileInfo{Path: p, Size: f.size, Replication: f.replication, BlockSize: f.blockSize, ModTime: f.modTime}
+	fi := FileInfo{Path: p, Size: m.fileSize(f), Replication: int(f.replication), BlockSize: f.blockSize, ModTime: time.Unix(0, f.modTime)}
 	if !withBlocks {
 		return fi
 	}
@@ -591,6 +602,15 @@ func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
 		fi.Blocks = append(fi.Blocks, bi)
 	}
 	return fi
+}
+
+// fileSize is the sum of f's block sizes. The caller holds mu.
+func (m *Master) fileSize(f *fileEntry) int64 {
+	var n int64
+	for _, id := range f.blocks {
+		n += m.blocks[id].size
+	}
+	return n
 }
 
 func (m *Master) alive(mn *minionEntry, now time.Time) bool {
@@ -704,9 +724,9 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			if m.safeMode {
 				m.reported[r.ID] = true
 			}
-			if !slices.Contains(b.replicas, mn.id) && !slices.Contains(b.corrupt, mn.id) {
+			if !slices.Contains(b.replicas, mn.id) && !slices.Contains(m.corrupt[r.ID], mn.id) {
 				b.replicas = append(b.replicas, mn.id)
-				b.changed = now
+				b.changed = now.UnixNano()
 				mn.load += b.size
 			}
 		case b == nil && pending[r.ID]:
@@ -722,7 +742,7 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 		}
 	}
 	for id, b := range m.blocks {
-		if i := slices.Index(b.replicas, mn.id); i >= 0 && !reported[id] && now.Sub(b.changed) > reportGrace {
+		if i := slices.Index(b.replicas, mn.id); i >= 0 && !reported[id] && now.Sub(time.Unix(0, b.changed)) > reportGrace {
 			b.replicas = slices.Delete(b.replicas, i, i+1) // the minion lost it
 			mn.load -= b.size
 		}
@@ -979,9 +999,9 @@ func (m *Master) list(p string, recursive bool) ([]FileInfo, error) {
 				subdirs[dp] = j
 				out = append(out, FileInfo{Path: dp, Dir: true})
 			}
-			out[j].Size += f.size
-			if f.modTime.After(out[j].ModTime) {
-				out[j].ModTime = f.modTime
+			out[j].Size += m.fileSize(f)
+			if mt := time.Unix(0, f.modTime); mt.After(out[j].ModTime) {
+				out[j].ModTime = mt
 			}
 			continue
 		}

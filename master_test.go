@@ -230,7 +230,7 @@ func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
 	f := m.files["/f"]
 	b0, b1 := f.blocks[0], f.blocks[1]
 	for _, b := range m.blocks {
-		b.changed = time.Now().Add(-time.Hour) // older than any report in flight
+		b.changed = time.Now().Add(-time.Hour).UnixNano() // older than any report in flight
 	}
 	cr, _ := m.create(&CreateArgs{Path: "/inflight"})
 	pending, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})

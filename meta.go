@@ -26,19 +26,114 @@ import (
 
 var imageMagic = [8]byte{'D', 'F', 'S', 'I', 'M', 'G', '0', '1'}
 
-const imageVersion = 1
+const imageVersion = 2
 
 // ErrBadImage is returned when the metadata image cannot be trusted.
 var ErrBadImage = errors.New("metadata image is damaged")
 
-// image is the persisted state of a master.
+// image is the persisted state of a master. Files are stored column by
+// column: gob encodes a few long slices of numbers far faster than a
+// million small structs, and decoding them allocates almost nothing, so a
+// master with a million files restarts quickly. File i has NumBlocks[i]
+// blocks, the next ones in the block columns; block j has NumReplicas[j]
+// replicas, the next ones in Replicas, each an index into Minions. Use
+// addFile and eachFile rather than the columns.
 type image struct {
 	Version   int
 	ClusterID string
 	// LastSeq is the last edit log record the image contains.
 	LastSeq uint64
-	Files   []imageFile
 	Minions []imageMinion
+
+	Paths       []string
+	Replication []int32
+	BlockSize   []int64
+	ModTime     []int64 // Unix nanoseconds
+	NumBlocks   []uint32
+
+	BlockID     []uint64
+	BlockLen    []int64
+	CRC         []uint32
+	NumReplicas []uint8
+	Replicas    []uint32
+}
+
+// numFiles is the number of files in img.
+func (img *image) numFiles() int { return len(img.Paths) }
+
+// addFile appends f; replicas on minions not in minionIndex are left out.
+func (img *image) addFile(f *imageFile, minionIndex map[string]uint32) {
+	img.Paths = append(img.Paths, f.Path)
+	img.Replication = append(img.Replication, int32(f.Replication))
+	img.BlockSize = append(img.BlockSize, f.BlockSize)
+	img.ModTime = append(img.ModTime, f.ModTime.UnixNano())
+	img.NumBlocks = append(img.NumBlocks, uint32(len(f.Blocks)))
+	for _, b := range f.Blocks {
+		img.BlockID = append(img.BlockID, b.ID)
+		img.BlockLen = append(img.BlockLen, b.Size)
+		img.CRC = append(img.CRC, b.CRC)
+		n := 0
+		for _, mid := range b.Replicas {
+			if i, ok := minionIndex[mid]; ok {
+				img.Replicas = append(img.Replicas, i)
+				n++
+			}
+		}
+		img.NumReplicas = append(img.NumReplicas, uint8(n))
+	}
+}
+
+// minionIndex maps each minion id of img to its index.
+func (img *image) minionIndex() map[string]uint32 {
+	idx := make(map[string]uint32, len(img.Minions))
+	for i, mn := range img.Minions {
+		idx[mn.ID] = uint32(i)
+	}
+	return idx
+}
+
+// eachFile calls fn for every file in order. The imageFile and its slices
+// are reused from one call to the next: fn must copy what it keeps.
+func (img *image) eachFile(fn func(*imageFile)) error {
+	var f imageFile
+	var replicas []string
+	blk, rep := 0, 0
+	for i, p := range img.Paths {
+		f = imageFile{Path: p, Replication: int(img.Replication[i]), BlockSize: img.BlockSize[i],
+			ModTime: time.Unix(0, img.ModTime[i]).UTC(), Blocks: f.Blocks[:0]}
+		replicas = replicas[:0]
+		for range img.NumBlocks[i] {
+			if blk >= len(img.BlockID) {
+				return fmt.Errorf("file %s: block columns too short", p)
+			}
+			start := len(replicas)
+			for range img.NumReplicas[blk] {
+				if rep >= len(img.Replicas) || int(img.Replicas[rep]) >= len(img.Minions) {
+					return fmt.Errorf("file %s: bad replica column", p)
+				}
+				replicas = append(replicas, img.Minions[img.Replicas[rep]].ID)
+				rep++
+			}
+			f.Blocks = append(f.Blocks, imageBlock{ID: img.BlockID[blk], Size: img.BlockLen[blk], CRC: img.CRC[blk],
+				Replicas: replicas[start:len(replicas):len(replicas)]})
+			blk++
+		}
+		fn(&f)
+	}
+	return nil
+}
+
+// check reports columns of unequal lengths.
+func (img *image) check() error {
+	n := len(img.Paths)
+	if len(img.Replication) != n || len(img.BlockSize) != n || len(img.ModTime) != n || len(img.NumBlocks) != n {
+		return errors.New("file columns of unequal lengths")
+	}
+	k := len(img.BlockID)
+	if len(img.BlockLen) != k || len(img.CRC) != k || len(img.NumReplicas) != k {
+		return errors.New("block columns of unequal lengths")
+	}
+	return nil
 }
 
 type imageFile struct {
@@ -105,6 +200,9 @@ func loadImage(path string) (*image, error) {
 	}
 	if img.ClusterID == "" {
 		return nil, fmt.Errorf("%w: %s: no cluster id", ErrBadImage, path)
+	}
+	if err := img.check(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, path, err)
 	}
 	return img, nil
 }

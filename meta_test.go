@@ -23,31 +23,39 @@ var update = flag.Bool("update", false, "rewrite the files in testdata/ (go test
 // that they survive gob unchanged; slices are non-empty or nil, as gob
 // decodes an empty slice as nil.
 func testImage() *image {
-	return &image{
+	img := &image{
 		Version:   imageVersion,
 		ClusterID: "CID-0123456789abcdef",
-		Files: []imageFile{
-			{
-				Path:        "/photos/cat.jpg",
-				Replication: 3,
-				BlockSize:   64 << 20,
-				ModTime:     time.Date(2025, 11, 26, 1, 2, 3, 456789000, time.UTC),
-				Blocks: []imageBlock{
-					{ID: 0x1122334455667788, Size: 64 << 20, CRC: 0xdeadbeef, Replicas: []string{"MID-a", "MID-b", "MID-c"}},
-					{ID: 0x99aabbccddeeff00, Size: 1234, CRC: 0x01020304, Replicas: []string{"MID-b"}},
-				},
-			},
-			{
-				Path:        "/empty",
-				Replication: 1,
-				BlockSize:   512,
-				ModTime:     time.Date(2024, 2, 29, 23, 59, 59, 0, time.UTC),
-			},
-		},
 		Minions: []imageMinion{
 			{ID: "MID-a", Addr: "10.0.0.1:8888"},
 			{ID: "MID-b", Addr: "10.0.0.2:8888"},
-			{ID: "MID-c", Addr: "[::1]:9999"},
+			{ID: "MID-c", Addr: "[::1]:9999", Decommissioning: true},
+		},
+	}
+	for _, f := range testFiles() {
+		img.addFile(&f, img.minionIndex())
+	}
+	return img
+}
+
+// testFiles are the files of testImage.
+func testFiles() []imageFile {
+	return []imageFile{
+		{
+			Path:        "/photos/cat.jpg",
+			Replication: 3,
+			BlockSize:   64 << 20,
+			ModTime:     time.Date(2025, 11, 26, 1, 2, 3, 456789000, time.UTC),
+			Blocks: []imageBlock{
+				{ID: 0x1122334455667788, Size: 64 << 20, CRC: 0xdeadbeef, Replicas: []string{"MID-a", "MID-b", "MID-c"}},
+				{ID: 0x99aabbccddeeff00, Size: 1234, CRC: 0x01020304, Replicas: []string{"MID-b"}},
+			},
+		},
+		{
+			Path:        "/empty",
+			Replication: 1,
+			BlockSize:   512,
+			ModTime:     time.Date(2024, 2, 29, 23, 59, 59, 0, time.UTC),
 		},
 	}
 }
@@ -61,9 +69,7 @@ func TestImage_SaveLoad_RoundTrip(t *testing.T) {
 		{"NoFiles", &image{Version: imageVersion, ClusterID: "CID-new"}},
 		{"LocalTime", func() *image {
 			img := testImage()
-			// A time read from the clock, with a monotonic reading and a
-			// zone: gob keeps the instant, and Round(0) drops the rest.
-			img.Files[0].ModTime = time.Now()
+			img.ModTime[0] = time.Now().UnixNano()
 			return img
 		}()},
 	}
@@ -85,22 +91,58 @@ func TestImage_SaveLoad_RoundTrip(t *testing.T) {
 	}
 }
 
-// checkImage compares two images, times by instant.
+// checkImage compares two images, file by file as eachFile gives them.
 func checkImage(t *testing.T, got, want *image) {
 	t.Helper()
 	if got == nil {
 		t.Fatal("got no image")
 	}
-	norm := func(img *image) *image {
-		c := *img
-		c.Files = slices.Clone(img.Files)
-		for i := range c.Files {
-			c.Files[i].ModTime = c.Files[i].ModTime.Round(0).UTC()
+	files := func(img *image) []imageFile {
+		var out []imageFile
+		if err := img.eachFile(func(f *imageFile) {
+			c := *f
+			c.Blocks = nil
+			for _, b := range f.Blocks {
+				b.Replicas = slices.Clone(b.Replicas)
+				c.Blocks = append(c.Blocks, b)
+			}
+			out = append(out, c)
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return &c
+		return out
 	}
-	if g, w := norm(got), norm(want); !reflect.DeepEqual(g, w) {
-		t.Errorf("image differs:\n got %+v\nwant %+v", g, w)
+	if g, w := files(got), files(want); !reflect.DeepEqual(g, w) {
+		t.Errorf("files differ:\n got %+v\nwant %+v", g, w)
+	}
+	if got.Version != want.Version || got.ClusterID != want.ClusterID || got.LastSeq != want.LastSeq ||
+		!reflect.DeepEqual(got.Minions, want.Minions) {
+		t.Errorf("image header differs:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// A file as eachFile gives it back is the file addFile took.
+func TestImage_AddFile_EachFile(t *testing.T) {
+	img := testImage()
+	var got []imageFile
+	if err := img.eachFile(func(f *imageFile) {
+		c := *f
+		c.Blocks = slices.Clone(f.Blocks)
+		got = append(got, c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := testFiles()
+	for i := range want {
+		if len(want[i].Blocks) == 0 {
+			want[i].Blocks = nil
+		}
+		if len(got[i].Blocks) == 0 {
+			got[i].Blocks = nil
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("eachFile gave\n%+v\nwant\n%+v", got, want)
 	}
 }
 
@@ -109,9 +151,9 @@ func TestImage_Save_Replaces(t *testing.T) {
 	if err := saveImage(path, testImage()); err != nil {
 		t.Fatal(err)
 	}
-	next := testImage()
-	next.Files = next.Files[:1]
-	next.Minions = append(next.Minions, imageMinion{ID: "MID-d", Addr: "10.0.0.4:8888"})
+	next := &image{Version: imageVersion, ClusterID: "CID-0123456789abcdef", LastSeq: 7,
+		Minions: append(testImage().Minions, imageMinion{ID: "MID-d", Addr: "10.0.0.4:8888"})}
+	next.addFile(&testFiles()[0], next.minionIndex())
 	if err := saveImage(path, next); err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func TestMaster_ReportBad_KeepsLastLiveReplica(t *testing.T) {
 	m.minions["MID-1"].lastSeen = time.Now().Add(-time.Hour) // B dead
 	m.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: "127.0.0.1:9000", Reason: "one bad chunk"})
 	if slices.Contains(m.deletes["MID-0"], ab.BlockID) {
-		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.blocks[ab.BlockID].replicas, m.blocks[ab.BlockID].corrupt)
+		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.blocks[ab.BlockID].replicas, m.corrupt[ab.BlockID])
 	}
 }
 

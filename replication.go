@@ -115,13 +115,13 @@ func (m *Master) replicate(now time.Time) {
 	}
 	var needs []need
 	for id, b := range m.blocks {
-		live := m.liveCount(b, now)
+		live, repl := m.liveCount(b, now), int(b.repl)
 		inflight := len(m.copying[id])
 		switch {
-		case live > b.repl && inflight == 0:
+		case live > repl && inflight == 0:
 			m.trim(id, b, now)
-		case live+inflight < b.repl:
-			needs = append(needs, need{id, b, live, b.repl - live - inflight})
+		case live+inflight < repl:
+			needs = append(needs, need{id, b, live, repl - live - inflight})
 		}
 	}
 	// Fewest live replicas first: a block with one copy left is in more
@@ -139,7 +139,7 @@ func (m *Master) replicate(now time.Time) {
 		}
 		targets := m.place(n.want, n.b.size, func(mn *minionEntry) bool {
 			return mn.copies >= m.MaxCopiesPerMinion || slices.Contains(n.b.replicas, mn.id) ||
-				slices.Contains(n.b.corrupt, mn.id) || m.isCopying(n.id, mn.id) ||
+				slices.Contains(m.corrupt[n.id], mn.id) || m.isCopying(n.id, mn.id) ||
 				slices.Contains(m.deletes[mn.id], n.id) // a bad copy there is yet to go
 		})
 		for i, t := range targets {
@@ -224,11 +224,11 @@ func (m *Master) trim(id uint64, b *blockEntry, now time.Time) {
 			live = append(live, mn)
 		}
 	}
-	if len(live) <= b.repl {
+	if len(live) <= int(b.repl) {
 		return
 	}
 	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
-	for _, mn := range live[:len(live)-b.repl] {
+	for _, mn := range live[:len(live)-int(b.repl)] {
 		b.replicas = slices.DeleteFunc(b.replicas, func(mid string) bool { return mid == mn.id })
 		mn.load -= b.size
 		m.queueDelete(id, []string{mn.id})
@@ -253,7 +253,7 @@ func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error
 	}
 	if !slices.Contains(b.replicas, mn.id) {
 		b.replicas = append(b.replicas, mn.id)
-		b.changed = time.Now()
+		b.changed = time.Now().UnixNano()
 		mn.load += b.size
 	}
 	return &BlockReceivedReply{}, nil
@@ -286,7 +286,7 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	if slices.ContainsFunc(b.replicas, func(mid string) bool { _, ok := m.usable(mid, now); return ok }) {
 		m.queueDelete(a.BlockID, []string{mn.id})
 	} else {
-		b.corrupt = append(b.corrupt, mn.id)
+		m.corrupt[a.BlockID] = append(m.corrupt[a.BlockID], mn.id)
 	}
 }
 
@@ -323,7 +323,7 @@ func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, er
 	most := 0
 	for _, b := range m.blocks {
 		if slices.Contains(b.replicas, target.id) {
-			most = max(most, b.repl)
+			most = max(most, int(b.repl))
 		}
 	}
 	reply := &DecommissionReply{}
@@ -342,7 +342,7 @@ func (m *Master) report() *ReportReply {
 	// its full replication elsewhere.
 	draining := make(map[string]bool)
 	for _, b := range m.blocks {
-		short := m.liveCount(b, now) < b.repl
+		short := m.liveCount(b, now) < int(b.repl)
 		for _, mid := range b.replicas {
 			if mn := m.minions[mid]; mn != nil && mn.decommissioning && short {
 				draining[mid] = true
@@ -394,7 +394,7 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 		f := m.files[fp]
 		for i, id := range f.blocks {
 			b := m.blocks[id]
-			fb := FsckBlock{Path: fp, Index: i, ID: id, Size: b.size, Expected: b.repl, Replicas: []string{}}
+			fb := FsckBlock{Path: fp, Index: i, ID: id, Size: b.size, Expected: int(b.repl), Replicas: []string{}}
 			available := 0
 			for _, mid := range b.replicas {
 				if mn, ok := m.usable(mid, now); ok {
@@ -405,7 +405,7 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 					}
 				}
 			}
-			for _, mid := range b.corrupt {
+			for _, mid := range m.corrupt[id] {
 				if mn := m.minions[mid]; mn != nil {
 					fb.Corrupt = append(fb.Corrupt, mn.addr)
 				}
@@ -415,7 +415,7 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 				fb.Status = statusCorrupt
 			case available == 0:
 				fb.Status = statusMissing
-			case fb.Live < b.repl:
+			case fb.Live < int(b.repl):
 				fb.Status = statusUnderReplicated
 			default:
 				fb.Status = statusHealthy
