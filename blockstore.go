@@ -404,8 +404,9 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 	length = min(length, size-off)
 	path := s.dataPath(id)
 
-	data := make([]byte, length)
+	data := getPacketBuf()[:length] // length <= packetSize; see ReadBlockReply.release
 	if err := readAt(path, data, off); err != nil {
+		putPacketBuf(data)
 		return nil, nil, err
 	}
 	n := (length + bytesPerChecksum - 1) / bytesPerChecksum
@@ -414,9 +415,11 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 		return nil, nil, err
 	}
 	if [4]byte(raw[:4]) != metaMagic || binary.BigEndian.Uint32(raw[4:]) != metaVersion || binary.BigEndian.Uint32(raw[8:]) != bytesPerChecksum {
+		putPacketBuf(data)
 		return nil, nil, fmt.Errorf("%w: %s.meta: bad header", ErrChecksum, blockName(id))
 	}
 	if err := readAt(path+".meta", raw[metaHeaderSize:], metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
+		putPacketBuf(data)
 		return nil, nil, err
 	}
 	crcs := make([]uint32, n)
@@ -442,7 +445,9 @@ func (s *blockStore) verify(id uint64) error {
 			}
 			return err
 		}
-		if err := verifyChecksums(data, crcs, off); err != nil {
+		err = verifyChecksums(data, crcs, off)
+		putPacketBuf(data)
+		if err != nil {
 			return err
 		}
 	}

@@ -832,14 +832,16 @@ func TestCluster_CorruptReplica_Repaired(t *testing.T) {
 				}
 				return true
 			})
-			// The good copies are good.
-			for _, mn := range cl.MinionSet {
-				if mn.store.has(b.ID) {
-					if err := mn.store.verify(b.ID); err != nil {
-						t.Errorf("replica on %s: %v", mn.advertised(), err)
+			// And the bad copy goes from its minion (deletes run in the
+			// background after a heartbeat).
+			waitFor(t, 10*time.Second, "no bad copy left on any minion", func() bool {
+				for _, mn := range cl.MinionSet {
+					if mn.store.has(b.ID) && mn.store.verify(b.ID) != nil {
+						return false
 					}
 				}
-			}
+				return true
+			})
 			mustGet(t, c, "/f", data)
 		})
 	}

@@ -365,6 +365,9 @@ type minionRPC struct{ m *Minion }
 // and the disk work at once; the call answers when both copies are written.
 func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	m := r.m
+	// The packet is forwarded (encoded onto the socket) and written by
+	// the time this returns: its buffer can take the next one.
+	defer putPacketBuf(a.Data)
 	var fwd *pendingCall
 	var next string
 	if len(a.Next) > 0 {

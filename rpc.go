@@ -421,3 +421,9 @@ type ReadBlockReply struct {
 	Data []byte
 	CRCs []uint32
 }
+
+// release recycles the reply's buffer once the server has sent it.
+func (r *ReadBlockReply) release() {
+	putPacketBuf(r.Data)
+	r.Data = nil
+}

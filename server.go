@@ -4,7 +4,10 @@
 package main
 
 import (
+	"bufio"
+	"encoding/gob"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/rpc"
@@ -67,9 +70,9 @@ func (s *rpcServer) acceptLoop() {
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(conn)
-			// ServeConn returns when the peer hangs up or sends
+			// ServeCodec returns when the peer hangs up or sends
 			// something that is not a gob-encoded rpc request.
-			s.srv.ServeConn(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout})
+			s.srv.ServeCodec(newServerCodec(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout}))
 		}()
 	}
 }
@@ -114,4 +117,74 @@ func (s *rpcServer) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	return err
+}
+
+// serverCodec is net/rpc's gob server codec, plus buffer recycling: the
+// 1 MiB packets of the data path come from packetPool and go back to it
+// once they are written (a request's Data when its handler returns, a
+// reply's Data once it is on the wire), so a busy minion does not make a
+// megabyte of garbage per packet.
+type serverCodec struct {
+	rwc    io.ReadWriteCloser
+	dec    *gob.Decoder
+	enc    *gob.Encoder
+	encBuf *bufio.Writer
+	closed bool
+}
+
+func newServerCodec(conn io.ReadWriteCloser) *serverCodec {
+	buf := bufio.NewWriter(conn)
+	return &serverCodec{rwc: conn, dec: gob.NewDecoder(conn), enc: gob.NewEncoder(buf), encBuf: buf}
+}
+
+func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error { return c.dec.Decode(r) }
+
+func (c *serverCodec) ReadRequestBody(body any) error {
+	if a, ok := body.(*WriteBlockArgs); ok {
+		a.Data = getPacketBuf()[:0] // gob decodes into its capacity
+	}
+	return c.dec.Decode(body)
+}
+
+// releaser is a reply whose buffers can be reused once it is sent.
+type releaser interface{ release() }
+
+func (c *serverCodec) WriteResponse(r *rpc.Response, body any) error {
+	if rel, ok := body.(releaser); ok {
+		defer rel.release()
+	}
+	if err := c.enc.Encode(r); err != nil {
+		if c.encBuf.Flush() == nil {
+			c.Close() // a header gob cannot encode: the stream is broken
+		}
+		return err
+	}
+	if err := c.enc.Encode(body); err != nil {
+		if c.encBuf.Flush() == nil {
+			c.Close()
+		}
+		return err
+	}
+	return c.encBuf.Flush()
+}
+
+func (c *serverCodec) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	return c.rwc.Close()
+}
+
+// packetPool holds packet buffers of packetSize bytes.
+var packetPool = sync.Pool{New: func() any { b := make([]byte, packetSize); return &b }}
+
+func getPacketBuf() []byte { return *packetPool.Get().(*[]byte) }
+
+// putPacketBuf recycles b if it is a whole packet buffer.
+func putPacketBuf(b []byte) {
+	if cap(b) >= packetSize {
+		b = b[:packetSize]
+		packetPool.Put(&b)
+	}
 }

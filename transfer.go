@@ -12,20 +12,31 @@ import (
 // readBlockRange reads block id, which has size bytes, from the minion at
 // addr, from *off to the end, with up to packetWindow reads in flight. Each
 // packet is checked against the checksums the minion stored with it and
-// handed to fn in order; then *off moves past it. It stops at the first
-// error, with *off at the first byte not handed over.
+// handed to fn in order; then *off moves past it. fn must not keep data or
+// crcs after it returns: their memory takes a later packet. It stops at the
+// first error, with *off at the first byte not handed over.
 func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size int64, off *int64, fn func(data []byte, crcs []uint32) error) error {
 	type read struct {
 		off   int64
-		reply *ReadBlockReply // a fresh one per call: gob leaves zero fields alone
+		reply *ReadBlockReply
 		pc    *pendingCall
 	}
+	// Replies are reused: gob decodes a []byte into the capacity it finds,
+	// so a get allocates a window of buffers instead of one per packet
+	// (and the garbage collector has nothing to do). A reused reply is
+	// emptied first: gob leaves out zero fields, and a stale one must not
+	// pass for data.
+	var free []*ReadBlockReply
 	var queue []read
 	next := *off
 	for *off < size {
 		for len(queue) < packetWindow && next < size {
 			length := min(int64(packetSize), size-next)
 			reply := new(ReadBlockReply)
+			if n := len(free); n > 0 {
+				reply, free = free[n-1], free[:n-1]
+				reply.Data, reply.CRCs = reply.Data[:0], reply.CRCs[:0]
+			}
 			pc, err := p.start(ctx, addr, minionService+".ReadBlock", &ReadBlockArgs{BlockID: id, Offset: next, Length: length}, reply)
 			if err != nil {
 				return err
@@ -49,6 +60,7 @@ func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size i
 			return err
 		}
 		*off += want
+		free = append(free, r.reply) // fn is done with it
 	}
 	return nil
 }
