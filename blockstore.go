@@ -534,6 +534,16 @@ func (s *blockStore) usage() (used int64, n int) {
 	return s.used, len(s.blocks)
 }
 
+// sizeOf returns the size of finalized block id, or -1.
+func (s *blockStore) sizeOf(id uint64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if size, ok := s.blocks[id]; ok {
+		return size
+	}
+	return -1
+}
+
 // has reports whether block id is finalized here.
 func (s *blockStore) has(id uint64) bool {
 	s.mu.Lock()

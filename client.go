@@ -93,7 +93,8 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 		return 0, err
 	}
 	var cr CreateReply
-	if err := c.meta(ctx, "Create", &CreateArgs{Path: remote, Replication: opt.Replication, BlockSize: opt.BlockSize, Force: opt.Force}, &cr); err != nil {
+	ca := &CreateArgs{Path: remote, Replication: opt.Replication, BlockSize: opt.BlockSize, Force: opt.Force, FirstBlock: true}
+	if err := c.meta(ctx, "Create", ca, &cr); err != nil {
 		return 0, err
 	}
 	defer func() {
@@ -142,8 +143,10 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 			break
 		}
 		var ab AddBlockReply
-		if err := c.meta(ctx, "AddBlock", &AddBlockArgs{Handle: cr.Handle, Exclude: failed}, &ab); err != nil {
-			return size, fmt.Errorf("block %d: %w", len(blocks), err)
+		if cr.First.BlockID != 0 {
+			ab, cr.First = cr.First, AddBlockReply{} // handed out with Create
+		} else if err := c.meta(ctx, "AddBlock", &AddBlockArgs{Handle: cr.Handle, Exclude: failed}, &ab); err != nil {
+			return size, fmt.Errorf("block %d: %w", len(blocks)+len(inflight), err)
 		}
 		if ab.Warning != "" && !warned {
 			c.Logger.Warn("writing fewer replicas than asked", "path", remote, "why", ab.Warning)
@@ -256,10 +259,11 @@ func readPacket(r io.Reader, buf []byte) (n int, eof bool, err error) {
 // is kept until the pipeline acknowledges it, to be sent again if a minion
 // fails.
 type outPacket struct {
-	off  int64
-	data []byte
-	crcs []uint32
-	pc   *pendingCall
+	off   int64
+	data  []byte
+	crcs  []uint32
+	final bool // the whole block: minions finalize it on receipt
+	pc    *pendingCall
 }
 
 // packetBufs recycles packet buffers: a put holds at most packetWindow+1.
@@ -306,9 +310,10 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 		off      int64
 		sum      uint32
 		inflight []*outPacket
+		single   bool // the block was one final packet, finalized already
 	)
 	send := func(p *outPacket) (err error) {
-		args := &WriteBlockArgs{BlockID: ab.BlockID, Offset: p.off, Data: p.data, CRCs: p.crcs, Next: pipeline[1:]}
+		args := &WriteBlockArgs{BlockID: ab.BlockID, Offset: p.off, Data: p.data, CRCs: p.crcs, Next: pipeline[1:], Final: p.final}
 		p.pc, err = c.pool.start(ctx, pipeline[0], minionService+".WriteBlock", args, &Empty{})
 		return err
 	}
@@ -367,6 +372,10 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 			off += int64(len(data))
 			eof = last
 			inputDone = last || off == blockSize
+			// A block of one packet (a small file, or small blocks) is
+			// finalized with that packet: one round trip fewer.
+			p.final = inputDone && p.off == 0
+			single = p.final
 			inflight = append(inflight, p)
 			if err := send(p); err != nil {
 				if err := resend(err); err != nil {
@@ -378,7 +387,11 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 			break
 		}
 		p := inflight[0]
-		if err := p.pc.wait(ctx, hops(packetHopTimeout, len(pipeline))); err != nil {
+		timeout := hops(packetHopTimeout, len(pipeline))
+		if p.final {
+			timeout = hops(finalizeHopTimeout, len(pipeline))
+		}
+		if err := p.pc.wait(ctx, timeout); err != nil {
 			if err := resend(err); err != nil {
 				return false, nil, err
 			}
@@ -388,6 +401,9 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 		bufs.put(p.data)
 	}
 	finish := func() (BlockInfo, error) {
+		if single {
+			return BlockInfo{ID: ab.BlockID, Size: off, CRC: sum, Replicas: pipeline}, nil
+		}
 		for {
 			fa := &FinalizeBlockArgs{BlockID: ab.BlockID, Size: off, Next: pipeline[1:]}
 			err := c.pool.call(ctx, pipeline[0], minionService+".FinalizeBlock", fa, &Empty{}, hops(finalizeHopTimeout, len(pipeline)))

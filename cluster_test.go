@@ -731,40 +731,52 @@ func waitDead(t testing.TB, cl *DevCluster, addr string) {
 // A minion that dies in the middle of a put does not fail it: the pipeline
 // goes on without it, and re-replication restores the replication.
 func TestCluster_Put_PipelineRecovery(t *testing.T) {
-	for _, victim := range []int{0, 1, 2} { // head, middle, tail of the first block's pipeline
-		t.Run(fmt.Sprintf("Minion%d", victim), func(t *testing.T) {
-			cl := startCluster(t, 4)
-			c := newTestClient(t, cl)
-			data := randomBytes(t, 6*testBlockSize+100)
-			var once sync.Once
-			var killed string
-			// Kill a minion of the pipeline of the block being written,
-			// half-way through it.
-			r := &hookReader{r: bytes.NewReader(data), at: 2*testBlockSize + testBlockSize/2, hook: func() {
-				once.Do(func() {
-					cl.Master.mu.Lock()
-					var mid string
-					for _, w := range cl.Master.writes {
-						mid = w.blocks[len(w.blocks)-1].pipeline[victim]
-					}
-					killed = cl.Master.minions[mid].addr
-					cl.Master.mu.Unlock()
-					minionAt(t, cl, killed).Close()
-				})
-			}}
-			if _, err := c.Put(t.Context(), r, "/f", PutOptions{Replication: 3}); err != nil {
-				t.Fatalf("put with a minion dying: %v", err)
+	for _, tc := range []struct {
+		name      string
+		blockSize int64
+	}{
+		{"OnePacketBlocks", testBlockSize}, // finalized with their packet
+		{"ManyPacketBlocks", 2<<20 + 512},  // packets, then FinalizeBlock
+	} {
+		for _, victim := range []int{0, 1, 2} { // head, middle, tail of the pipeline
+			t.Run(fmt.Sprintf("%s/Minion%d", tc.name, victim), func(t *testing.T) {
+				testPipelineRecovery(t, tc.blockSize, victim)
+			})
+		}
+	}
+}
+
+func testPipelineRecovery(t *testing.T, bs int64, victim int) {
+	cl := startCluster(t, 4)
+	c := newTestClient(t, cl)
+	data := randomBytes(t, int(3*bs+100))
+	var once sync.Once
+	var killed string
+	// Kill a minion of the pipeline of the block being written,
+	// half-way through it.
+	r := &hookReader{r: bytes.NewReader(data), at: int(bs + bs/2), hook: func() {
+		once.Do(func() {
+			cl.Master.mu.Lock()
+			var mid string
+			for _, w := range cl.Master.writes {
+				mid = w.blocks[len(w.blocks)-1].pipeline[victim]
 			}
-			mustGet(t, c, "/f", data)
-			waitDead(t, cl, killed)
-			waitFor(t, 15*time.Second, "full replication again", func() bool { return fsckHealthy(t, cl, "/") })
-			fi, _ := c.Stat(t.Context(), "/f")
-			for _, b := range fi.Blocks {
-				if slices.Contains(b.Replicas, killed) {
-					t.Errorf("%s still lists the dead minion %s", blockName(b.ID), killed)
-				}
-			}
+			killed = cl.Master.minions[mid].addr
+			cl.Master.mu.Unlock()
+			minionAt(t, cl, killed).Close()
 		})
+	}}
+	if _, err := c.Put(t.Context(), r, "/f", PutOptions{Replication: 3, BlockSize: bs}); err != nil {
+		t.Fatalf("put with a minion dying: %v", err)
+	}
+	mustGet(t, c, "/f", data)
+	waitDead(t, cl, killed)
+	waitFor(t, 15*time.Second, "full replication again", func() bool { return fsckHealthy(t, cl, "/") })
+	fi, _ := c.Stat(t.Context(), "/f")
+	for _, b := range fi.Blocks {
+		if slices.Contains(b.Replicas, killed) {
+			t.Errorf("%s still lists the dead minion %s", blockName(b.ID), killed)
+		}
 	}
 }
 

@@ -813,9 +813,18 @@ func (m *Master) create(a *CreateArgs) (*CreateReply, error) {
 	for m.writes[h] != nil {
 		h = randomID()
 	}
-	m.writes[h] = &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, lastUsed: time.Now()}
+	w := &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, lastUsed: time.Now()}
+	reply := &CreateReply{Handle: h, Replication: repl, BlockSize: bs, LeaseTimeout: m.LeaseTimeout}
+	if a.FirstBlock {
+		// Without room for a block now, the put may still be of an
+		// empty file; AddBlock reports the error when a block is wanted.
+		if first, err := m.allocate(w, nil); err == nil {
+			reply.First = *first
+		}
+	}
+	m.writes[h] = w
 	m.writing[a.Path] = h
-	return &CreateReply{Handle: h, Replication: repl, BlockSize: bs, LeaseTimeout: m.LeaseTimeout}, nil
+	return reply, nil
 }
 
 // renew keeps a put alive while its client is slow to produce a block.
@@ -838,7 +847,13 @@ func (m *Master) addBlock(a *AddBlockArgs) (*AddBlockReply, error) {
 		return nil, ErrLease
 	}
 	w.lastUsed = time.Now()
-	chosen := m.place(w.replication, w.blockSize, func(mn *minionEntry) bool { return slices.Contains(a.Exclude, mn.addr) })
+	return m.allocate(w, a.Exclude)
+}
+
+// allocate adds a block to the put w, on a pipeline that avoids the
+// minions at the addresses in exclude. The caller holds mu.
+func (m *Master) allocate(w *writeEntry, exclude []string) (*AddBlockReply, error) {
+	chosen := m.place(w.replication, w.blockSize, func(mn *minionEntry) bool { return slices.Contains(exclude, mn.addr) })
 	if len(chosen) == 0 {
 		return nil, fmt.Errorf("%w: %d minions known, none live with %d bytes free", ErrNoMinions, len(m.minions), w.blockSize)
 	}
@@ -867,6 +882,13 @@ func (m *Master) complete(a *CompleteArgs) error {
 	if w == nil {
 		m.mu.Unlock()
 		return ErrLease
+	}
+	if len(w.blocks) == 1 && len(a.Blocks) == 0 {
+		// The block handed out with Create was not needed: an empty file.
+		unused := w.blocks[0]
+		w.blocks = nil
+		m.queueDelete(unused.id, unused.pipeline)
+		m.addLoad(unused.pipeline, -w.blockSize)
 	}
 	if err := m.checkComplete(w, a.Blocks); err != nil {
 		m.dropWrite(a.Handle, w)

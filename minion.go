@@ -362,7 +362,8 @@ type minionRPC struct{ m *Minion }
 
 // WriteBlock stores one packet and forwards it down the pipeline. The
 // packet goes to the next minion before it is written here, so the network
-// and the disk work at once; the call answers when both copies are written.
+// and the disk work at once; the call answers when both copies are written
+// (and, for a Final packet, finalized).
 func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	m := r.m
 	// The packet is forwarded (encoded onto the socket) and written by
@@ -370,17 +371,33 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	defer putPacketBuf(a.Data)
 	var fwd *pendingCall
 	var next string
+	timeout := hops(packetHopTimeout, len(a.Next))
+	if a.Final {
+		timeout = hops(finalizeHopTimeout, len(a.Next))
+	}
 	if len(a.Next) > 0 {
 		next = a.Next[0]
-		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:]}
+		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:], Final: a.Final}
 		var err error
 		if fwd, err = m.pool.start(m.ctx, next, minionService+".WriteBlock", fwdArgs, &Empty{}); err != nil {
 			return fmt.Errorf("forward to %s: %w", next, err)
 		}
 	}
-	err := m.store.write(a.BlockID, a.Offset, a.Data, a.CRCs)
+	var err error
+	switch {
+	case !a.Final:
+		err = m.store.write(a.BlockID, a.Offset, a.Data, a.CRCs)
+	case a.Offset != 0:
+		err = fmt.Errorf("%w: a final packet must be the whole block", ErrBadArg)
+	case m.store.sizeOf(a.BlockID) == int64(len(a.Data)):
+		// Sent again after a pipeline recovery: finalized here already.
+	default:
+		if err = m.store.write(a.BlockID, 0, a.Data, a.CRCs); err == nil {
+			err = m.store.finalize(a.BlockID, int64(len(a.Data)))
+		}
+	}
 	if fwd != nil {
-		if ferr := fwd.wait(m.ctx, hops(packetHopTimeout, len(a.Next))); ferr != nil {
+		if ferr := fwd.wait(m.ctx, timeout); ferr != nil {
 			err = joinErrs(err, fmt.Errorf("forward to %s: %w", next, ferr))
 		}
 	}

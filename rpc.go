@@ -303,6 +303,9 @@ type CreateArgs struct {
 	Replication int
 	BlockSize   int64
 	Force       bool
+	// FirstBlock asks for the first block with the reply, saving the
+	// AddBlock round trip (a put that has data to write).
+	FirstBlock bool
 }
 
 // CreateReply returns the handle of the put.
@@ -313,6 +316,8 @@ type CreateReply struct {
 	// LeaseTimeout is how long the put may go without AddBlock or Renew
 	// before the master abandons it.
 	LeaseTimeout time.Duration
+	// First is the first block, when FirstBlock asked for it.
+	First AddBlockReply
 }
 
 // AddBlockArgs asks for a new block of a put in progress.
@@ -399,6 +404,10 @@ type WriteBlockArgs struct {
 	Data    []byte   // at most packetSize bytes
 	CRCs    []uint32 // one CRC32C per bytesPerChecksum of Data
 	Next    []string // the rest of the pipeline after this minion
+	// Final marks a block of this one packet (Offset 0): each minion
+	// finalizes it as soon as its copy is written, saving the
+	// FinalizeBlock round trip (a small file).
+	Final bool
 }
 
 // FinalizeBlockArgs ends the write of a block: every minion of the pipeline
