@@ -192,7 +192,8 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 func (c *Client) completed(remote string, blocks []BlockInfo) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	defer cancel()
-	fi, err := c.Stat(ctx, remote)
+	var fi FileInfo
+	err := c.meta(ctx, "Stat", &PathArgs{Path: remote, Durable: true}, &fi)
 	if err != nil || len(fi.Blocks) != len(blocks) {
 		return false
 	}

@@ -695,6 +695,9 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	return reply, nil
 }
 
+// maxDeletesPerHeartbeat bounds the block deletes handed to a minion at once.
+const maxDeletesPerHeartbeat = 1000
+
 // reportGrace is how new a replica may be and still be missing from a
 // block report without being dropped: the report may have been taken on the
 // minion before the block was finalized there.
@@ -728,6 +731,7 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 				b.replicas = append(b.replicas, mn.id)
 				b.changed = now.UnixNano()
 				mn.load += b.size
+				m.dropCorrupt(r.ID)
 			}
 		case b == nil && pending[r.ID]:
 			// Part of a put in progress: Complete will record it.
@@ -779,9 +783,18 @@ func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
 		return &HeartbeatReply{Reregister: true}
 	}
 	m.updateStats(mn, a.Capacity, a.Free, a.Used, a.NumBlocks)
-	reply := &HeartbeatReply{Delete: m.deletes[mn.id], Copy: m.copyCmds[mn.id]}
-	delete(m.deletes, mn.id)
+	reply := &HeartbeatReply{Copy: m.copyCmds[mn.id]}
 	delete(m.copyCmds, mn.id)
+	// A bounded batch per heartbeat (as HDFS's invalidate limit), so that
+	// a big rm -r does not hold up the minion's heartbeats.
+	del := m.deletes[mn.id]
+	n := min(len(del), maxDeletesPerHeartbeat)
+	reply.Delete = slices.Clone(del[:n])
+	if n == len(del) {
+		delete(m.deletes, mn.id)
+	} else {
+		m.deletes[mn.id] = del[n:]
+	}
 	return reply
 }
 
@@ -1178,6 +1191,14 @@ func (r *masterRPC) Fsck(a *FsckArgs, reply *FsckReply) error {
 func (r *masterRPC) Stat(a *PathArgs, reply *FileInfo) error {
 	fi, err := r.m.stat(a.Path)
 	*reply = fi
+	if err == nil && a.Durable {
+		// stat has seen every change applied so far; none of them may
+		// be shown as done before it is on disk.
+		r.m.edits.mu.Lock()
+		seq := r.m.edits.lastSeq
+		r.m.edits.mu.Unlock()
+		err = r.m.edits.sync(seq)
+	}
 	return err
 }
 

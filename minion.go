@@ -299,15 +299,10 @@ func (m *Minion) heartbeat() error {
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Heartbeat", args, &reply, metaTimeout); err != nil {
 		return err
 	}
-	if len(reply.Delete) > 0 {
-		// In the background: a long list (an rm -r of a big tree) must
-		// not hold up the heartbeats.
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.deleteBlocks(reply.Delete)
-		}()
-	}
+	// At once, not in the background: the master forgets a delete once
+	// it has handed it over, so the block must be gone before any later
+	// report or copy. The master hands over a bounded number at a time.
+	m.deleteBlocks(reply.Delete)
 	for _, cmd := range reply.Copy {
 		m.startCopy(cmd)
 	}

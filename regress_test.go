@@ -257,3 +257,59 @@ func TestCluster_RestartedMinion_NotDroppedFromPipeline(t *testing.T) {
 		mustGet(t, c2, p, data)
 	}
 }
+
+// After a restart, a replica known only from the image does not count as a
+// good copy when the only reported one is said to be corrupt: the reported
+// one is kept.
+func TestMaster_ReportBad_AfterRestart_ReplicaOnPaper(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)
+	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	m.edits.close()
+	m2 := NewMaster(dir, "127.0.0.1:0")
+	m2.Logger = testLogger(t)
+	configureTestMaster(m2)
+	m2.DeadAfter = 30 * time.Second
+	if err := m2.load(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.edits.close() })
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+		Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m2.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: "127.0.0.1:9000", Reason: "bad chunk"})
+	if slices.Contains(m2.deletes["MID-0"], ab.BlockID) {
+		t.Fatal("the only reported replica was queued for deletion because of one that exists only on paper")
+	}
+}
+
+// A minion gets a bounded batch of deletes per heartbeat; the rest waits.
+func TestMaster_Heartbeat_DeleteBatch(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	for i := range maxDeletesPerHeartbeat + 10 {
+		m.queueDelete(uint64(i+1), []string{"MID-0"})
+	}
+	hb := &HeartbeatArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}
+	if got := len(m.heartbeat(hb).Delete); got != maxDeletesPerHeartbeat {
+		t.Fatalf("first heartbeat: %d deletes, want %d", got, maxDeletesPerHeartbeat)
+	}
+	if got := len(m.heartbeat(hb).Delete); got != 10 {
+		t.Fatalf("second heartbeat: %d deletes, want 10", got)
+	}
+	if got := len(m.heartbeat(hb).Delete); got != 0 {
+		t.Fatalf("third heartbeat: %d deletes, want 0", got)
+	}
+}

@@ -9,8 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
-	"io/fs"
+	"syscall"
 	"time"
 )
 
@@ -138,8 +137,10 @@ func (m *Minion) scrub(ctx context.Context) (n, bad int) {
 		if errors.Is(err, ErrBlockNotFound) {
 			continue // deleted meanwhile
 		}
-		if err != nil && !errors.Is(err, ErrChecksum) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, fs.ErrNotExist) {
-			// Not the block's fault (out of file descriptors, say).
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM) {
+			// Not the block's fault: try it again next pass. Anything
+			// else (a bad checksum, a short file, EIO from a bad
+			// sector) means this replica cannot be trusted.
 			m.Logger.Warn("scrub: cannot read block", "block", blockName(r.ID), "err", err)
 			continue
 		}

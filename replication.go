@@ -256,6 +256,7 @@ func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error
 		b.changed = time.Now().UnixNano()
 		mn.load += b.size
 	}
+	m.dropCorrupt(a.BlockID)
 	return &BlockReceivedReply{}, nil
 }
 
@@ -283,10 +284,21 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	// Delete it only if a good replica is on a minion that can serve it
 	// now; else keep it: some of its bytes may be all that is left.
 	now := time.Now()
-	if slices.ContainsFunc(b.replicas, func(mid string) bool { _, ok := m.usable(mid, now); return ok }) {
+	// Only a replica whose minion reported it to this master process
+	// counts: after a restart the lists from disk are hints.
+	if slices.ContainsFunc(b.replicas, func(mid string) bool { mn, ok := m.usable(mid, now); return ok && mn.registered }) {
 		m.queueDelete(a.BlockID, []string{mn.id})
 	} else {
 		m.corrupt[a.BlockID] = append(m.corrupt[a.BlockID], mn.id)
+	}
+}
+
+// dropCorrupt deletes the corrupt replicas kept of block id, now that it has
+// a good one again. The caller holds mu.
+func (m *Master) dropCorrupt(id uint64) {
+	if bad := m.corrupt[id]; len(bad) > 0 {
+		m.queueDelete(id, bad)
+		delete(m.corrupt, id)
 	}
 }
 

@@ -349,6 +349,9 @@ type AbandonArgs struct {
 // PathArgs names one path.
 type PathArgs struct {
 	Path string
+	// Durable asks the master to answer only once every change it has
+	// applied is on disk, so that what the answer shows survives a crash.
+	Durable bool
 }
 
 // ListArgs names a path to list.
