@@ -521,32 +521,11 @@ func TestBlockStore_Read_CorruptMetaHeader(t *testing.T) {
 			s := mustOpenStore(t)
 			const id = 0x77
 			mustStoreBlock(t, s, id, blockBytes(5, 3000))
-			flipFileByte(t, s.dataPath(id)+".meta", int64(tt.at))
+			flipByte(t, s.dataPath(id)+".meta", int64(tt.at))
 			if _, _, err := s.read(id, 0, 512); !errors.Is(err, ErrChecksum) {
 				t.Fatalf("read with a damaged .meta header = %v, want ErrChecksum", err)
 			}
 		})
-	}
-}
-
-// flipFileByte inverts the byte at off in the file at path.
-func flipFileByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -558,7 +537,7 @@ func TestBlockStore_Read_FlippedDataByte(t *testing.T) {
 	const id = 0x88
 	want := blockBytes(8, 3000)
 	mustStoreBlock(t, s, id, want)
-	flipFileByte(t, s.dataPath(id), 1300)
+	flipByte(t, s.dataPath(id), 1300)
 
 	data, crcs, err := s.read(id, 1024, 2048)
 	if err != nil {

@@ -246,23 +246,6 @@ func TestCluster_Get_FallsBackToNextReplica(t *testing.T) {
 	})
 }
 
-func flipByte(t testing.TB, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // When no replica of a block can be read, Get fails and never writes a
 // byte it could not check.
 func TestCluster_Get_AllReplicasBad(t *testing.T) {

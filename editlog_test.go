@@ -168,18 +168,6 @@ func TestEditLog_Damage(t *testing.T) {
 	})
 }
 
-func flipBit(t *testing.T, path string, off int64, mask byte) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[off] ^= mask
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // Concurrent writers share fsyncs.
 func TestEditLog_GroupCommit(t *testing.T) {
 	dir := t.TempDir()

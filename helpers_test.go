@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 )
@@ -108,4 +109,29 @@ func totalBlocks(cl *DevCluster) int {
 		}
 	}
 	return n
+}
+
+// flipByte inverts the byte at off in the file at path.
+func flipByte(t testing.TB, path string, off int64) { flipBit(t, path, off, 0xff) }
+
+// flipBit flips the bits of mask in the byte at off in the file at path.
+func flipBit(t testing.TB, path string, off int64, mask byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	b[0] ^= mask
+	if _, err := f.WriteAt(b, off); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

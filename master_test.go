@@ -11,13 +11,17 @@ import (
 	"time"
 )
 
-// newTestMaster returns a master whose state is loaded from a fresh dir,
-// not serving: tests call its methods directly.
-func newTestMaster(t *testing.T, dir string) *Master {
+// newTestMaster returns a master whose state is loaded from dir (a new
+// cluster if it is empty), not serving: tests call its methods directly.
+// Each option adjusts it before it loads.
+func newTestMaster(t *testing.T, dir string, options ...func(*Master)) *Master {
 	t.Helper()
 	m := NewMaster(dir, "127.0.0.1:0")
 	m.Logger = testLogger(t)
 	configureTestMaster(m)
+	for _, o := range options {
+		o(m)
+	}
 	if err := m.load(); err != nil {
 		t.Fatal(err)
 	}
@@ -354,14 +358,7 @@ func TestMaster_SafeMode(t *testing.T) {
 	}
 	m.edits.close()
 
-	m2 := NewMaster(dir, "127.0.0.1:0")
-	m2.Logger = testLogger(t)
-	configureTestMaster(m2)
-	m2.SafeModeTimeout = time.Hour
-	if err := m2.load(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m2.edits.close() })
+	m2 := newTestMaster(t, dir, func(m *Master) { m.SafeModeTimeout = time.Hour })
 	if !m2.safeMode {
 		t.Fatal("restarted master with blocks is not in safe mode")
 	}

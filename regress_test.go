@@ -41,14 +41,7 @@ func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
 	}
 	m.edits.close()
 
-	m2 := NewMaster(dir, "127.0.0.1:0")
-	m2.Logger = testLogger(t)
-	configureTestMaster(m2)
-	m2.DeadAfter = 30 * time.Second
-	if err := m2.load(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m2.edits.close() })
+	m2 := newTestMaster(t, dir, func(m *Master) { m.DeadAfter = 30 * time.Second })
 	// Only C comes back, with its block and more (it is the busier one).
 	if _, err := m2.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
 		Used: 1 << 30, Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
@@ -82,13 +75,7 @@ func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
 	// replica trimmed. The log still says [MID-0].) kill -9: no checkpoint.
 	m.edits.close()
 
-	m2 := NewMaster(dir, "127.0.0.1:0")
-	m2.Logger = testLogger(t)
-	configureTestMaster(m2)
-	if err := m2.load(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m2.edits.close() })
+	m2 := newTestMaster(t, dir)
 	// A registers at once, without the block; C with it.
 	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
@@ -147,13 +134,7 @@ func TestMaster_Decommission_SurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.edits.close()
-	m2 := NewMaster(dir, "127.0.0.1:0")
-	m2.Logger = testLogger(t)
-	configureTestMaster(m2)
-	if err := m2.load(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m2.edits.close() })
+	m2 := newTestMaster(t, dir)
 	for i, mid := range []string{"MID-0", "MID-1"} {
 		if _, err := m2.register(&RegisterArgs{MinionID: mid, Addr: []string{"127.0.0.1:9000", "127.0.0.1:9001"}[i], Free: 1 << 40,
 			Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}}); err != nil {
@@ -184,13 +165,7 @@ func TestMaster_ReplayMinion_AddressTakenOver(t *testing.T) {
 		t.Fatal("live path did not clear the old address")
 	}
 	m.edits.close() // kill -9: no checkpoint
-	m2 := NewMaster(dir, "127.0.0.1:0")
-	m2.Logger = testLogger(t)
-	configureTestMaster(m2)
-	if err := m2.load(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m2.edits.close() })
+	m2 := newTestMaster(t, dir)
 	cr, _ := m2.create(&CreateArgs{Path: "/g", Replication: 2})
 	ab, err := m2.addBlock(&AddBlockArgs{Handle: cr.Handle})
 	if err != nil {
@@ -277,14 +252,7 @@ func TestMaster_ReportBad_AfterRestart_ReplicaOnPaper(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.edits.close()
-	m2 := NewMaster(dir, "127.0.0.1:0")
-	m2.Logger = testLogger(t)
-	configureTestMaster(m2)
-	m2.DeadAfter = 30 * time.Second
-	if err := m2.load(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m2.edits.close() })
+	m2 := newTestMaster(t, dir, func(m *Master) { m.DeadAfter = 30 * time.Second })
 	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
 		Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}}); err != nil {
 		t.Fatal(err)
