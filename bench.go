@@ -152,6 +152,22 @@ func (b *bench) client() *Client {
 	return c
 }
 
+// clients returns n clients, each with its own connections, as n separate
+// client processes would have.
+func (b *bench) clients(n int) []*Client {
+	cs := make([]*Client, n)
+	for i := range cs {
+		cs[i] = b.client()
+	}
+	return cs
+}
+
+func closeClients(cs []*Client) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
 // parallel runs n jobs on workers goroutines and returns each job's
 // latency; the first error stops the rest.
 func parallel(ctx context.Context, n, workers int, job func(ctx context.Context, w, i int) error) ([]time.Duration, time.Duration, error) {
@@ -203,11 +219,8 @@ func (b *bench) progress(format string, a ...any) {
 func (b *bench) throughput(ctx context.Context) ([]benchResult, error) {
 	cfg := b.cfg
 	var out []benchResult
-	clients := make([]*Client, cfg.Concurrency)
-	for i := range clients {
-		clients[i] = b.client()
-		defer clients[i].Close()
-	}
+	clients := b.clients(cfg.Concurrency)
+	defer closeClients(clients)
 	total := int64(cfg.Files) * cfg.Size
 	for _, repl := range cfg.Replication {
 		dir := fmt.Sprintf("%s/throughput-r%d", b.root, repl)
@@ -250,11 +263,8 @@ func (b *bench) throughput(ctx context.Context) ([]benchResult, error) {
 // small puts then gets many small files with many clients, replication 1.
 func (b *bench) small(ctx context.Context) ([]benchResult, error) {
 	cfg := b.cfg
-	clients := make([]*Client, cfg.SmallConcurrency)
-	for i := range clients {
-		clients[i] = b.client()
-		defer clients[i].Close()
-	}
+	clients := b.clients(cfg.SmallConcurrency)
+	defer closeClients(clients)
 	dir := b.root + "/small"
 	total := int64(cfg.SmallFiles) * cfg.SmallSize
 	b.progress("small: put %d x %s, %d clients", cfg.SmallFiles, humanSize(cfg.SmallSize), cfg.SmallConcurrency)
@@ -285,11 +295,8 @@ func (b *bench) small(ctx context.Context) ([]benchResult, error) {
 // create+complete of empty files, stat (open: the block locations), delete.
 func (b *bench) meta(ctx context.Context) ([]benchResult, error) {
 	cfg := b.cfg
-	clients := make([]*Client, cfg.MetaConcurrency)
-	for i := range clients {
-		clients[i] = b.client()
-		defer clients[i].Close()
-	}
+	clients := b.clients(cfg.MetaConcurrency)
+	defer closeClients(clients)
 	dir := b.root + "/meta"
 	name := func(i int) string { return fmt.Sprintf("%s/d%d/%d", dir, i%100, i) }
 	phases := []struct {
