@@ -2,7 +2,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO      ?= go
 BIN     ?= dfs
 
-.PHONY: build test check demo bench clean
+.PHONY: build test check lint demo bench clean
 
 ## build: the dfs binary, with its version
 build:
@@ -16,6 +16,10 @@ test: check
 check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+## lint: staticcheck (fetched through the Go module proxy; not part of test)
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 ## demo: a local cluster and a put/get round trip
 demo: build
