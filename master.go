@@ -73,6 +73,10 @@ type Master struct {
 	writes    map[uint64]*writeEntry  // puts in progress, by handle
 	writing   map[string]uint64       // path -> handle of its put in progress
 	deletes   map[string][]uint64     // minion id -> blocks it should delete
+	// handed are the deletes given to a minion and not yet confirmed by a
+	// block report that leaves them out: if the heartbeat reply was lost,
+	// the block is deleted again rather than taken for a good replica.
+	handed map[string]map[uint64]bool
 	closed    bool
 
 	// Re-replication and safe mode; see replication.go.
@@ -216,6 +220,7 @@ func (m *Master) load() error {
 	m.writes = make(map[uint64]*writeEntry)
 	m.writing = make(map[string]uint64)
 	m.deletes = make(map[string][]uint64)
+	m.handed = make(map[string]map[uint64]bool)
 	m.copying = make(map[uint64][]pendingCopy)
 	m.corrupt = make(map[uint64][]string)
 	m.copyCmds = make(map[string][]CopyCommand)
@@ -715,7 +720,11 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 	for _, id := range m.deletes[mn.id] {
 		queued[id] = true
 	}
+	for id := range m.handed[mn.id] {
+		queued[id] = true // handed over, perhaps never received
+	}
 	delete(m.deletes, mn.id) // each is in del below, or gone from mn already
+	delete(m.handed, mn.id)
 	var del []uint64
 	for _, r := range report {
 		reported[r.ID] = true
@@ -790,6 +799,12 @@ func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
 	del := m.deletes[mn.id]
 	n := min(len(del), maxDeletesPerHeartbeat)
 	reply.Delete = slices.Clone(del[:n])
+	if n > 0 && m.handed[mn.id] == nil {
+		m.handed[mn.id] = make(map[uint64]bool)
+	}
+	for _, id := range reply.Delete {
+		m.handed[mn.id][id] = true
+	}
 	if n == len(del) {
 		delete(m.deletes, mn.id)
 	} else {

@@ -281,3 +281,42 @@ func TestMaster_Heartbeat_DeleteBatch(t *testing.T) {
 		t.Fatalf("third heartbeat: %d deletes, want 0", got)
 	}
 }
+
+// A delete handed over in a heartbeat reply that the minion never got: its
+// next block report lists the block, which is deleted again, not adopted.
+func TestMaster_Reconcile_LostDeleteNotReadopted(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 3)
+	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	v := m.blocks[ab.BlockID].replicas[0]
+	addr := m.minions[v].addr
+	m.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: addr, Reason: "bad"})
+	if hb := m.heartbeat(&HeartbeatArgs{MinionID: v, Addr: addr, Free: 1 << 40}); !slices.Contains(hb.Delete, ab.BlockID) {
+		t.Fatalf("heartbeat deletes %v, want the bad replica", hb.Delete)
+	}
+	// That reply was lost: the minion still has the block and reports it.
+	reply, err := m.register(&RegisterArgs{MinionID: v, Addr: addr, Free: 1 << 40, Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(m.blocks[ab.BlockID].replicas, v) {
+		t.Error("a replica condemned as corrupt was adopted again")
+	}
+	if !slices.Contains(reply.Delete, ab.BlockID) {
+		t.Errorf("delete = %v, want the bad replica again", reply.Delete)
+	}
+	// Once a report leaves it out, it is forgotten.
+	if _, err := m.register(&RegisterArgs{MinionID: v, Addr: addr, Free: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.handed[v]) != 0 {
+		t.Errorf("handed deletes %v kept after a report without them", m.handed[v])
+	}
+}

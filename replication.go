@@ -140,7 +140,7 @@ func (m *Master) replicate(now time.Time) {
 		targets := m.place(n.want, n.b.size, func(mn *minionEntry) bool {
 			return mn.copies >= m.MaxCopiesPerMinion || slices.Contains(n.b.replicas, mn.id) ||
 				slices.Contains(m.corrupt[n.id], mn.id) || m.isCopying(n.id, mn.id) ||
-				slices.Contains(m.deletes[mn.id], n.id) // a bad copy there is yet to go
+				slices.Contains(m.deletes[mn.id], n.id) || m.handed[mn.id][n.id] // a copy there is yet to go
 		})
 		for i, t := range targets {
 			// Spread the reads of the copies over the sources.
@@ -244,6 +244,7 @@ func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error
 		return nil, fmt.Errorf("%w: unknown minion %s", ErrBadArg, a.MinionID)
 	}
 	m.endCopy(a.BlockID, mn.id)
+	delete(m.handed[mn.id], a.BlockID) // a new copy, not the one deleted before
 	if a.Failed {
 		return &BlockReceivedReply{}, nil
 	}
