@@ -77,7 +77,7 @@ type Master struct {
 	// block report that leaves them out: if the heartbeat reply was lost,
 	// the block is deleted again rather than taken for a good replica.
 	handed map[string]map[uint64]bool
-	closed    bool
+	closed bool
 
 	// Re-replication and safe mode; see replication.go.
 	copying   map[uint64][]pendingCopy // block -> copies asked for
