@@ -200,3 +200,45 @@ func BenchmarkMaster_MillionFiles(b *testing.B) {
 		m2.edits.close()
 	}
 }
+
+// BenchmarkMaster_RPC measures master operations over net/rpc on loopback
+// with 16 callers, each with its own connection, as `dfs bench meta` does.
+func BenchmarkMaster_RPC(b *testing.B) {
+	cl := startCluster(b, 0)
+	const callers = 16
+	clients := make([]*Client, callers)
+	for i := range clients {
+		clients[i] = newTestClient(b, cl)
+	}
+	var n atomic.Int64
+	run := func(b *testing.B, op func(c *Client, i int64) error) {
+		var w atomic.Int64
+		b.SetParallelism(callers / runtime.GOMAXPROCS(0))
+		b.RunParallel(func(pb *testing.PB) {
+			c := clients[w.Add(1)%callers]
+			for pb.Next() {
+				if err := op(c, n.Add(1)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	}
+	b.Run("create+complete", func(b *testing.B) {
+		run(b, func(c *Client, i int64) error {
+			var cr CreateReply
+			if err := c.meta(b.Context(), "Create", &CreateArgs{Path: fmt.Sprintf("/rpc/%d", i)}, &cr); err != nil {
+				return err
+			}
+			return c.meta(b.Context(), "Complete", &CompleteArgs{Handle: cr.Handle}, &Empty{})
+		})
+	})
+	b.Run("open", func(b *testing.B) {
+		mustPut(b, clients[0], "/rpc-open", nil, PutOptions{Force: true})
+		run(b, func(c *Client, _ int64) error {
+			_, err := c.Stat(b.Context(), "/rpc-open")
+			return err
+		})
+	})
+}

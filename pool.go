@@ -165,11 +165,18 @@ func (pc *pendingCall) wait(ctx context.Context, timeout time.Duration) error {
 type deadlineConn struct {
 	net.Conn
 	writeTimeout time.Duration
+	// deadline is the write deadline last set. It is moved only when less
+	// than half of writeTimeout is left: setting it costs more than a
+	// small write. Writes on one connection are serialised by net/rpc.
+	deadline time.Time
 }
 
 func (c *deadlineConn) Write(b []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
-		return 0, err
+	if now := time.Now(); c.deadline.Sub(now) < c.writeTimeout/2 {
+		c.deadline = now.Add(c.writeTimeout)
+		if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
+			return 0, err
+		}
 	}
 	return c.Conn.Write(b)
 }
