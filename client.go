@@ -1,11 +1,13 @@
 // client.go is what `dfs put/get/ls/stat/rm` do: metadata calls to the master
 // and the data path to the minions.
 //
-// put: Create at the master, then for each block AddBlock (which names the
-// block and its pipeline of minions), stream the block to the first minion
-// in packets of up to packetSize with a CRC32C per 512 bytes, several
-// packets in flight, then FinalizeBlock down the pipeline; at the end
-// Complete, which makes the file visible. Any failure abandons the put.
+// put: Create at the master (which hands out the first block with it), then
+// for each further block AddBlock (which names the block and its pipeline of
+// minions); stream the block to the first minion in packets of up to
+// packetSize with a CRC32C per 512 bytes, several packets in flight, then
+// FinalizeBlock down the pipeline while the next block streams (a block of
+// one packet is finalized with it); at the end Complete, which makes the
+// file visible. Any failure abandons the put.
 //
 // get: Stat at the master for the block list, then read each block from its
 // first replica, checking every packet against its checksums before a byte

@@ -31,7 +31,7 @@ import (
 type Master struct {
 	// Addr is the address to listen on, e.g. ":2131" or "127.0.0.1:0".
 	Addr string
-	// Dir holds the metadata image.
+	// Dir holds the metadata: the image and the edit log.
 	Dir string
 	// BlockSize and Replication are the defaults of a put that names none.
 	BlockSize   int64
