@@ -1075,25 +1075,13 @@ func e2eGarbageMaster(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// e2eClosedPort returns a loopback address where nothing listens.
-func e2eClosedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // TestE2E_Errors runs commands that must fail: each exits non-zero, quickly,
 // with one "dfs: " line on stderr and nothing on stdout.
 func TestE2E_Errors(t *testing.T) {
 	t.Parallel()
 	c := e2eStartCluster(t, 1, "--replication", "1")
 	lonely := e2eStartMaster(t, filepath.Join(t.TempDir(), "lonely"), "127.0.0.1:0")
-	closed := e2eClosedPort(t)
+	closed := closedPort(t)
 	garbage := e2eGarbageMaster(t)
 
 	oldData, newData := e2eRandom(1000), e2eRandom(2000)

@@ -60,6 +60,24 @@ func putFile(t *testing.T, m *Master, p string, sizes ...int64) error {
 	return m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: blocks})
 }
 
+// putSmallFile puts a file of one 10-byte block with the given replication
+// and returns the block's id.
+func putSmallFile(t *testing.T, m *Master, p string, replication int) uint64 {
+	t.Helper()
+	cr, err := m.create(&CreateArgs{Path: p, Replication: replication})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	return ab.BlockID
+}
+
 func TestCheckPath(t *testing.T) {
 	for _, p := range []string{"/", "/a", "/a/b.c", "/with space", "/ünïcode"} {
 		if err := checkPath(p); err != nil {
@@ -418,27 +436,20 @@ func TestMaster_Reconcile_FreshReplicaKept(t *testing.T) {
 func TestMaster_Reconcile_QueuedDeleteNotReadopted(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 2)
-	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
-	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
-		t.Fatal(err)
-	}
-	m.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: "127.0.0.1:9001", Reason: "test"})
-	if slices.Contains(m.blocks[ab.BlockID].replicas, "MID-1") {
+	id := putSmallFile(t, m, "/f", 2)
+	m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9001", Reason: "test"})
+	if slices.Contains(m.blocks[id].replicas, "MID-1") {
 		t.Fatal("bad replica still listed")
 	}
 	reply, err := m.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
-		Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}})
+		Blocks: []BlockReport{{ID: id, Size: 10}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(m.blocks[ab.BlockID].replicas, "MID-1") {
+	if slices.Contains(m.blocks[id].replicas, "MID-1") {
 		t.Error("a corrupt replica was adopted again from a block report")
 	}
-	if !slices.Equal(reply.Delete, []uint64{ab.BlockID}) {
+	if !slices.Equal(reply.Delete, []uint64{id}) {
 		t.Errorf("delete = %v, want the corrupt replica", reply.Delete)
 	}
 }

@@ -17,15 +17,7 @@ func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
 	m := newTestMaster(t, dir)
 	addMinions(t, m, 2)               // MID-0 (A), MID-1 (C)
 	m.minions["MID-1"].load = 1 << 30 // C is busier: /f goes to A
-	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 1})
-	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
-		t.Fatal(err)
-	}
-	id := ab.BlockID
+	id := putSmallFile(t, m, "/f", 1)
 	if got := m.blocks[id].replicas; !slices.Equal(got, []string{"MID-0"}) {
 		t.Fatalf("replicas %v", got)
 	}
@@ -65,12 +57,7 @@ func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
 	m := newTestMaster(t, dir)
 	addMinions(t, m, 2)
 	m.minions["MID-1"].load = 1 << 30
-	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 1})
-	ab, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
-	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
-		t.Fatal(err)
-	}
-	id := ab.BlockID
+	id := putSmallFile(t, m, "/f", 1)
 	// (Live history, not persisted: A partitioned, copy to C, A back, A's
 	// replica trimmed. The log still says [MID-0].) kill -9: no checkpoint.
 	m.edits.close()
@@ -96,15 +83,11 @@ func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
 func TestMaster_ReportBad_KeepsLastLiveReplica(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 2)
-	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
-	ab, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
-	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
-		t.Fatal(err)
-	}
+	id := putSmallFile(t, m, "/f", 2)
 	m.minions["MID-1"].lastSeen = time.Now().Add(-time.Hour) // B dead
-	m.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: "127.0.0.1:9000", Reason: "one bad chunk"})
-	if slices.Contains(m.deletes["MID-0"], ab.BlockID) {
-		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.blocks[ab.BlockID].replicas, m.corrupt[ab.BlockID])
+	m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "one bad chunk"})
+	if slices.Contains(m.deletes["MID-0"], id) {
+		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.blocks[id].replicas, m.corrupt[id])
 	}
 }
 
@@ -115,16 +98,12 @@ func TestMaster_Decommission_SurvivesRestart(t *testing.T) {
 	m := newTestMaster(t, dir)
 	addMinions(t, m, 2)
 	m.minions["MID-1"].load = 1 << 30
-	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 1})
-	ab, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
-	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
-		t.Fatal(err)
-	}
+	id := putSmallFile(t, m, "/f", 1)
 	if _, _, err := m.decommission("127.0.0.1:9000"); err != nil {
 		t.Fatal(err)
 	}
 	m.replicate(time.Now())
-	if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-1", BlockID: ab.BlockID, Size: 10}); err != nil {
+	if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-1", BlockID: id, Size: 10}); err != nil {
 		t.Fatal(err)
 	}
 	if r := m.report(); r.Minions[0].State != stateDecommissioned {
@@ -137,13 +116,13 @@ func TestMaster_Decommission_SurvivesRestart(t *testing.T) {
 	m2 := newTestMaster(t, dir)
 	for i, mid := range []string{"MID-0", "MID-1"} {
 		if _, err := m2.register(&RegisterArgs{MinionID: mid, Addr: []string{"127.0.0.1:9000", "127.0.0.1:9001"}[i], Free: 1 << 40,
-			Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}}); err != nil {
+			Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	m2.minions["MID-1"].load += 1 << 30
 	m2.replicate(time.Now())
-	if slices.Contains(m2.deletes["MID-1"], ab.BlockID) {
+	if slices.Contains(m2.deletes["MID-1"], id) {
 		t.Fatalf("the copy made by the drain was trimmed; the block is only on the minion the operator was told is safe to stop")
 	}
 }
@@ -240,25 +219,18 @@ func TestMaster_ReportBad_AfterRestart_ReplicaOnPaper(t *testing.T) {
 	dir := t.TempDir()
 	m := newTestMaster(t, dir)
 	addMinions(t, m, 2)
-	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
-	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
-		t.Fatal(err)
-	}
+	id := putSmallFile(t, m, "/f", 2)
 	if err := m.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
 	m.edits.close()
 	m2 := newTestMaster(t, dir, func(m *Master) { m.DeadAfter = 30 * time.Second })
 	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
-		Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}}); err != nil {
+		Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
 		t.Fatal(err)
 	}
-	m2.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: "127.0.0.1:9000", Reason: "bad chunk"})
-	if slices.Contains(m2.deletes["MID-0"], ab.BlockID) {
+	m2.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "bad chunk"})
+	if slices.Contains(m2.deletes["MID-0"], id) {
 		t.Fatal("the only reported replica was queued for deletion because of one that exists only on paper")
 	}
 }
@@ -287,29 +259,22 @@ func TestMaster_Heartbeat_DeleteBatch(t *testing.T) {
 func TestMaster_Reconcile_LostDeleteNotReadopted(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 3)
-	cr, _ := m.create(&CreateArgs{Path: "/f", Replication: 2})
-	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
-		t.Fatal(err)
-	}
-	v := m.blocks[ab.BlockID].replicas[0]
+	id := putSmallFile(t, m, "/f", 2)
+	v := m.blocks[id].replicas[0]
 	addr := m.minions[v].addr
-	m.reportBad(&ReportBadArgs{BlockID: ab.BlockID, Addr: addr, Reason: "bad"})
-	if hb := m.heartbeat(&HeartbeatArgs{MinionID: v, Addr: addr, Free: 1 << 40}); !slices.Contains(hb.Delete, ab.BlockID) {
+	m.reportBad(&ReportBadArgs{BlockID: id, Addr: addr, Reason: "bad"})
+	if hb := m.heartbeat(&HeartbeatArgs{MinionID: v, Addr: addr, Free: 1 << 40}); !slices.Contains(hb.Delete, id) {
 		t.Fatalf("heartbeat deletes %v, want the bad replica", hb.Delete)
 	}
 	// That reply was lost: the minion still has the block and reports it.
-	reply, err := m.register(&RegisterArgs{MinionID: v, Addr: addr, Free: 1 << 40, Blocks: []BlockReport{{ID: ab.BlockID, Size: 10}}})
+	reply, err := m.register(&RegisterArgs{MinionID: v, Addr: addr, Free: 1 << 40, Blocks: []BlockReport{{ID: id, Size: 10}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(m.blocks[ab.BlockID].replicas, v) {
+	if slices.Contains(m.blocks[id].replicas, v) {
 		t.Error("a replica condemned as corrupt was adopted again")
 	}
-	if !slices.Contains(reply.Delete, ab.BlockID) {
+	if !slices.Contains(reply.Delete, id) {
 		t.Errorf("delete = %v, want the bad replica again", reply.Delete)
 	}
 	// Once a report leaves it out, it is forgotten.
