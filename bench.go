@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -516,11 +517,19 @@ func benchCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "meta-concurrency", Value: 16, Usage: "meta: concurrent callers"},
 			&cli.StringFlag{Name: "dir", Usage: "scratch `DIR` for the local cluster and the baselines (default: the temp dir)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole run (cluster included when local) to `FILE`, for go tool pprof"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := benchFlags(c)
 			if err != nil {
 				return err
+			}
+			if p := c.String("cpuprofile"); p != "" {
+				stop, err := startCPUProfile(p)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			workloads := c.Args().Slice()
 			if len(workloads) == 0 {
@@ -633,4 +642,21 @@ func benchFlags(c *cli.Context) (benchConfig, error) {
 		return cfg, usagef(c, "sizes must be at least 1 byte")
 	}
 	return cfg, nil
+}
+
+// startCPUProfile writes a CPU profile to path until the returned stop is
+// called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
