@@ -36,7 +36,7 @@ func BenchmarkVerifyChecksums(b *testing.B) {
 // BenchmarkBlockStore_WriteFinalize writes 8 MiB blocks in 1 MiB packets,
 // with the fsyncs of finalize.
 func BenchmarkBlockStore_WriteFinalize(b *testing.B) {
-	s, err := openBlockStore(b.TempDir())
+	s, err := openBlockStore(b.TempDir(), DefaultPackMax, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func BenchmarkBlockStore_WriteFinalize(b *testing.B) {
 }
 
 func BenchmarkBlockStore_Read(b *testing.B) {
-	s, err := openBlockStore(b.TempDir())
+	s, err := openBlockStore(b.TempDir(), DefaultPackMax, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

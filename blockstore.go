@@ -22,6 +22,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -84,12 +85,25 @@ func verifyChecksums(data []byte, crcs []uint32, base int64) error {
 // concurrent use.
 type blockStore struct {
 	dir string
+	// packMax is the size of the largest block packed into a volume
+	// (volume.go) when it arrives whole, in one packet; 0 packs none.
+	packMax int64
+	logger  *slog.Logger
 
-	// mu guards blocks, writers and used.
+	// mu guards the fields below, and the accounting of the volumes.
 	mu      sync.Mutex
 	blocks  map[uint64]int64 // finalized block -> size in bytes
 	writers map[uint64]*blockWriter
-	used    int64 // bytes of finalized blocks
+	used    int64                // bytes of finalized blocks
+	packed  map[uint64]packedLoc // the finalized blocks kept in volumes
+	volumes map[uint32]*volume
+	// activeVol is the volume appended to, or the last one if rolled.
+	activeVol *volume
+
+	pack        *packer
+	compactWake chan struct{}
+	compactDone chan struct{}
+	closeOnce   sync.Once
 }
 
 // blockWriter is a block being received into tmp/.
@@ -106,9 +120,11 @@ type blockWriter struct {
 }
 
 // openBlockStore opens (creating if needed) the store in dir, removes what an
-// earlier process left in tmp/ and indexes the finalized blocks.
-func openBlockStore(dir string) (*blockStore, error) {
-	s := &blockStore{dir: dir, blocks: make(map[uint64]int64), writers: make(map[uint64]*blockWriter)}
+// earlier process left in tmp/ and indexes the finalized blocks. Blocks of
+// up to packMax bytes that arrive whole are packed into volumes.
+func openBlockStore(dir string, packMax int64, logger *slog.Logger) (*blockStore, error) {
+	s := &blockStore{dir: dir, packMax: packMax, logger: logger, blocks: make(map[uint64]int64),
+		writers: make(map[uint64]*blockWriter), packed: make(map[uint64]packedLoc), volumes: make(map[uint32]*volume)}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
 	}
@@ -144,6 +160,9 @@ func openBlockStore(dir string) (*blockStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index blocks in %s: %w", dir, err)
 	}
+	if err := s.openVolumes(); err != nil {
+		return nil, fmt.Errorf("index volumes in %s: %w", dir, err)
+	}
 	return s, nil
 }
 
@@ -178,11 +197,7 @@ func (s *blockStore) writer(id uint64) (*blockWriter, error) {
 		os.Remove(tmp)
 		return nil, err
 	}
-	var hdr [metaHeaderSize]byte
-	copy(hdr[:], metaMagic[:])
-	binary.BigEndian.PutUint32(hdr[4:], metaVersion)
-	binary.BigEndian.PutUint32(hdr[8:], bytesPerChecksum)
-	if _, err := meta.Write(hdr[:]); err != nil {
+	if _, err := meta.Write(metaHeader()); err != nil {
 		data.Close()
 		meta.Close()
 		os.Remove(tmp)
@@ -192,6 +207,52 @@ func (s *blockStore) writer(id uint64) (*blockWriter, error) {
 	w := &blockWriter{id: id, data: data, meta: meta, lastUsed: time.Now()}
 	s.writers[id] = w
 	return w, nil
+}
+
+// metaHeader is the header of a .meta file.
+func metaHeader() []byte {
+	hdr := make([]byte, metaHeaderSize)
+	copy(hdr, metaMagic[:])
+	binary.BigEndian.PutUint32(hdr[4:], metaVersion)
+	binary.BigEndian.PutUint32(hdr[8:], bytesPerChecksum)
+	return hdr
+}
+
+// crcBytes encodes crcs as stored.
+func crcBytes(crcs []uint32) []byte {
+	buf := make([]byte, 4*len(crcs))
+	for i, c := range crcs {
+		binary.BigEndian.PutUint32(buf[4*i:], c)
+	}
+	return buf
+}
+
+// put stores block id, whole in data, checked against crcs, and makes it
+// durable: packed into a volume if it is small, else as a file.
+func (s *blockStore) put(id uint64, data []byte, crcs []uint32) error {
+	if len(data) == 0 {
+		return s.finalize(id, 0)
+	}
+	if int64(len(data)) > s.packMax {
+		if err := s.write(id, 0, data, crcs); err != nil {
+			return err
+		}
+		return s.finalize(id, int64(len(data)))
+	}
+	if len(data) > packetSize {
+		return fmt.Errorf("%w: packet of %d bytes", ErrBadArg, len(data))
+	}
+	if err := verifyChecksums(data, crcs, 0); err != nil {
+		return err
+	}
+	if s.has(id) {
+		return fmt.Errorf("block %s already stored", blockName(id))
+	}
+	s.abort(id) // what an earlier, failed attempt left
+	if err := s.packBlock(id, data, crcs); err != nil {
+		return fmt.Errorf("store %s: %w", blockName(id), err)
+	}
+	return nil
 }
 
 // write stores one packet of block id at off after checking it against crcs.
@@ -212,11 +273,7 @@ func (s *blockStore) write(id uint64, off int64, data []byte, crcs []uint32) err
 	if _, err := w.data.WriteAt(data, off); err != nil {
 		return err
 	}
-	buf := make([]byte, 4*len(crcs))
-	for i, c := range crcs {
-		binary.BigEndian.PutUint32(buf[4*i:], c)
-	}
-	if _, err := w.meta.WriteAt(buf, metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
+	if _, err := w.meta.WriteAt(crcBytes(crcs), metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
 		return err
 	}
 
@@ -402,9 +459,15 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 		return nil, nil, fmt.Errorf("%w: offset %d past the end of %s (%d bytes)", ErrBadArg, off, blockName(id), size)
 	}
 	length = min(length, size-off)
-	path := s.dataPath(id)
-
 	data := getPacketBuf()[:length] // length <= packetSize; see ReadBlockReply.release
+	if crcs, ok, err := s.readPacked(id, size, off, data); ok {
+		if err != nil {
+			putPacketBuf(data)
+			return nil, nil, err
+		}
+		return data, crcs, nil
+	}
+	path := s.dataPath(id)
 	if err := readAt(path, data, off); err != nil {
 		putPacketBuf(data)
 		return nil, nil, err
@@ -412,6 +475,7 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 	n := (length + bytesPerChecksum - 1) / bytesPerChecksum
 	raw := make([]byte, metaHeaderSize+4*n)
 	if err := readAt(path+".meta", raw[:metaHeaderSize], 0); err != nil {
+		putPacketBuf(data)
 		return nil, nil, err
 	}
 	if [4]byte(raw[:4]) != metaMagic || binary.BigEndian.Uint32(raw[4:]) != metaVersion || binary.BigEndian.Uint32(raw[8:]) != bytesPerChecksum {
@@ -470,20 +534,29 @@ func readAt(path string, buf []byte, off int64) error {
 	return nil
 }
 
-// forget takes block id out of the index and reports whether it was there.
-func (s *blockStore) forget(id uint64) bool {
+// forget takes block id out of the index and reports whether it was there
+// and whether it was packed: then its tombstone is written.
+func (s *blockStore) forget(id uint64) (found, packed bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	size, ok := s.blocks[id]
 	delete(s.blocks, id)
 	s.used -= size
-	return ok
+	packed = s.unpackLocked(id, size)
+	s.mu.Unlock()
+	if packed {
+		s.tombstone(id)
+	}
+	return ok, packed
 }
 
 // remove deletes block id. Removing a block that is not there is not an error.
 func (s *blockStore) remove(id uint64) error {
-	if !s.forget(id) {
+	found, packed := s.forget(id)
+	if !found {
 		s.abort(id)
+		return nil
+	}
+	if packed {
 		return nil
 	}
 	p := s.dataPath(id)
@@ -500,12 +573,15 @@ func (s *blockStore) remove(id uint64) error {
 // quarantine moves block id out of the store into DIR/corrupt/, where an
 // operator may still salvage it; the minion stops serving and reporting it.
 func (s *blockStore) quarantine(id uint64) error {
-	if !s.forget(id) {
-		return nil
-	}
 	dir := filepath.Join(s.dir, "corrupt")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	if err := s.unpackTo(id, dir); err != nil {
+		return err
+	}
+	if found, packed := s.forget(id); !found || packed {
+		return nil
 	}
 	p := s.dataPath(id)
 	for _, suffix := range []string{"", ".meta"} {
@@ -514,6 +590,21 @@ func (s *blockStore) quarantine(id uint64) error {
 		}
 	}
 	return nil
+}
+
+// unpackTo writes packed block id, as it is, to dir as a block file and its
+// .meta, for an operator to salvage. It does nothing if id is not packed.
+func (s *blockStore) unpackTo(id uint64, dir string) error {
+	s.mu.Lock()
+	size, ok := s.blocks[id]
+	s.mu.Unlock()
+	data := make([]byte, size)
+	crcs, packed, err := s.readPacked(id, size, 0, data)
+	if !ok || !packed || err != nil {
+		return err
+	}
+	p := filepath.Join(dir, blockName(id))
+	return errors.Join(os.WriteFile(p, data, 0o644), os.WriteFile(p+".meta", append(metaHeader(), crcBytes(crcs)...), 0o644))
 }
 
 // report lists the finalized blocks.
@@ -562,4 +653,5 @@ func (s *blockStore) close() {
 	for _, w := range ws {
 		w.abort()
 	}
+	s.closeVolumes()
 }

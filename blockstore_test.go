@@ -36,7 +36,7 @@ func mustOpenStore(t *testing.T) *blockStore {
 // mustReopenStore opens the store in dir, as a minion does when it starts.
 func mustReopenStore(t *testing.T, dir string) *blockStore {
 	t.Helper()
-	s, err := openBlockStore(dir)
+	s, err := openBlockStore(dir, 0, testLogger(t))
 	if err != nil {
 		t.Fatalf("openBlockStore(%s): %v", dir, err)
 	}
@@ -755,7 +755,7 @@ func TestBlockStore_Expire(t *testing.T) {
 func TestBlockStore_Finalize_ConcurrentExpire(t *testing.T) {
 	knownBug(t, "finalize (w.mu then s.mu) and expire (s.mu then w.mu) lock in opposite orders and deadlock")
 	// No close at cleanup: after a deadlock it would block on s.mu too.
-	s, err := openBlockStore(t.TempDir())
+	s, err := openBlockStore(t.TempDir(), 0, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,6 +108,7 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 	defer stopRenew()
 
 	bufs := &packetBufs{size: int(min(packetSize, cr.BlockSize))}
+	defer bufs.release()
 	var blocks []BlockInfo
 	var failed []string // minions dropped from a pipeline: not asked again
 	var inflight []chan finalized
@@ -142,6 +143,7 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 			return size, fmt.Errorf("read input: %w", err)
 		}
 		if n == 0 {
+			bufs.put(buf)
 			break
 		}
 		var ab AddBlockReply
@@ -270,6 +272,8 @@ type outPacket struct {
 }
 
 // packetBufs recycles packet buffers: a put holds at most packetWindow+1.
+// Whole packet buffers come from, and go back to, the process-wide
+// packetPool, so that many small puts do not each clear a fresh megabyte.
 type packetBufs struct {
 	size int
 	free [][]byte
@@ -281,10 +285,21 @@ func (b *packetBufs) get() []byte {
 		b.free = b.free[:n-1]
 		return buf
 	}
+	if b.size == packetSize {
+		return getPacketBuf()
+	}
 	return make([]byte, b.size)
 }
 
 func (b *packetBufs) put(buf []byte) { b.free = append(b.free, buf[:cap(buf)]) }
+
+// release hands the free buffers back to packetPool.
+func (b *packetBufs) release() {
+	for _, buf := range b.free {
+		putPacketBuf(buf)
+	}
+	b.free = nil
+}
 
 // finalized is the outcome of a block's finalize: the block with the
 // minions that hold it, and the pipeline it was given.

@@ -229,7 +229,7 @@ func TestCluster_Get_FallsBackToNextReplica(t *testing.T) {
 		fi, _ := c.Stat(t.Context(), "/f")
 		b := fi.Blocks[1]
 		mn := minionAt(t, cl, b.Replicas[0])
-		flipByte(t, mn.store.dataPath(b.ID), 1000)
+		flipBlockByte(t, mn.store, b.ID, 1000)
 		mustGet(t, c, "/f", data)
 	})
 	t.Run("MissingBlockFile", func(t *testing.T) {
@@ -256,7 +256,7 @@ func TestCluster_Get_AllReplicasBad(t *testing.T) {
 	fi, _ := c.Stat(t.Context(), "/f")
 	b := fi.Blocks[1]
 	for _, addr := range b.Replicas {
-		flipByte(t, minionAt(t, cl, addr).store.dataPath(b.ID), testBlockSize-1)
+		flipBlockByte(t, minionAt(t, cl, addr).store, b.ID, testBlockSize-1)
 	}
 	var out bytes.Buffer
 	_, err := c.Get(t.Context(), "/f", &out)
@@ -811,7 +811,7 @@ func TestCluster_CorruptReplica_Repaired(t *testing.T) {
 			fi, _ := c.Stat(t.Context(), "/f")
 			b := fi.Blocks[0]
 			bad := b.Replicas[0]
-			flipByte(t, minionAt(t, cl, bad).store.dataPath(b.ID), 100)
+			flipBlockByte(t, minionAt(t, cl, bad).store, b.ID, 100)
 			if how == "Reader" {
 				mustGet(t, c, "/f", data)
 			}

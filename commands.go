@@ -96,6 +96,7 @@ func minionCommand(e *env) *cli.Command {
 			&cli.DurationFlag{Name: "report-interval", Value: DefaultReportInterval, Usage: "interval of full block reports"},
 			&cli.DurationFlag{Name: "scrub-interval", Value: DefaultScrubInterval, Usage: "start a pass re-reading every block this often (0: no scrubbing)"},
 			&cli.StringFlag{Name: "scrub-rate", Value: "32MiB", Usage: "most bytes a second the scrubber reads"},
+			&cli.StringFlag{Name: "pack-max", Value: "1MiB", Usage: "pack blocks of up to `SIZE` that arrive in one packet into shared volume files (0: a file per block; at most 1MiB)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -122,6 +123,11 @@ func minionCommand(e *env) *cli.Command {
 				return usagef(c, "--scrub-rate: bad rate %q", c.String("scrub-rate"))
 			}
 			m.ScrubRate = rate
+			packMax, err := parseSize(c.String("pack-max"))
+			if err != nil || packMax > DefaultPackMax {
+				return usagef(c, "--pack-max: want a size of at most 1MiB, not %q", c.String("pack-max"))
+			}
+			m.PackMax = packMax
 			m.Logger = e.logger
 			if err := m.Start(); err != nil {
 				return err

@@ -630,10 +630,16 @@ func e2eSameBytes(t *testing.T, what string, got, want []byte) {
 
 var e2eCastagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// e2eBlockFiles maps the name of every file below dir/blocks to its size.
+// e2eBlockFiles maps the name of every file below dir/blocks to its size,
+// and of every block packed in a volume too: blk_<id> to the block's size,
+// and blk_<id>.meta for the checksums in its record.
 func e2eBlockFiles(t *testing.T, dir string) map[string]int64 {
 	t.Helper()
 	out := make(map[string]int64)
+	for id, b := range volumeBlocks(t, dir) {
+		out[blockName(id)] = b.size
+		out[blockName(id)+".meta"] = 4 * ((b.size + bytesPerChecksum - 1) / bytesPerChecksum)
+	}
 	err := filepath.WalkDir(filepath.Join(dir, "blocks"), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

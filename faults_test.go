@@ -24,6 +24,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -178,17 +180,60 @@ func faultWaitHealthy(t *testing.T, master string, timeout time.Duration, what s
 
 // ---- minion dirs ----
 
-// faultBlockPath is where a minion with dir keeps the data of block id
-// (named as in stat --json): blocks/XX/blk_<id>, XX its low byte.
-func faultBlockPath(dir, id string) string {
-	return filepath.Join(dir, "blocks", id[len(id)-2:], id)
+// faultReadBlock returns the bytes of block name (as stat --json names it)
+// that the minion with dir stores, in a file or a volume, if it has it.
+func faultReadBlock(t *testing.T, dir, name string) ([]byte, bool) {
+	t.Helper()
+	id := faultBlockID(t, name)
+	got, err := os.ReadFile((&blockStore{dir: dir}).dataPath(id))
+	if err == nil {
+		return got, true
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	b, ok := volumeBlocks(t, dir)[id]
+	if !ok {
+		return nil, false
+	}
+	f, err := os.Open(b.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got = make([]byte, b.size)
+	if _, err := f.ReadAt(got, b.off); err != nil {
+		t.Fatal(err)
+	}
+	return got, true
+}
+
+// faultFlipBlockByte inverts byte off of block name in the minion dir.
+func faultFlipBlockByte(t *testing.T, dir, name string, off int64) {
+	t.Helper()
+	path, base := blockDataAt(t, dir, faultBlockID(t, name))
+	flipByte(t, path, base+off)
+}
+
+func faultBlockID(t *testing.T, name string) uint64 {
+	t.Helper()
+	id, ok := parseBlockName(name)
+	if !ok {
+		t.Fatalf("%q is not a block name", name)
+	}
+	return id
 }
 
 // faultBlocksOn lists the block data files and checksum files below
-// dir/blocks by block name. Unlike e2eBlockFiles it stats nothing, so a
-// file that a minion deletes during the walk is simply missed.
+// dir/blocks by block name, and the blocks packed in volumes (as both).
+// Unlike e2eBlockFiles it stats nothing, so a file that a minion deletes
+// during the walk is simply missed.
 func faultBlocksOn(t *testing.T, dir string) (data, meta []string) {
 	t.Helper()
+	for id := range volumeBlocks(t, dir) {
+		data = append(data, blockName(id))
+		meta = append(meta, blockName(id))
+	}
 	subs, err := os.ReadDir(filepath.Join(dir, "blocks"))
 	if err != nil {
 		t.Fatalf("read %s/blocks: %v", dir, err)
@@ -259,12 +304,9 @@ func faultBlockData(fi e2eFileJSON, i int, data []byte) []byte {
 func faultDiskCopies(t *testing.T, c *e2eCluster, id string, want []byte) (good, bad []string) {
 	t.Helper()
 	for _, m := range c.minions {
-		got, err := os.ReadFile(faultBlockPath(m.dir, id))
-		if errors.Is(err, fs.ErrNotExist) {
+		got, ok := faultReadBlock(t, m.dir, id)
+		if !ok {
 			continue
-		}
-		if err != nil {
-			t.Fatal(err)
 		}
 		if e2eSHA(got) == e2eSHA(want) {
 			good = append(good, m.addr)
@@ -623,7 +665,7 @@ func faultCorruptAndWait(t *testing.T, c *e2eCluster, data []byte, k int, read b
 	b := fi.Blocks[k]
 	want := faultBlockData(fi, k, data)
 	bad := c.minionAt(t, b.Replicas[0])
-	flipByte(t, faultBlockPath(bad.dir, b.ID), b.Size/2)
+	faultFlipBlockByte(t, bad.dir, b.ID, b.Size/2)
 	if _, spoiled := faultDiskCopies(t, c, b.ID, want); !slices.Equal(spoiled, []string{bad.addr}) {
 		t.Fatalf("after flipping a byte on %s, the bad copies are %v", bad.addr, spoiled)
 	}
@@ -710,7 +752,7 @@ func TestFault_CorruptReplica_MinionRestartBeforeHeartbeat(t *testing.T) {
 	if b.Replicas[0] != bad.addr {
 		t.Fatalf("replicas %v: the restarted %s is not the first any more", b.Replicas, bad.addr)
 	}
-	flipByte(t, faultBlockPath(bad.dir, b.ID), b.Size/2)
+	faultFlipBlockByte(t, bad.dir, b.ID, b.Size/2)
 	r := e2eMustDFS(t, c.addr(), nil, "get", "/f")
 	if e2eSHA(r.stdout) != e2eSHA(data) || !bytes.Contains(r.stderr, []byte("replica failed")) {
 		t.Fatalf("get /f with a corrupt first replica: sha256 %s (want %s), want a warning: %v", e2eSHA(r.stdout), e2eSHA(data), r)
@@ -1174,4 +1216,70 @@ func TestFault_Fsck_ExitCodes(t *testing.T) {
 		t.Errorf("fsck /one: stdout %q", r.stdout)
 	}
 	e2eMustFail(t, e2eDFS(t, c.addr(), nil, "fsck", "/nope"), "not found")
+}
+
+// TestFault_Minion_KilledDuringSmallPuts kills -9 the only minion while
+// several clients put small files, which it packs into a volume with group
+// commits: after it restarts, every put that succeeded reads back whole,
+// and no failed put left a file behind that reads wrong.
+func TestFault_Minion_KilledDuringSmallPuts(t *testing.T) {
+	t.Parallel()
+	c := faultStartCluster(t, 1, faultMinionFlags)
+	bin := e2eBinary(t)
+	type outcome struct {
+		path string
+		data []byte
+		ok   bool
+	}
+	results := make(chan outcome, 10000)
+	var acked atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				p := fmt.Sprintf("/small/w%d-%04d", w, i)
+				data := e2eRandom(1 + (w*7919+i*104729)%20000)
+				ctx, cancel := context.WithTimeout(context.Background(), e2eCmdTimeout)
+				cmd := exec.CommandContext(ctx, bin, "put", "--master", c.addr(), "--replication", "1", "-", p)
+				cmd.Env = e2eEnv()
+				cmd.Stdin = bytes.NewReader(data)
+				err := cmd.Run()
+				cancel()
+				results <- outcome{p, data, err == nil}
+				if err != nil {
+					return // the minion is gone
+				}
+				acked.Add(1)
+			}
+		})
+	}
+	waitFor(t, e2eWaitTimeout, "20 small puts to succeed", func() bool { return acked.Load() >= 20 })
+	c.minions[0].kill9(t)
+	close(stop)
+	wg.Wait()
+	close(results)
+	c.minions[0] = e2eStartMinion(t, c.minionDir(0), c.master, e2eHeartbeat, faultMinionFlags...)
+
+	good := map[string][]byte{}
+	var failed []outcome
+	for r := range results {
+		if r.ok {
+			good[r.path] = r.data
+		} else {
+			failed = append(failed, r)
+		}
+	}
+	t.Logf("%d puts succeeded before the kill, %d failed", len(good), len(failed))
+	faultGetAll(t, c.addr(), good)
+	for _, r := range failed {
+		if g := e2eDFS(t, c.addr(), nil, "get", r.path); g.code == 0 && !bytes.Equal(g.stdout, r.data) {
+			t.Errorf("failed put of %s left a file of %d bytes that are not the ones put", r.path, len(g.stdout))
+		}
+	}
 }

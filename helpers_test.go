@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -134,4 +137,72 @@ func flipBit(t testing.TB, path string, off int64, mask byte) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// flipBlockByte inverts byte off of block id in s, wherever s keeps it: in
+// its own file or in a record of a volume.
+func flipBlockByte(t testing.TB, s *blockStore, id uint64, off int64) {
+	t.Helper()
+	path, base := blockDataAt(t, s.dir, id)
+	flipByte(t, path, base+off)
+}
+
+// blockDataAt returns the file that holds the data of block id in the
+// store in dir, and the offset of the block's first byte in it.
+func blockDataAt(t testing.TB, dir string, id uint64) (path string, off int64) {
+	t.Helper()
+	s := &blockStore{dir: dir}
+	if _, err := os.Stat(s.dataPath(id)); err == nil {
+		return s.dataPath(id), 0
+	}
+	b, ok := volumeBlocks(t, dir)[id]
+	if !ok {
+		t.Fatalf("block %s is in no file or volume of %s", blockName(id), dir)
+	}
+	return b.path, b.off
+}
+
+// packedAt is where a packed block's data is: a volume and an offset.
+type packedAt struct {
+	path      string
+	off, size int64
+}
+
+// volumeBlocks lists the blocks packed in the volumes of the store in dir,
+// as a minion would index them. It reads the files itself, so it works on
+// the dir of a minion in another process, even a running one.
+func volumeBlocks(t testing.TB, dir string) map[uint64]packedAt {
+	t.Helper()
+	out := make(map[uint64]packedAt)
+	vols, err := filepath.Glob(filepath.Join(dir, "volumes", "vol_*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range vols {
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // compacted away meanwhile
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Damaged data counts: tests look for the replicas they damaged.
+		sc := &volumeScan{f: f, size: fi.Size(), headersOnly: true}
+		_, err = sc.scan(filepath.Base(p), slog.New(slog.DiscardHandler), func(h volumeHeader, at int64) {
+			if h.kind == recDelete {
+				delete(out, h.id)
+			} else {
+				out[h.id] = packedAt{path: p, off: at + volumeHeaderSize, size: h.size}
+			}
+		})
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }

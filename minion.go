@@ -46,7 +46,10 @@ type Minion struct {
 	// block, reading at most ScrubRate bytes a second; 0 turns it off.
 	ScrubInterval time.Duration
 	ScrubRate     int64
-	Logger        *slog.Logger
+	// PackMax is the largest block packed into a volume file (volume.go)
+	// when it arrives whole, in one packet; 0 gives every block its own file.
+	PackMax int64
+	Logger  *slog.Logger
 
 	lock   *dirLock
 	store  *blockStore
@@ -77,7 +80,7 @@ type identity struct {
 // NewMinion returns a minion with the default settings. It does no I/O.
 func NewMinion(dir, listen, master string) *Minion {
 	return &Minion{Dir: dir, Listen: listen, MasterAddr: master, Logger: slog.Default(),
-		ReportInterval: DefaultReportInterval, ScrubInterval: DefaultScrubInterval, ScrubRate: DefaultScrubRate}
+		ReportInterval: DefaultReportInterval, ScrubInterval: DefaultScrubInterval, ScrubRate: DefaultScrubRate, PackMax: DefaultPackMax}
 }
 
 // Start opens the dir, starts serving and registers with the master. A
@@ -101,7 +104,7 @@ func (m *Minion) Start() (err error) {
 	if m.ident, err = loadIdentity(m.Dir); err != nil {
 		return err
 	}
-	if m.store, err = openBlockStore(m.Dir); err != nil {
+	if m.store, err = openBlockStore(m.Dir, m.PackMax, m.Logger); err != nil {
 		return err
 	}
 	m.pool = newPool()
@@ -387,9 +390,7 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	case m.store.sizeOf(a.BlockID) == int64(len(a.Data)):
 		// Sent again after a pipeline recovery: finalized here already.
 	default:
-		if err = m.store.write(a.BlockID, 0, a.Data, a.CRCs); err == nil {
-			err = m.store.finalize(a.BlockID, int64(len(a.Data)))
-		}
+		err = m.store.put(a.BlockID, a.Data, a.CRCs)
 	}
 	if fwd != nil {
 		if ferr := fwd.wait(m.ctx, timeout); ferr != nil {

@@ -51,12 +51,23 @@ func (m *Minion) copyBlock(cmd CopyCommand) error {
 		m.store.abort(cmd.BlockID)
 		var off int64
 		var sum uint32
+		// A block of one packet is checked whole and then stored with
+		// put (packed, if small); a larger one is written as it comes.
+		var whole []byte
+		var crcList []uint32
 		err := readBlockRange(m.ctx, m.pool, src, cmd.BlockID, cmd.Size, &off, func(data []byte, crcs []uint32) error {
 			sum = crc32.Update(sum, castagnoli, data)
+			if cmd.Size <= packetSize {
+				whole, crcList = append(whole, data...), append(crcList, crcs...)
+				return nil
+			}
 			return m.store.write(cmd.BlockID, off, data, crcs)
 		})
 		if err == nil && sum != cmd.CRC {
 			err = fmt.Errorf("%w: whole-block CRC32C %08x, want %08x", ErrChecksum, sum, cmd.CRC)
+		}
+		if err == nil && cmd.Size <= packetSize {
+			return m.store.put(cmd.BlockID, whole, crcList)
 		}
 		if err == nil {
 			return m.store.finalize(cmd.BlockID, cmd.Size)

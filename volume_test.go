@@ -1,0 +1,391 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// mustOpenPackedStore opens the store in dir packing blocks of up to 1 MiB,
+// as a minion does by default, and closes it at cleanup.
+func mustOpenPackedStore(t *testing.T, dir string) *blockStore {
+	t.Helper()
+	s, err := openBlockStore(dir, DefaultPackMax, testLogger(t))
+	if err != nil {
+		t.Fatalf("openBlockStore(%s): %v", dir, err)
+	}
+	t.Cleanup(s.close)
+	return s
+}
+
+func mustPutBlock(t *testing.T, s *blockStore, id uint64, data []byte) {
+	t.Helper()
+	if err := s.put(id, data, checksums(nil, data)); err != nil {
+		t.Fatalf("put %s: %v", blockName(id), err)
+	}
+}
+
+// readBlock reads block id whole from s, packet by packet, checking it.
+func readBlock(s *blockStore, id uint64) ([]byte, error) {
+	size := s.sizeOf(id)
+	if size < 0 {
+		return nil, fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
+	}
+	var out []byte
+	for off := int64(0); off < size; off += packetSize {
+		data, crcs, err := s.read(id, off, packetSize)
+		if err != nil {
+			return nil, err
+		}
+		if err := verifyChecksums(data, crcs, off); err != nil {
+			return nil, err
+		}
+		out = append(out, data...)
+		putPacketBuf(data)
+	}
+	return out, nil
+}
+
+// checkBlocks fails unless s holds exactly want, byte for byte.
+func checkBlocks(t *testing.T, s *blockStore, want map[uint64][]byte) {
+	t.Helper()
+	if _, n := s.usage(); n != len(want) {
+		t.Errorf("store holds %d blocks, want %d", n, len(want))
+	}
+	for id, data := range want {
+		got, err := readBlock(s, id)
+		if err != nil {
+			t.Errorf("read %s: %v", blockName(id), err)
+		} else if !bytes.Equal(got, data) {
+			t.Errorf("read %s: %d bytes differ from the %d put", blockName(id), len(got), len(data))
+		}
+	}
+}
+
+func volumePaths(t *testing.T, dir string) []string {
+	t.Helper()
+	ps, err := filepath.Glob(filepath.Join(dir, "volumes", "vol_*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+func TestVolume_PutReadRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	want := map[uint64][]byte{}
+	sizes := []int{1, 511, 512, 513, 4096, 64 << 10, packetSize}
+	for i, n := range sizes {
+		id := uint64(100 + i)
+		want[id] = blockBytes(byte(i), n)
+		mustPutBlock(t, s, id, want[id])
+	}
+	// Past the packing limit: a file of its own, as before.
+	s2, err := openBlockStore(t.TempDir(), 4096, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.close()
+	mustPutBlock(t, s2, 1, blockBytes(1, 8192))
+	if _, err := os.Stat(s2.dataPath(1)); err != nil {
+		t.Errorf("a block over --pack-max is not a file: %v", err)
+	}
+
+	checkBlocks(t, s, want)
+	if got := len(volumePaths(t, dir)); got != 1 {
+		t.Errorf("%d volume files, want 1", got)
+	}
+	if files := filesUnder(t, filepath.Join(dir, "blocks")); len(files) != 0 {
+		t.Errorf("packed blocks left files: %v", files)
+	}
+	if err := s.put(100, want[100], checksums(nil, want[100])); err == nil {
+		t.Error("a second put of a stored block succeeded")
+	}
+	s.close()
+
+	s = mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, want)
+	// Appends after a restart go to a new volume; both are read.
+	want[200] = blockBytes(9, 3000)
+	mustPutBlock(t, s, 200, want[200])
+	s.close()
+	s = mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, want)
+}
+
+// A put whose checksums do not match is refused and stores nothing.
+func TestVolume_PutBadChecksums(t *testing.T) {
+	s := mustOpenPackedStore(t, t.TempDir())
+	data := blockBytes(1, 2000)
+	crcs := checksums(nil, data)
+	crcs[2] ^= 1
+	if err := s.put(1, data, crcs); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("put with a bad checksum: %v, want ErrChecksum", err)
+	}
+	if s.has(1) {
+		t.Fatal("the block is stored all the same")
+	}
+}
+
+// What a crash or a bad disk leaves in a volume, and what a restart keeps.
+func TestVolume_DamageAtLoad(t *testing.T) {
+	const n = 5
+	rec := recordSize(1000)
+	tests := []struct {
+		name string
+		harm func(t *testing.T, path string)
+		lost []int // blocks (0..n-1) that must be gone after the restart
+		// size of the volume after the restart, in records; -1: unchanged
+		records int
+	}{
+		{"TornLastRecord", func(t *testing.T, p string) { truncate(t, p, (n-1)*rec+rec/2) }, []int{n - 1}, n - 1},
+		{"TornLastHeader", func(t *testing.T, p string) { truncate(t, p, (n-1)*rec+10) }, []int{n - 1}, n - 1},
+		{"GarbageAfterEnd", func(t *testing.T, p string) { appendBytes(t, p, bytes.Repeat([]byte{0xab}, 100)) }, nil, n},
+		{"HalfARecordOfZeros", func(t *testing.T, p string) { appendBytes(t, p, make([]byte, rec/2)) }, nil, n},
+		{"BadDataInLastRecord", func(t *testing.T, p string) { flipByte(t, p, (n-1)*rec+volumeHeaderSize+7) }, []int{n - 1}, n - 1},
+		{"BadDataInTheMiddle", func(t *testing.T, p string) { flipByte(t, p, 2*rec+volumeHeaderSize+999) }, []int{2}, n},
+		{"BadChecksumInTheMiddle", func(t *testing.T, p string) { flipByte(t, p, 2*rec+rec-1) }, []int{2}, n},
+		{"BadHeaderInTheMiddle", func(t *testing.T, p string) { flipByte(t, p, 1*rec+9) }, []int{1}, n},
+		{"BadMagicInTheMiddle", func(t *testing.T, p string) { flipByte(t, p, 3*rec) }, []int{3}, n},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := mustOpenPackedStore(t, dir)
+			want := map[uint64][]byte{}
+			for i := range n {
+				want[uint64(i+1)] = blockBytes(byte(i), 1000)
+				mustPutBlock(t, s, uint64(i+1), want[uint64(i+1)])
+			}
+			s.close()
+			p := volumePaths(t, dir)[0]
+			tt.harm(t, p)
+			for _, i := range tt.lost {
+				delete(want, uint64(i+1))
+			}
+			s = mustOpenPackedStore(t, dir)
+			checkBlocks(t, s, want)
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := int64(tt.records) * rec; fi.Size() != want {
+				t.Errorf("volume is %d bytes after the restart, want %d (%d records)", fi.Size(), want, tt.records)
+			}
+			// The store goes on: a new block, and another restart.
+			want[99] = blockBytes(99, 700)
+			mustPutBlock(t, s, 99, want[99])
+			s.close()
+			s = mustOpenPackedStore(t, dir)
+			checkBlocks(t, s, want)
+		})
+	}
+}
+
+func truncate(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func appendBytes(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Deleted blocks stay deleted across a restart, and the space of a volume
+// that is mostly garbage comes back while its live blocks stay readable.
+func TestVolume_RemoveAndCompact(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	want := map[uint64][]byte{}
+	const n = 100 // 100 x 64 KiB: 6.4 MiB in one volume
+	for i := range n {
+		id := uint64(i + 1)
+		want[id] = blockBytes(byte(i), 64<<10)
+		mustPutBlock(t, s, id, want[id])
+	}
+	first := volumePaths(t, dir)[0]
+	kept := maps.Clone(want) // the readers' own: want changes below
+
+	// Readers all along: a block that moves stays readable.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var readErrs []error
+	var mu sync.Mutex
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := uint64(n - (i+g)%10) // among the kept ones
+				got, err := readBlock(s, id)
+				if err == nil && !bytes.Equal(got, kept[id]) {
+					err = fmt.Errorf("%s: wrong bytes", blockName(id))
+				}
+				if err != nil {
+					mu.Lock()
+					readErrs = append(readErrs, err)
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	for i := range n - 10 {
+		id := uint64(i + 1)
+		if err := s.remove(id); err != nil {
+			t.Fatalf("remove %s: %v", blockName(id), err)
+		}
+		delete(want, id)
+	}
+	waitFor(t, 10*time.Second, "the first volume compacted away", func() bool {
+		_, err := os.Stat(first)
+		return errors.Is(err, os.ErrNotExist)
+	})
+	close(stop)
+	wg.Wait()
+	for _, err := range readErrs {
+		t.Errorf("read during compaction: %v", err)
+	}
+	checkBlocks(t, s, want)
+	var total int64
+	for _, p := range volumePaths(t, dir) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += fi.Size()
+	}
+	if live := 10 * recordSize(64<<10); total > live+int64(n)*volumeHeaderSize {
+		t.Errorf("volumes take %d bytes after compaction, want about %d", total, live)
+	}
+	s.close()
+	s = mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, want)
+}
+
+// A removed block that is still in its volume stays removed after a
+// restart: its tombstone is written before the store closes.
+func TestVolume_RemoveSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	want := map[uint64][]byte{}
+	for i := range 4 {
+		want[uint64(i+1)] = blockBytes(byte(i), 5000)
+		mustPutBlock(t, s, uint64(i+1), want[uint64(i+1)])
+	}
+	for _, id := range []uint64{2, 3} {
+		if err := s.remove(id); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, id)
+	}
+	if err := s.remove(77); err != nil {
+		t.Errorf("remove of an unknown block: %v", err)
+	}
+	s.close()
+	s = mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, want)
+}
+
+// The scrubber's path for a packed block: verify finds the damage, and
+// quarantine takes the block out and keeps its bytes in corrupt/.
+func TestVolume_VerifyAndQuarantine(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	good, bad := blockBytes(1, 3000), blockBytes(2, 3000)
+	mustPutBlock(t, s, 1, good)
+	mustPutBlock(t, s, 2, bad)
+	flipBlockByte(t, s, 2, 1234)
+	if err := s.verify(1); err != nil {
+		t.Errorf("verify of a good block: %v", err)
+	}
+	if err := s.verify(2); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("verify of a damaged block: %v, want ErrChecksum", err)
+	}
+	if err := s.quarantine(2); err != nil {
+		t.Fatal(err)
+	}
+	if s.has(2) {
+		t.Error("quarantined block still served")
+	}
+	kept, err := os.ReadFile(filepath.Join(dir, "corrupt", blockName(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != len(bad) || bytes.Equal(kept, bad) {
+		t.Errorf("corrupt/ holds %d bytes, want the %d damaged ones", len(kept), len(bad))
+	}
+	s.close()
+	s = mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, map[uint64][]byte{1: good})
+}
+
+// Many writers at once share fsyncs; every block is there, and stays.
+func TestVolume_ConcurrentPuts(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	const writers, each = 16, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				id := uint64(w*each + i + 1)
+				data := blockBytes(byte(id), 100+int(id)*7)
+				if err := s.put(id, data, checksums(nil, data)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	want := map[uint64][]byte{}
+	for id := uint64(1); id <= writers*each; id++ {
+		want[id] = blockBytes(byte(id), 100+int(id)*7)
+	}
+	checkBlocks(t, s, want)
+	s.close()
+	s = mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, want)
+}
+
+// Block and volume names parse back, and nothing else parses.
+func TestVolume_Names(t *testing.T) {
+	for _, seq := range []uint32{0, 1, 0xabcdef, 1<<32 - 1} {
+		if got, ok := parseVolumeName(volumeName(seq)); !ok || got != seq {
+			t.Errorf("parseVolumeName(%q) = %d, %v", volumeName(seq), got, ok)
+		}
+	}
+	for _, name := range []string{"vol_", "vol_0000000g", "vol_000000001", "vol_ABCDEF00", "xvol_00000001", "vol_00000001.tmp"} {
+		if _, ok := parseVolumeName(name); ok {
+			t.Errorf("parseVolumeName(%q) accepted it", name)
+		}
+	}
+}
