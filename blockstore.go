@@ -101,6 +101,7 @@ type blockStore struct {
 	activeVol *volume
 
 	pack        *packer
+	damaged     []uint64 // found at load, to be tombstoned
 	compactWake chan struct{}
 	compactDone chan struct{}
 	closeOnce   sync.Once

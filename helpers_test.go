@@ -198,7 +198,7 @@ func volumeBlocks(t testing.TB, dir string) map[uint64]packedAt {
 			} else {
 				out[h.id] = packedAt{path: p, off: at + volumeHeaderSize, size: h.size}
 			}
-		})
+		}, nil)
 		f.Close()
 		if err != nil {
 			t.Fatal(err)

@@ -16,9 +16,9 @@
 // the block from the index at load. Volumes are written one at a time by
 // one goroutine, batch by batch: a batch is written, fdatasynced and only
 // then acknowledged, and a full volume is synced before the next begins,
-// so only the newest volume can end in a torn batch. Load checks every
-// record against its CRCs: a bad record is skipped (and logged), a bad
-// tail of the newest volume is cut off.
+// so only the newest volume can end in a torn batch. Load checks the
+// records of the newest volume against their CRCs and cuts a bad tail off;
+// a damaged record anywhere is skipped (and logged).
 //
 // Deleted blocks leave garbage; a volume whose live records take less than
 // half of it is compacted: its live records are appended anew and the file
@@ -138,7 +138,8 @@ type volumeScan struct {
 }
 
 // record checks the record at off and returns its header. ok is false if
-// there is no good record at off (bad header, past the end or bad CRCs).
+// there is no good record at off (bad header, past the end or bad CRCs);
+// h.kind is 0 unless the header itself is good.
 func (v *volumeScan) record(off int64) (h volumeHeader, ok bool, err error) {
 	if off+volumeHeaderSize > v.size {
 		return h, false, nil
@@ -148,7 +149,7 @@ func (v *volumeScan) record(off int64) (h volumeHeader, ok bool, err error) {
 		return h, false, err
 	}
 	if h, ok = parseRecordHeader(hb[:]); !ok || off+recordSize(h.size) > v.size {
-		return h, false, nil
+		return volumeHeader{}, false, nil
 	}
 	if h.kind == recDelete || v.headersOnly {
 		return h, true, nil
@@ -196,8 +197,10 @@ func (v *volumeScan) next(off int64) (int64, error) {
 }
 
 // scan calls fn for every good record of the volume in order and returns
-// the end of the last good one. Damaged stretches are skipped and logged.
-func (v *volumeScan) scan(name string, logger *slog.Logger, fn func(h volumeHeader, off int64)) (end int64, err error) {
+// the end of the last good one. Damaged stretches are skipped and logged;
+// a block whose record has a good header but bad data, with good records
+// after it, is passed to damaged.
+func (v *volumeScan) scan(name string, logger *slog.Logger, fn func(h volumeHeader, off int64), damaged func(id uint64)) (end int64, err error) {
 	for off := int64(0); off < v.size; {
 		h, ok, err := v.record(off)
 		if err != nil {
@@ -218,6 +221,9 @@ func (v *volumeScan) scan(name string, logger *slog.Logger, fn func(h volumeHead
 		}
 		logger.Error("volume: skipped damaged records; their blocks are lost here and copied again from other replicas",
 			"volume", name, "from", off, "to", nxt)
+		if h.kind == recBlock && damaged != nil {
+			damaged(h.id)
+		}
 		off = nxt
 	}
 	return end, nil
@@ -404,6 +410,12 @@ func (p *packer) write(recs []packReq) error {
 		p.buf = nil
 	}
 	if err != nil {
+		// Take back what may have reached the file, so that no part of
+		// an unacknowledged batch is read as a block at the next load,
+		// and start a new volume.
+		if terr := v.f.Truncate(v.size); terr != nil {
+			p.logger.Warn("volume: could not cut off a failed append", "volume", v.path, "err", terr)
+		}
 		p.active = nil
 		return fmt.Errorf("append to %s: %w", v.path, err)
 	}
@@ -482,6 +494,12 @@ func (s *blockStore) openVolumes() error {
 		s.pack.nextSeq = seqs[len(seqs)-1] + 1
 	}
 	s.pack.start()
+	for _, id := range s.damaged {
+		if _, ok := s.packed[id]; !ok { // not stored again further on
+			s.tombstone(id)
+		}
+	}
+	s.damaged = nil
 	s.compactWake = make(chan struct{}, 1)
 	s.compactDone = make(chan struct{})
 	go s.compactor()
@@ -489,8 +507,11 @@ func (s *blockStore) openVolumes() error {
 	return nil
 }
 
-// loadVolume indexes volume seq. A bad tail of the newest volume is a
-// batch that was never acknowledged: it is cut off.
+// loadVolume indexes volume seq. Only the newest volume can hold a batch
+// that was never acknowledged: its records are checked against their CRCs
+// and a bad tail is cut off. The others were synced whole before the next
+// one began and were checked when they were the newest, so only their
+// headers are read (the scrubber checks the data later, as for files).
 func (s *blockStore) loadVolume(seq uint32, newest bool) error {
 	path := filepath.Join(s.volumeDir(), volumeName(seq))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -503,7 +524,7 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) error {
 		return err
 	}
 	v := &volume{seq: seq, path: path, f: f}
-	sc := &volumeScan{f: f, size: fi.Size()}
+	sc := &volumeScan{f: f, size: fi.Size(), headersOnly: !newest}
 	end, err := sc.scan(volumeName(seq), s.logger, func(h volumeHeader, off int64) {
 		if old, ok := s.packed[h.id]; ok {
 			size := s.blocks[h.id]
@@ -522,6 +543,10 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) error {
 		s.blocks[h.id] = h.size
 		s.used += h.size
 		v.live += recordSize(h.size)
+	}, func(id uint64) {
+		// Only the newest volume's data is checked at load: a
+		// tombstone keeps the block out when this one is older.
+		s.damaged = append(s.damaged, id)
 	})
 	if err != nil {
 		f.Close()
