@@ -98,13 +98,46 @@ type Master struct {
 	safeOrphans map[string][]uint64
 }
 
-// fileEntry is a file of the namespace. It is kept small (48 bytes): a
-// master holds one per file. Its size is the sum of its blocks'.
+// fileEntry is a file of the namespace. It is kept small (32 bytes, with
+// the block id of a one-block file inline): a master holds one per file.
+// Its size is the sum of its blocks'.
 type fileEntry struct {
-	blocks      []uint64
-	blockSize   int64
-	modTime     int64 // Unix nanoseconds
+	blocks  blockList // 16 bytes
+	modTime int64     // Unix nanoseconds
+	// blockUnits is the block size over bytesPerChecksum, which divides
+	// it (validBlockSize): 4 bytes where the size would take 8.
+	blockUnits  uint32
 	replication int32
+}
+
+func (f *fileEntry) blockSize() int64 { return int64(f.blockUnits) * bytesPerChecksum }
+
+// blockList is the ids of a file's blocks, in 16 bytes. Most files have
+// one block: it is kept inline. Any other file (empty, or of several
+// blocks) has its ids in a slice of its own.
+type blockList struct {
+	one  [1]uint64 // the block of a one-block file
+	more *[]uint64 // the blocks of any other file; nil for a one-block file
+}
+
+// blockListOf lists the ids of blocks.
+func blockListOf(blocks []imageBlock) blockList {
+	if len(blocks) == 1 {
+		return blockList{one: [1]uint64{blocks[0].ID}}
+	}
+	ids := make([]uint64, len(blocks))
+	for i, b := range blocks {
+		ids[i] = b.ID
+	}
+	return blockList{more: &ids}
+}
+
+// list returns the ids in order. The caller must not change them.
+func (l *blockList) list() []uint64 {
+	if l.more != nil {
+		return *l.more
+	}
+	return l.one[:]
 }
 
 // blockEntry is a block of a file (32 bytes, up to 4 replicas included).
@@ -281,6 +314,9 @@ func (m *Master) applyEdit(e *edit) error {
 		if err := m.checkCreate(e.Path, true); err != nil {
 			return err
 		}
+		if err := validBlockSize(e.File.BlockSize); err != nil {
+			return err // the master keeps it in units of bytesPerChecksum
+		}
 		m.applyPut(&e.File)
 	case opDelete:
 		if _, err := m.applyDelete(e.Path, e.Recursive); err != nil {
@@ -413,9 +449,10 @@ func (m *Master) snapshot() *image {
 
 // imageFileOf is the persisted form of the file f at p. The caller holds mu.
 func (m *Master) imageFileOf(p string, f *fileEntry) imageFile {
-	imf := imageFile{Path: p, Replication: int(f.replication), BlockSize: f.blockSize, ModTime: time.Unix(0, f.modTime).UTC(),
-		Blocks: make([]imageBlock, 0, len(f.blocks))}
-	for _, id := range f.blocks {
+	ids := f.blocks.list()
+	imf := imageFile{Path: p, Replication: int(f.replication), BlockSize: f.blockSize(), ModTime: time.Unix(0, f.modTime).UTC(),
+		Blocks: make([]imageBlock, 0, len(ids))}
+	for _, id := range ids {
 		b := m.blocks[id]
 		imf.Blocks = append(imf.Blocks, imageBlock{ID: id, Size: b.size, CRC: b.crc, Replicas: m.replicaIDs(b)})
 	}
@@ -428,13 +465,15 @@ func (m *Master) applyPut(imf *imageFile) {
 	if _, ok := m.files[imf.Path]; ok {
 		m.removeFile(imf.Path)
 	}
-	f := &fileEntry{replication: int32(imf.Replication), blockSize: imf.BlockSize, modTime: imf.ModTime.UnixNano(),
-		blocks: make([]uint64, 0, len(imf.Blocks))}
 	for _, b := range imf.Blocks {
-		f.blocks = append(f.blocks, b.ID)
-		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, repl: int32(imf.Replication), replicas: m.replicaSetOf(b.Replicas)}
-		m.addLoad(b.Replicas, b.Size)
+		be := &blockEntry{size: b.Size, crc: b.CRC, repl: int32(imf.Replication), replicas: m.replicaSetOf(b.Replicas)}
+		for _, s := range be.replicas.list() {
+			m.minionAt(s).load += b.Size
+		}
+		m.blocks[b.ID] = be
 	}
+	f := &fileEntry{blocks: blockListOf(imf.Blocks), modTime: imf.ModTime.UnixNano(),
+		blockUnits: uint32(imf.BlockSize / bytesPerChecksum), replication: int32(imf.Replication)}
 	m.addFile(imf.Path, f)
 }
 
@@ -547,7 +586,7 @@ func (m *Master) removeFile(p string) {
 		}
 		return true
 	})
-	for _, id := range f.blocks {
+	for _, id := range f.blocks.list() {
 		if b := m.blocks[id]; b != nil {
 			for _, s := range b.replicas.list() {
 				mn := m.minionAt(s)
@@ -591,13 +630,14 @@ func (m *Master) dropWrite(h uint64, w *writeEntry) {
 
 // fileInfo describes the file at p. The caller holds mu.
 func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
-	fi := FileInfo{Path: p, Size: m.fileSize(f), Replication: int(f.replication), BlockSize: f.blockSize, ModTime: time.Unix(0, f.modTime)}
+	fi := FileInfo{Path: p, Size: m.fileSize(f), Replication: int(f.replication), BlockSize: f.blockSize(), ModTime: time.Unix(0, f.modTime)}
 	if !withBlocks {
 		return fi
 	}
 	now := time.Now()
-	fi.Blocks = make([]BlockInfo, 0, len(f.blocks))
-	for _, id := range f.blocks {
+	ids := f.blocks.list()
+	fi.Blocks = make([]BlockInfo, 0, len(ids))
+	for _, id := range ids {
 		b := m.blocks[id]
 		bi := BlockInfo{ID: id, Size: b.size, CRC: b.crc, Replicas: []string{}}
 		var draining []string
@@ -625,7 +665,7 @@ func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
 // fileSize is the sum of f's block sizes. The caller holds mu.
 func (m *Master) fileSize(f *fileEntry) int64 {
 	var n int64
-	for _, id := range f.blocks {
+	for _, id := range f.blocks.list() {
 		n += m.blocks[id].size
 	}
 	return n

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // newTestMaster returns a master whose state is loaded from dir (a new
@@ -250,7 +251,7 @@ func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := m.files["/f"]
-	b0, b1 := f.blocks[0], f.blocks[1]
+	b0, b1 := f.blocks.list()[0], f.blocks.list()[1]
 	clear(m.grown) // the replicas grew before any report in flight
 	cr, _ := m.create(&CreateArgs{Path: "/inflight"})
 	pending, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
@@ -420,7 +421,7 @@ func TestMaster_Reconcile_FreshReplicaKept(t *testing.T) {
 	if err := putFile(t, m, "/f", 10); err != nil {
 		t.Fatal(err)
 	}
-	id := m.files["/f"].blocks[0]
+	id := m.files["/f"].blocks.list()[0]
 	if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
@@ -449,5 +450,26 @@ func TestMaster_Reconcile_QueuedDeleteNotReadopted(t *testing.T) {
 	}
 	if !slices.Equal(reply.Delete, []uint64{id}) {
 		t.Errorf("delete = %v, want the corrupt replica", reply.Delete)
+	}
+}
+
+// The entries a master holds per file and per block stay in the 32-byte
+// size class, and a file's block list keeps its ids whatever their number.
+func TestMaster_EntrySizes(t *testing.T) {
+	if size := unsafe.Sizeof(fileEntry{}); size != 32 {
+		t.Errorf("fileEntry is %d bytes, want 32", size)
+	}
+	if size := unsafe.Sizeof(blockEntry{}); size != 32 {
+		t.Errorf("blockEntry is %d bytes, want 32", size)
+	}
+	for _, ids := range [][]uint64{nil, {7}, {0}, {7, 8, 9}} {
+		var blocks []imageBlock
+		for _, id := range ids {
+			blocks = append(blocks, imageBlock{ID: id})
+		}
+		l := blockListOf(blocks)
+		if got := l.list(); !slices.Equal(got, ids) {
+			t.Errorf("block list of %v lists %v", ids, got)
+		}
 	}
 }

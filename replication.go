@@ -404,7 +404,7 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 	r := &FsckReply{SafeMode: m.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
 	for _, fp := range paths {
 		f := m.files[fp]
-		for i, id := range f.blocks {
+		for i, id := range f.blocks.list() {
 			b := m.blocks[id]
 			fb := FsckBlock{Path: fp, Index: i, ID: id, Size: b.size, Expected: int(b.repl), Replicas: []string{}}
 			available := 0
