@@ -68,10 +68,12 @@ func (r *replicaSet) remove(s minionSlot) bool {
 		return false
 	}
 	l = slices.Delete(l, i, i+1) // on the inline array, zeroes the last place
-	if r.more != nil && len(l) <= len(r.inline) {
-		r.more = nil
+	switch {
+	case r.more == nil: // done in place
+	case len(l) <= len(r.inline): // back inline
 		copy(r.inline[:], l)
-	} else if r.more != nil {
+		r.more = nil
+	default:
 		*r.more = l
 	}
 	return true
