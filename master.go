@@ -70,9 +70,14 @@ type Master struct {
 	dirs      map[string]int // directory -> number of files below it
 	blocks    map[uint64]*blockEntry
 	minions   map[string]*minionEntry // by minion id
-	writes    map[uint64]*writeEntry  // puts in progress, by handle
-	writing   map[string]uint64       // path -> handle of its put in progress
-	deletes   map[string][]uint64     // minion id -> blocks it should delete
+	bySlot    []*minionEntry          // by slot (replicas.go); bySlot[0] is nil
+	// grown holds, for the blocks whose replicas grew in the last
+	// reportGrace, when they did (Unix nanoseconds): a block report may
+	// leave those replicas out (see reconcile). expireGrown prunes it.
+	grown   map[uint64]int64
+	writes  map[uint64]*writeEntry // puts in progress, by handle
+	writing map[string]uint64      // path -> handle of its put in progress
+	deletes map[string][]uint64    // minion id -> blocks it should delete
 	// handed are the deletes given to a minion and not yet confirmed by a
 	// block report that leaves them out: if the heartbeat reply was lost,
 	// the block is deleted again rather than taken for a good replica.
@@ -93,27 +98,59 @@ type Master struct {
 	safeOrphans map[string][]uint64
 }
 
-// fileEntry is a file of the namespace. It is kept small (48 bytes): a
-// master holds one per file. Its size is the sum of its blocks'.
+// fileEntry is a file of the namespace. It is kept small (32 bytes, with
+// the block id of a one-block file inline): a master holds one per file.
+// Its size is the sum of its blocks'.
 type fileEntry struct {
-	blocks      []uint64
-	blockSize   int64
-	modTime     int64 // Unix nanoseconds
+	blocks  blockList // 16 bytes
+	modTime int64     // Unix nanoseconds
+	// blockUnits is the block size over bytesPerChecksum, which divides
+	// it (validBlockSize): 4 bytes where the size would take 8.
+	blockUnits  uint32
 	replication int32
 }
 
-// blockEntry is a block of a file (48 bytes, with a 48-byte replica list
-// for 3 replicas).
+func (f *fileEntry) blockSize() int64 { return int64(f.blockUnits) * bytesPerChecksum }
+
+// blockList is the ids of a file's blocks, in 16 bytes. Most files have
+// one block: it is kept inline. Any other file (empty, or of several
+// blocks) has its ids in a slice of its own.
+type blockList struct {
+	one  [1]uint64 // the block of a one-block file
+	more *[]uint64 // the blocks of any other file; nil for a one-block file
+}
+
+// blockListOf lists the ids of blocks.
+func blockListOf(blocks []imageBlock) blockList {
+	if len(blocks) == 1 {
+		return blockList{one: [1]uint64{blocks[0].ID}}
+	}
+	ids := make([]uint64, len(blocks))
+	for i, b := range blocks {
+		ids[i] = b.ID
+	}
+	return blockList{more: &ids}
+}
+
+// list returns the ids in order. The caller must not change them.
+func (l *blockList) list() []uint64 {
+	if l.more != nil {
+		return *l.more
+	}
+	return l.one[:]
+}
+
+// blockEntry is a block of a file (32 bytes, up to 4 replicas included).
 type blockEntry struct {
-	replicas []string // minion ids of the good replicas
+	replicas replicaSet // 16 bytes: the minions of the good replicas
 	size     int64
-	changed  int64 // Unix nanoseconds when replicas last grew
 	crc      uint32
 	repl     int32 // the replication of its file
 }
 
 type minionEntry struct {
 	id, addr  string
+	slot      minionSlot // its number in replica lists
 	lastSeen  time.Time
 	capacity  int64
 	free      int64
@@ -217,6 +254,8 @@ func (m *Master) load() error {
 	m.dirs = make(map[string]int)
 	m.blocks = make(map[uint64]*blockEntry)
 	m.minions = make(map[string]*minionEntry)
+	m.bySlot = []*minionEntry{nil} // slot 0 is no minion
+	m.grown = make(map[uint64]int64)
 	m.writes = make(map[uint64]*writeEntry)
 	m.writing = make(map[string]uint64)
 	m.deletes = make(map[string][]uint64)
@@ -237,7 +276,9 @@ func (m *Master) load() error {
 	}
 	m.clusterID = img.ClusterID
 	for _, mn := range img.Minions {
-		m.applyMinion(mn)
+		if err := m.applyMinion(mn); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
+		}
 	}
 	m.files = make(map[string]*fileEntry, img.numFiles())
 	m.blocks = make(map[uint64]*blockEntry, len(img.BlockID))
@@ -254,11 +295,8 @@ func (m *Master) load() error {
 	if len(m.blocks) > 0 {
 		m.enterSafeMode()
 	}
-	for _, b := range m.blocks {
-		// Replica lists from disk are hints until the minions report:
-		// no grace for one that a minion's report leaves out.
-		b.changed = 0
-	}
+	// grown stays empty: replica lists from disk are hints until the
+	// minions report, with no grace for one that a report leaves out.
 	if m.edits, err = openEditLog(m.Dir, last); err != nil {
 		return err
 	}
@@ -276,13 +314,16 @@ func (m *Master) applyEdit(e *edit) error {
 		if err := m.checkCreate(e.Path, true); err != nil {
 			return err
 		}
+		if err := validBlockSize(e.File.BlockSize); err != nil {
+			return err // the master keeps it in units of bytesPerChecksum
+		}
 		m.applyPut(&e.File)
 	case opDelete:
 		if _, err := m.applyDelete(e.Path, e.Recursive); err != nil {
 			return err
 		}
 	case opMinion:
-		m.applyMinion(e.Minion)
+		return m.applyMinion(e.Minion)
 	default:
 		return fmt.Errorf("unknown operation %d", e.Op)
 	}
@@ -332,6 +373,7 @@ func (m *Master) housekeeping(ctx context.Context) {
 		case <-t.C:
 			now := time.Now()
 			m.expireWrites(now)
+			m.expireGrown(now)
 			m.replicate(now)
 			if m.edits.size() > m.CheckpointBytes {
 				if err := m.checkpoint(); err != nil {
@@ -407,11 +449,12 @@ func (m *Master) snapshot() *image {
 
 // imageFileOf is the persisted form of the file f at p. The caller holds mu.
 func (m *Master) imageFileOf(p string, f *fileEntry) imageFile {
-	imf := imageFile{Path: p, Replication: int(f.replication), BlockSize: f.blockSize, ModTime: time.Unix(0, f.modTime).UTC(),
-		Blocks: make([]imageBlock, 0, len(f.blocks))}
-	for _, id := range f.blocks {
+	ids := f.blocks.list()
+	imf := imageFile{Path: p, Replication: int(f.replication), BlockSize: f.blockSize(), ModTime: time.Unix(0, f.modTime).UTC(),
+		Blocks: make([]imageBlock, 0, len(ids))}
+	for _, id := range ids {
 		b := m.blocks[id]
-		imf.Blocks = append(imf.Blocks, imageBlock{ID: id, Size: b.size, CRC: b.crc, Replicas: slices.Clone(b.replicas)})
+		imf.Blocks = append(imf.Blocks, imageBlock{ID: id, Size: b.size, CRC: b.crc, Replicas: m.replicaIDs(b)})
 	}
 	return imf
 }
@@ -422,21 +465,22 @@ func (m *Master) applyPut(imf *imageFile) {
 	if _, ok := m.files[imf.Path]; ok {
 		m.removeFile(imf.Path)
 	}
-	f := &fileEntry{replication: int32(imf.Replication), blockSize: imf.BlockSize, modTime: imf.ModTime.UnixNano(),
-		blocks: make([]uint64, 0, len(imf.Blocks))}
-	now := time.Now().UnixNano()
 	for _, b := range imf.Blocks {
-		f.blocks = append(f.blocks, b.ID)
-		m.blocks[b.ID] = &blockEntry{size: b.Size, crc: b.CRC, repl: int32(imf.Replication), replicas: slices.Clone(b.Replicas), changed: now}
-		m.addLoad(b.Replicas, b.Size)
+		be := &blockEntry{size: b.Size, crc: b.CRC, repl: int32(imf.Replication), replicas: m.replicaSetOf(b.Replicas)}
+		for _, s := range be.replicas.list() {
+			m.minionAt(s).load += b.Size
+		}
+		m.blocks[b.ID] = be
 	}
+	f := &fileEntry{blocks: blockListOf(imf.Blocks), modTime: imf.ModTime.UnixNano(),
+		blockUnits: uint32(imf.BlockSize / bytesPerChecksum), replication: int32(imf.Replication)}
 	m.addFile(imf.Path, f)
 }
 
 // applyMinion records a minion known from the image or the log. Known
 // minions get a full DeadAfter to report in after a restart; until then
 // their replicas are served as before. The caller holds mu.
-func (m *Master) applyMinion(im imageMinion) {
+func (m *Master) applyMinion(im imageMinion) error {
 	for _, other := range m.minions {
 		if other.id != im.ID && other.addr == im.Addr {
 			other.addr = "" // a new dir took over the address
@@ -444,10 +488,14 @@ func (m *Master) applyMinion(im imageMinion) {
 	}
 	mn := m.minions[im.ID]
 	if mn == nil {
-		mn = &minionEntry{id: im.ID, lastSeen: time.Now()}
-		m.minions[im.ID] = mn
+		var err error
+		if mn, err = m.addMinion(im.ID); err != nil {
+			return err
+		}
+		mn.lastSeen = time.Now()
 	}
 	mn.addr, mn.decommissioning = im.Addr, im.Decommissioning
+	return nil
 }
 
 // applyDelete removes the file at p, or every file below directory p when
@@ -538,14 +586,18 @@ func (m *Master) removeFile(p string) {
 		}
 		return true
 	})
-	for _, id := range f.blocks {
+	for _, id := range f.blocks.list() {
 		if b := m.blocks[id]; b != nil {
-			m.queueDelete(id, b.replicas)
+			for _, s := range b.replicas.list() {
+				mn := m.minionAt(s)
+				m.deletes[mn.id] = append(m.deletes[mn.id], id)
+				mn.load -= b.size
+			}
 			m.queueDelete(id, m.corrupt[id])
 			delete(m.corrupt, id)
-			m.addLoad(b.replicas, -b.size)
 		}
 		delete(m.blocks, id)
+		delete(m.grown, id)
 	}
 }
 
@@ -578,18 +630,19 @@ func (m *Master) dropWrite(h uint64, w *writeEntry) {
 
 // fileInfo describes the file at p. The caller holds mu.
 func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
-	fi := FileInfo{Path: p, Size: m.fileSize(f), Replication: int(f.replication), BlockSize: f.blockSize, ModTime: time.Unix(0, f.modTime)}
+	fi := FileInfo{Path: p, Size: m.fileSize(f), Replication: int(f.replication), BlockSize: f.blockSize(), ModTime: time.Unix(0, f.modTime)}
 	if !withBlocks {
 		return fi
 	}
 	now := time.Now()
-	fi.Blocks = make([]BlockInfo, 0, len(f.blocks))
-	for _, id := range f.blocks {
+	ids := f.blocks.list()
+	fi.Blocks = make([]BlockInfo, 0, len(ids))
+	for _, id := range ids {
 		b := m.blocks[id]
 		bi := BlockInfo{ID: id, Size: b.size, CRC: b.crc, Replicas: []string{}}
 		var draining []string
-		for _, mid := range b.replicas {
-			if mn := m.minions[mid]; mn != nil && m.alive(mn, now) {
+		for _, s := range b.replicas.list() {
+			if mn := m.minionAt(s); m.alive(mn, now) {
 				if mn.decommissioning {
 					draining = append(draining, mn.addr)
 				} else {
@@ -612,7 +665,7 @@ func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
 // fileSize is the sum of f's block sizes. The caller holds mu.
 func (m *Master) fileSize(f *fileEntry) int64 {
 	var n int64
-	for _, id := range f.blocks {
+	for _, id := range f.blocks.list() {
 		n += m.blocks[id].size
 	}
 	return n
@@ -679,16 +732,17 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 		}
 	}
 	mn := m.minions[a.MinionID]
-	if mn == nil || mn.addr != a.Addr {
-		// Not synced here: the next put or delete takes it to disk.
-		decom := mn != nil && mn.decommissioning
-		if _, err := m.logEdit(&edit{Op: opMinion, Minion: imageMinion{ID: a.MinionID, Addr: a.Addr, Decommissioning: decom}}); err != nil {
-			m.Logger.Error("log minion address", "err", err)
+	if mn == nil {
+		var err error
+		if mn, err = m.addMinion(a.MinionID); err != nil {
+			return nil, err
 		}
 	}
-	if mn == nil {
-		mn = &minionEntry{id: a.MinionID}
-		m.minions[a.MinionID] = mn
+	if mn.addr != a.Addr { // a new minion, or a new address
+		// Not synced here: the next put or delete takes it to disk.
+		if _, err := m.logEdit(&edit{Op: opMinion, Minion: imageMinion{ID: a.MinionID, Addr: a.Addr, Decommissioning: mn.decommissioning}}); err != nil {
+			m.Logger.Error("log minion address", "err", err)
+		}
 	}
 	mn.addr = a.Addr
 	mn.registered = true
@@ -707,6 +761,24 @@ const maxDeletesPerHeartbeat = 1000
 // block report without being dropped: the report may have been taken on the
 // minion before the block was finalized there.
 const reportGrace = 2 * metaTimeout
+
+// grewLately reports whether the replicas of block id grew in the last
+// reportGrace. The caller holds mu.
+func (m *Master) grewLately(id uint64, now time.Time) bool {
+	t, ok := m.grown[id]
+	return ok && now.Sub(time.Unix(0, t)) <= reportGrace
+}
+
+// expireGrown forgets the growths of replicas older than reportGrace.
+func (m *Master) expireGrown(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.grown {
+		if !m.grewLately(id, now) {
+			delete(m.grown, id)
+		}
+	}
+}
 
 // reconcile brings the master's view of mn's replicas in line with its full
 // block report and returns the reported blocks mn should delete. The
@@ -736,9 +808,9 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			if m.safeMode {
 				m.reported[r.ID] = true
 			}
-			if !slices.Contains(b.replicas, mn.id) && !slices.Contains(m.corrupt[r.ID], mn.id) {
-				b.replicas = append(b.replicas, mn.id)
-				b.changed = now.UnixNano()
+			if !b.replicas.has(mn.slot) && !slices.Contains(m.corrupt[r.ID], mn.id) {
+				b.replicas.add(mn.slot)
+				m.grown[r.ID] = now.UnixNano()
 				mn.load += b.size
 				m.dropCorrupt(r.ID)
 			}
@@ -755,8 +827,8 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 		}
 	}
 	for id, b := range m.blocks {
-		if i := slices.Index(b.replicas, mn.id); i >= 0 && !reported[id] && now.Sub(time.Unix(0, b.changed)) > reportGrace {
-			b.replicas = slices.Delete(b.replicas, i, i+1) // the minion lost it
+		if b.replicas.has(mn.slot) && !reported[id] && !m.grewLately(id, now) {
+			b.replicas.remove(mn.slot) // the minion lost it
 			mn.load -= b.size
 		}
 	}
@@ -948,6 +1020,10 @@ func (m *Master) complete(a *CompleteArgs) error {
 	delete(m.writes, a.Handle)
 	delete(m.writing, w.path)
 	m.applyPut(&imf) // replaces the file at the path with --force
+	now := time.Now().UnixNano()
+	for _, b := range imf.Blocks {
+		m.grown[b.ID] = now
+	}
 	for _, d := range dropped {
 		m.queueDelete(d.id, d.pipeline) // whatever part of the block they got
 	}

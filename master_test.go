@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // newTestMaster returns a master whose state is loaded from dir (a new
@@ -250,10 +251,8 @@ func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := m.files["/f"]
-	b0, b1 := f.blocks[0], f.blocks[1]
-	for _, b := range m.blocks {
-		b.changed = time.Now().Add(-time.Hour).UnixNano() // older than any report in flight
-	}
+	b0, b1 := f.blocks.list()[0], f.blocks.list()[1]
+	clear(m.grown) // the replicas grew before any report in flight
 	cr, _ := m.create(&CreateArgs{Path: "/inflight"})
 	pending, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
 
@@ -270,10 +269,10 @@ func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
 	if !slices.Equal(reply.Delete, []uint64{777}) {
 		t.Errorf("delete = %v, want the orphan only", reply.Delete)
 	}
-	if r := m.blocks[b1].replicas; slices.Contains(r, "MID-1") {
+	if r := m.replicaIDs(m.blocks[b1]); slices.Contains(r, "MID-1") {
 		t.Errorf("b1 replicas %v still name MID-1, which lost it", r)
 	}
-	if r := m.blocks[b0].replicas; !slices.Contains(r, "MID-1") {
+	if r := m.replicaIDs(m.blocks[b0]); !slices.Contains(r, "MID-1") {
 		t.Errorf("b0 replicas %v lost MID-1", r)
 	}
 
@@ -422,11 +421,11 @@ func TestMaster_Reconcile_FreshReplicaKept(t *testing.T) {
 	if err := putFile(t, m, "/f", 10); err != nil {
 		t.Fatal(err)
 	}
-	id := m.files["/f"].blocks[0]
+	id := m.files["/f"].blocks.list()[0]
 	if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(m.blocks[id].replicas, "MID-0") {
+	if !slices.Contains(m.replicaIDs(m.blocks[id]), "MID-0") {
 		t.Fatal("a replica recorded a moment ago was dropped by an older report")
 	}
 }
@@ -438,7 +437,7 @@ func TestMaster_Reconcile_QueuedDeleteNotReadopted(t *testing.T) {
 	addMinions(t, m, 2)
 	id := putSmallFile(t, m, "/f", 2)
 	m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9001", Reason: "test"})
-	if slices.Contains(m.blocks[id].replicas, "MID-1") {
+	if slices.Contains(m.replicaIDs(m.blocks[id]), "MID-1") {
 		t.Fatal("bad replica still listed")
 	}
 	reply, err := m.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
@@ -446,10 +445,31 @@ func TestMaster_Reconcile_QueuedDeleteNotReadopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(m.blocks[id].replicas, "MID-1") {
+	if slices.Contains(m.replicaIDs(m.blocks[id]), "MID-1") {
 		t.Error("a corrupt replica was adopted again from a block report")
 	}
 	if !slices.Equal(reply.Delete, []uint64{id}) {
 		t.Errorf("delete = %v, want the corrupt replica", reply.Delete)
+	}
+}
+
+// The entries a master holds per file and per block stay in the 32-byte
+// size class, and a file's block list keeps its ids whatever their number.
+func TestMaster_EntrySizes(t *testing.T) {
+	if size := unsafe.Sizeof(fileEntry{}); size != 32 {
+		t.Errorf("fileEntry is %d bytes, want 32", size)
+	}
+	if size := unsafe.Sizeof(blockEntry{}); size != 32 {
+		t.Errorf("blockEntry is %d bytes, want 32", size)
+	}
+	for _, ids := range [][]uint64{nil, {7}, {0}, {7, 8, 9}} {
+		var blocks []imageBlock
+		for _, id := range ids {
+			blocks = append(blocks, imageBlock{ID: id})
+		}
+		l := blockListOf(blocks)
+		if got := l.list(); !slices.Equal(got, ids) {
+			t.Errorf("block list of %v lists %v", ids, got)
+		}
 	}
 }

@@ -99,6 +99,9 @@ func (img *image) eachFile(fn func(*imageFile)) error {
 	var replicas []string
 	blk, rep := 0, 0
 	for i, p := range img.Paths {
+		if err := validBlockSize(img.BlockSize[i]); err != nil {
+			return fmt.Errorf("file %s: %v", p, err) // the master keeps it in units of bytesPerChecksum
+		}
 		f = imageFile{Path: p, Replication: int(img.Replication[i]), BlockSize: img.BlockSize[i],
 			ModTime: time.Unix(0, img.ModTime[i]).UTC(), Blocks: f.Blocks[:0]}
 		replicas = replicas[:0]

@@ -146,6 +146,16 @@ func TestImage_AddFile_EachFile(t *testing.T) {
 	}
 }
 
+// A block size that no put can have is damage: the master could not keep
+// it (fileEntry.blockUnits).
+func TestImage_EachFile_BadBlockSize(t *testing.T) {
+	img := testImage()
+	img.BlockSize[1] = 1000
+	if err := img.eachFile(func(*imageFile) {}); err == nil || !strings.Contains(err.Error(), "/empty") {
+		t.Errorf("eachFile = %v, want an error naming /empty", err)
+	}
+}
+
 func TestImage_Save_Replaces(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fsimage")
 	if err := saveImage(path, testImage()); err != nil {

@@ -18,7 +18,7 @@ func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
 	addMinions(t, m, 2)               // MID-0 (A), MID-1 (C)
 	m.minions["MID-1"].load = 1 << 30 // C is busier: /f goes to A
 	id := putSmallFile(t, m, "/f", 1)
-	if got := m.blocks[id].replicas; !slices.Equal(got, []string{"MID-0"}) {
+	if got := m.replicaIDs(m.blocks[id]); !slices.Equal(got, []string{"MID-0"}) {
 		t.Fatalf("replicas %v", got)
 	}
 	// A dies for good; the master re-replicates to C.
@@ -45,13 +45,13 @@ func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
 	}
 	m2.replicate(time.Now()) // the next housekeeping tick, well within DeadAfter
 	if slices.Contains(m2.deletes["MID-1"], id) {
-		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master now believes %v (A never came back)", m2.blocks[id].replicas)
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master now believes %v (A never came back)", m2.replicaIDs(m2.blocks[id]))
 	}
 }
 
 // Variant: A is alive and registers right after the restart, but no longer
 // has the block (trimmed before a kill -9 of the master; the log still lists
-// A). The grace of reconcile (b.changed = load time) keeps the stale entry.
+// A). Replicas loaded from disk get no grace in reconcile.
 func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
 	dir := t.TempDir()
 	m := newTestMaster(t, dir)
@@ -74,7 +74,7 @@ func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
 	m2.minions["MID-1"].load += 1 << 30
 	m2.replicate(time.Now())
 	if slices.Contains(m2.deletes["MID-1"], id) {
-		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master believes %v", m2.blocks[id].replicas)
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master believes %v", m2.replicaIDs(m2.blocks[id]))
 	}
 }
 
@@ -87,7 +87,7 @@ func TestMaster_ReportBad_KeepsLastLiveReplica(t *testing.T) {
 	m.minions["MID-1"].lastSeen = time.Now().Add(-time.Hour) // B dead
 	m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "one bad chunk"})
 	if slices.Contains(m.deletes["MID-0"], id) {
-		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.blocks[id].replicas, m.corrupt[id])
+		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.replicaIDs(m.blocks[id]), m.corrupt[id])
 	}
 }
 
@@ -153,7 +153,7 @@ func TestMaster_ReplayMinion_AddressTakenOver(t *testing.T) {
 	if len(ab.Pipeline) == 2 && ab.Pipeline[0] == ab.Pipeline[1] {
 		err := m2.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10, Replicas: ab.Pipeline}}})
 		t.Fatalf("pipeline %v names one minion twice; complete=%v records replicas %v for one physical copy",
-			ab.Pipeline, err, m2.blocks[ab.BlockID].replicas)
+			ab.Pipeline, err, m2.replicaIDs(m2.blocks[ab.BlockID]))
 	}
 }
 
@@ -260,7 +260,7 @@ func TestMaster_Reconcile_LostDeleteNotReadopted(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 3)
 	id := putSmallFile(t, m, "/f", 2)
-	v := m.blocks[id].replicas[0]
+	v := m.replicaIDs(m.blocks[id])[0]
 	addr := m.minions[v].addr
 	m.reportBad(&ReportBadArgs{BlockID: id, Addr: addr, Reason: "bad"})
 	if hb := m.heartbeat(&HeartbeatArgs{MinionID: v, Addr: addr, Free: 1 << 40}); !slices.Contains(hb.Delete, id) {
@@ -271,7 +271,7 @@ func TestMaster_Reconcile_LostDeleteNotReadopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(m.blocks[id].replicas, v) {
+	if slices.Contains(m.replicaIDs(m.blocks[id]), v) {
 		t.Error("a replica condemned as corrupt was adopted again")
 	}
 	if !slices.Contains(reply.Delete, id) {

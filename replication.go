@@ -79,17 +79,16 @@ func (m *Master) checkSafeMode(now time.Time) {
 }
 
 // usable reports whether mn can serve reads: known, addressed and alive.
-func (m *Master) usable(mid string, now time.Time) (*minionEntry, bool) {
-	mn := m.minions[mid]
-	return mn, mn != nil && mn.addr != "" && m.alive(mn, now)
+func (m *Master) usable(mn *minionEntry, now time.Time) bool {
+	return mn != nil && mn.addr != "" && m.alive(mn, now)
 }
 
 // liveCount is the number of b's replicas that count towards its
 // replication: good, on live minions that are not being drained.
 func (m *Master) liveCount(b *blockEntry, now time.Time) int {
 	n := 0
-	for _, mid := range b.replicas {
-		if mn, ok := m.usable(mid, now); ok && !mn.decommissioning {
+	for _, s := range b.replicas.list() {
+		if mn := m.minionAt(s); m.usable(mn, now) && !mn.decommissioning {
 			n++
 		}
 	}
@@ -129,8 +128,8 @@ func (m *Master) replicate(now time.Time) {
 	slices.SortFunc(needs, func(a, b need) int { return cmp.Or(cmp.Compare(a.live, b.live), cmp.Compare(a.id, b.id)) })
 	for _, n := range needs {
 		var sources []string
-		for _, mid := range n.b.replicas {
-			if mn, ok := m.usable(mid, now); ok {
+		for _, s := range n.b.replicas.list() {
+			if mn := m.minionAt(s); m.usable(mn, now) {
 				sources = append(sources, mn.addr)
 			}
 		}
@@ -138,7 +137,7 @@ func (m *Master) replicate(now time.Time) {
 			continue // missing: nothing to copy from; fsck reports it
 		}
 		targets := m.place(n.want, n.b.size, func(mn *minionEntry) bool {
-			return mn.copies >= m.MaxCopiesPerMinion || slices.Contains(n.b.replicas, mn.id) ||
+			return mn.copies >= m.MaxCopiesPerMinion || n.b.replicas.has(mn.slot) ||
 				slices.Contains(m.corrupt[n.id], mn.id) || m.isCopying(n.id, mn.id) ||
 				slices.Contains(m.deletes[mn.id], n.id) || m.handed[mn.id][n.id] // a copy there is yet to go
 		})
@@ -174,13 +173,13 @@ func (m *Master) expireCopies(now time.Time) {
 	var late []key
 	for id, pcs := range m.copying {
 		for _, pc := range pcs {
-			if _, ok := m.usable(pc.target, now); !ok || now.After(pc.deadline) {
+			if !m.usable(m.minions[pc.target], now) || now.After(pc.deadline) {
 				late = append(late, key{id, pc.target})
 			}
 		}
 	}
 	for mid := range m.copyCmds {
-		if _, ok := m.usable(mid, now); !ok {
+		if !m.usable(m.minions[mid], now) {
 			delete(m.copyCmds, mid) // never collected
 		}
 	}
@@ -219,8 +218,8 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 // extra. The caller holds mu.
 func (m *Master) trim(id uint64, b *blockEntry, now time.Time) {
 	var live []*minionEntry
-	for _, mid := range b.replicas {
-		if mn, ok := m.usable(mid, now); ok && !mn.decommissioning && mn.registered {
+	for _, s := range b.replicas.list() {
+		if mn := m.minionAt(s); m.usable(mn, now) && !mn.decommissioning && mn.registered {
 			live = append(live, mn)
 		}
 	}
@@ -229,7 +228,7 @@ func (m *Master) trim(id uint64, b *blockEntry, now time.Time) {
 	}
 	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
 	for _, mn := range live[:len(live)-int(b.repl)] {
-		b.replicas = slices.DeleteFunc(b.replicas, func(mid string) bool { return mid == mn.id })
+		b.replicas.remove(mn.slot)
 		mn.load -= b.size
 		m.queueDelete(id, []string{mn.id})
 	}
@@ -252,9 +251,9 @@ func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error
 	if b == nil || b.size != a.Size {
 		return &BlockReceivedReply{Delete: true}, nil // its file went meanwhile
 	}
-	if !slices.Contains(b.replicas, mn.id) {
-		b.replicas = append(b.replicas, mn.id)
-		b.changed = time.Now().UnixNano()
+	if !b.replicas.has(mn.slot) {
+		b.replicas.add(mn.slot)
+		m.grown[a.BlockID] = time.Now().UnixNano()
 		mn.load += b.size
 	}
 	m.dropCorrupt(a.BlockID)
@@ -272,7 +271,7 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	}
 	var mn *minionEntry
 	for _, x := range m.minions {
-		if x.addr == a.Addr && slices.Contains(b.replicas, x.id) {
+		if x.addr == a.Addr && b.replicas.has(x.slot) {
 			mn = x
 		}
 	}
@@ -280,14 +279,14 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 		return
 	}
 	m.Logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)
-	b.replicas = slices.DeleteFunc(b.replicas, func(mid string) bool { return mid == mn.id })
+	b.replicas.remove(mn.slot)
 	mn.load -= b.size
 	// Delete it only if a good replica is on a minion that can serve it
 	// now; else keep it: some of its bytes may be all that is left.
 	now := time.Now()
 	// Only a replica whose minion reported it to this master process
 	// counts: after a restart the lists from disk are hints.
-	if slices.ContainsFunc(b.replicas, func(mid string) bool { mn, ok := m.usable(mid, now); return ok && mn.registered }) {
+	if slices.ContainsFunc(b.replicas.list(), func(s minionSlot) bool { mn := m.minionAt(s); return m.usable(mn, now) && mn.registered }) {
 		m.queueDelete(a.BlockID, []string{mn.id})
 	} else {
 		m.corrupt[a.BlockID] = append(m.corrupt[a.BlockID], mn.id)
@@ -329,13 +328,13 @@ func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, er
 	now := time.Now()
 	others := 0
 	for _, mn := range m.minions {
-		if _, ok := m.usable(mn.id, now); ok && !mn.decommissioning {
+		if m.usable(mn, now) && !mn.decommissioning {
 			others++
 		}
 	}
 	most := 0
 	for _, b := range m.blocks {
-		if slices.Contains(b.replicas, target.id) {
+		if b.replicas.has(target.slot) {
 			most = max(most, int(b.repl))
 		}
 	}
@@ -356,9 +355,9 @@ func (m *Master) report() *ReportReply {
 	draining := make(map[string]bool)
 	for _, b := range m.blocks {
 		short := m.liveCount(b, now) < int(b.repl)
-		for _, mid := range b.replicas {
-			if mn := m.minions[mid]; mn != nil && mn.decommissioning && short {
-				draining[mid] = true
+		for _, s := range b.replicas.list() {
+			if mn := m.minionAt(s); mn.decommissioning && short {
+				draining[mn.id] = true
 			}
 		}
 	}
@@ -405,12 +404,12 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 	r := &FsckReply{SafeMode: m.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
 	for _, fp := range paths {
 		f := m.files[fp]
-		for i, id := range f.blocks {
+		for i, id := range f.blocks.list() {
 			b := m.blocks[id]
 			fb := FsckBlock{Path: fp, Index: i, ID: id, Size: b.size, Expected: int(b.repl), Replicas: []string{}}
 			available := 0
-			for _, mid := range b.replicas {
-				if mn, ok := m.usable(mid, now); ok {
+			for _, s := range b.replicas.list() {
+				if mn := m.minionAt(s); m.usable(mn, now) {
 					fb.Replicas = append(fb.Replicas, mn.addr)
 					available++
 					if !mn.decommissioning {

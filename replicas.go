@@ -1,0 +1,120 @@
+// replicas.go is how the master lists the replicas of a block: a master
+// holds one list per block, so it is kept to 16 bytes. Minions are named in
+// it by slot, a small number each gets when this master process first
+// knows it, rather than by their id strings.
+package main
+
+import (
+	"fmt"
+	"slices"
+)
+
+// minionSlot numbers a minion known to this master process. Slots start at
+// 1 (0 marks an unused place in a replicaSet) and are never reused: the
+// registry only grows. They are not persisted; the image and the edit log
+// name minions by id.
+type minionSlot uint16
+
+// maxMinions is the number of minions a master can know.
+const maxMinions = 1<<16 - 1
+
+// replicaSet lists the minions that hold good replicas of a block, in the
+// order they were added (readers try them in that order). It is 16 bytes:
+// up to 4 slots inline (8 bytes), or, for a block with more replicas (an
+// over-replicated one waiting to be trimmed, or a replication above 4),
+// all of them in a slice that only such a block allocates.
+type replicaSet struct {
+	inline [4]minionSlot // the used places come first; 0 after them
+	more   *[]minionSlot // all the slots when there are more than 4, else nil
+}
+
+// list returns the slots in order. It is valid until the next add or remove.
+func (r *replicaSet) list() []minionSlot {
+	if r.more != nil {
+		return *r.more
+	}
+	n := 0
+	for n < len(r.inline) && r.inline[n] != 0 {
+		n++
+	}
+	return r.inline[:n]
+}
+
+func (r *replicaSet) len() int { return len(r.list()) }
+
+func (r *replicaSet) has(s minionSlot) bool { return slices.Contains(r.list(), s) }
+
+// add appends s unless it is there already.
+func (r *replicaSet) add(s minionSlot) {
+	l := r.list()
+	switch {
+	case slices.Contains(l, s):
+	case r.more != nil:
+		*r.more = append(l, s)
+	case len(l) < len(r.inline):
+		r.inline[len(l)] = s
+	default:
+		all := append(slices.Clone(l), s)
+		r.more, r.inline = &all, [4]minionSlot{}
+	}
+}
+
+// remove takes s out, keeping the others in order, and reports whether it
+// was there.
+func (r *replicaSet) remove(s minionSlot) bool {
+	l := r.list()
+	i := slices.Index(l, s)
+	if i < 0 {
+		return false
+	}
+	l = slices.Delete(l, i, i+1) // on the inline array, zeroes the last place
+	switch {
+	case r.more == nil: // done in place
+	case len(l) <= len(r.inline): // back inline
+		copy(r.inline[:], l)
+		r.more = nil
+	default:
+		*r.more = l
+	}
+	return true
+}
+
+// addMinion registers a new minion under id and gives it a slot. The caller
+// holds mu and has checked that id is not known.
+func (m *Master) addMinion(id string) (*minionEntry, error) {
+	if len(m.bySlot) > maxMinions {
+		return nil, fmt.Errorf("%w: minion %s: this master knows %d minions, the most it can", ErrBadArg, id, maxMinions)
+	}
+	mn := &minionEntry{id: id, slot: minionSlot(len(m.bySlot))}
+	m.bySlot = append(m.bySlot, mn)
+	m.minions[id] = mn
+	return mn, nil
+}
+
+// minionAt returns the minion in slot s. The caller holds mu.
+func (m *Master) minionAt(s minionSlot) *minionEntry { return m.bySlot[s] }
+
+// replicaSetOf makes a replicaSet of the minions with the given ids. A
+// replica on a minion not in the registry cannot be served or counted and
+// is left out: the image only lists replicas on the minions it lists, and
+// the edit log records a minion before any replica on it. The caller holds
+// mu.
+func (m *Master) replicaSetOf(ids []string) replicaSet {
+	var r replicaSet
+	for _, id := range ids {
+		if mn := m.minions[id]; mn != nil {
+			r.add(mn.slot)
+		}
+	}
+	return r
+}
+
+// replicaIDs returns the ids of the minions that hold b's replicas. The
+// caller holds mu.
+func (m *Master) replicaIDs(b *blockEntry) []string {
+	ids := make([]string, 0, b.replicas.len())
+	for _, s := range b.replicas.list() {
+		ids = append(ids, m.minionAt(s).id)
+	}
+	return ids
+}
