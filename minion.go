@@ -367,6 +367,9 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	// The packet is forwarded (encoded onto the socket) and written by
 	// the time this returns: its buffer can take the next one.
 	defer putPacketBuf(a.Data)
+	if m.ctx.Err() != nil {
+		return errShuttingDown
+	}
 	var fwd *pendingCall
 	var next string
 	timeout := hops(packetHopTimeout, len(a.Next))
@@ -378,7 +381,7 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:], Final: a.Final}
 		var err error
 		if fwd, err = m.pool.start(m.ctx, next, minionService+".WriteBlock", fwdArgs, &Empty{}); err != nil {
-			return fmt.Errorf("forward to %s: %w", next, err)
+			return m.forwardErr(next, err)
 		}
 	}
 	var err error
@@ -394,16 +397,33 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	}
 	if fwd != nil {
 		if ferr := fwd.wait(m.ctx, timeout); ferr != nil {
-			err = joinErrs(err, fmt.Errorf("forward to %s: %w", next, ferr))
+			err = joinErrs(err, m.forwardErr(next, ferr))
 		}
 	}
 	return err
+}
+
+// errShuttingDown is a minion's answer once it is closing: the writer drops
+// it from the pipeline.
+var errShuttingDown = errors.New("minion shutting down")
+
+// forwardErr is the error of a forward to next that failed with err. A
+// forward cut short by this minion's own shutdown is this minion's fault,
+// not next's: the writer must drop this minion, not the next one.
+func (m *Minion) forwardErr(next string, err error) error {
+	if m.ctx.Err() != nil {
+		return errShuttingDown
+	}
+	return fmt.Errorf("forward to %s: %w", next, err)
 }
 
 // FinalizeBlock makes the block durable here and on the rest of the
 // pipeline. It answers only when every copy is fsynced.
 func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, _ *Empty) error {
 	m := r.m
+	if m.ctx.Err() != nil {
+		return errShuttingDown
+	}
 	done := make(chan error, 1)
 	if len(a.Next) > 0 {
 		next := a.Next[0]
@@ -411,7 +431,7 @@ func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, _ *Empty) error {
 			args := &FinalizeBlockArgs{BlockID: a.BlockID, Size: a.Size, Next: a.Next[1:]}
 			err := m.pool.call(m.ctx, next, minionService+".FinalizeBlock", args, &Empty{}, hops(finalizeHopTimeout, len(args.Next)+1))
 			if err != nil {
-				err = fmt.Errorf("forward to %s: %w", next, err)
+				err = m.forwardErr(next, err)
 			}
 			done <- err
 		}()
