@@ -51,7 +51,7 @@ func (p *pool) get(ctx context.Context, addr string) (*rpc.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.NewClient(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout})
+	c := rpc.NewClientWithCodec(newClientCodec(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout}))
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
