@@ -395,3 +395,31 @@ func TestPool_RequestGobCannotEncode(t *testing.T) {
 		t.Fatalf("next call: %+v, %v", r, err)
 	}
 }
+
+// With a gob that writes headers otherwise than headerType expects, the
+// codecs leave headers to gob.
+func TestCodec_HeadersThroughGob(t *testing.T) {
+	var got, want bytes.Buffer
+	cc := newClientCodec(nopCloser{&got})
+	cc.hw.t = &headerType{name: "Request"} // no def: as if the check failed
+	enc := gob.NewEncoder(&want)
+	for i := range 3 {
+		r := rpc.Request{ServiceMethod: "Echo.Echo", Seq: uint64(i)}
+		if err := cc.WriteRequest(&r, &EchoArgs{N: i}); err != nil {
+			t.Fatal(err)
+		}
+		enc.Encode(&r)
+		enc.Encode(&EchoArgs{N: i})
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Errorf("requests differ from gob's:\n got %x\nwant %x", got.Bytes(), want.Bytes())
+	}
+	sc := newServerCodec(nopCloser{&got})
+	sc.hr.t = &headerType{name: "Request", fields: requestHeader.fields}
+	for i := range 3 {
+		r, a := readRequest(t, sc)
+		if r.ServiceMethod != "Echo.Echo" || r.Seq != uint64(i) || a.N != i {
+			t.Errorf("read %+v %+v", r, a)
+		}
+	}
+}
