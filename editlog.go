@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -85,6 +86,52 @@ type editLog struct {
 	segBytes  int64    // bytes written to the current segment
 	syncs     uint64   // fsyncs done: fewer than records under group commit
 	err       error    // sticky: after a failed write the log takes no more
+
+	enc editEncoder
+}
+
+// editEncoder writes an edit's gob as a fresh gob.Encoder does, the type
+// definitions and then the value, so that each record decodes on its own.
+// It finds the definitions once: a fresh encoder per record spent more on
+// them than on the edit.
+type editEncoder struct {
+	mu   sync.Mutex
+	enc  *gob.Encoder // writes to out; has sent the definitions
+	out  bytes.Buffer
+	defs []byte // what a fresh encoder writes before the value
+}
+
+// encode appends the gob of e to dst.
+func (x *editEncoder) encode(dst []byte, e *edit) ([]byte, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.enc == nil {
+		x.out.Reset()
+		enc := gob.NewEncoder(&x.out)
+		if err := enc.Encode(&edit{}); err != nil {
+			return nil, err
+		}
+		// The definitions are every message but the last, the value.
+		b := x.out.Bytes()
+		r := bytes.NewReader(b)
+		last := 0
+		for r.Len() > 0 {
+			last = len(b) - r.Len()
+			n, err := readUint(r)
+			if err != nil || n > uint64(r.Len()) {
+				return nil, errors.New("edit log: cannot split gob's type definitions")
+			}
+			r.Seek(int64(n), io.SeekCurrent)
+		}
+		x.enc, x.defs = enc, bytes.Clone(b[:last])
+	}
+	x.out.Reset()
+	if err := x.enc.Encode(e); err != nil {
+		x.enc = nil // its state is not known: start again
+		return nil, err
+	}
+	dst = append(dst, x.defs...)
+	return append(dst, x.out.Bytes()...), nil
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%s%020d", segmentPrefix, first) }
@@ -120,12 +167,10 @@ func (l *editLog) createSegment(first uint64) (*os.File, error) {
 // it durable. The caller holds the master's lock, so seqs follow the order
 // in which changes are applied.
 func (l *editLog) append(e *edit) (uint64, error) {
-	var body bytes.Buffer
-	body.Write(make([]byte, editHeaderSize))
-	if err := gob.NewEncoder(&body).Encode(e); err != nil {
+	rec, err := l.enc.encode(make([]byte, editHeaderSize, 512), e)
+	if err != nil {
 		return 0, fmt.Errorf("edit log: encode: %w", err)
 	}
-	rec := body.Bytes()
 	if len(rec)-editHeaderSize > maxEditSize {
 		return 0, fmt.Errorf("edit log: record of %d bytes is too large", len(rec))
 	}

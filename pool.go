@@ -19,6 +19,9 @@ type pool struct {
 	mu      sync.Mutex
 	clients map[string]*rpc.Client
 	closed  bool
+
+	// waiting holds the calls in wait, so that one timer serves them all.
+	waiting deadlines
 }
 
 func newPool() *pool {
@@ -48,7 +51,7 @@ func (p *pool) get(ctx context.Context, addr string) (*rpc.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.NewClient(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout})
+	c := rpc.NewClientWithCodec(newClientCodec(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout}))
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -84,6 +87,7 @@ func (p *pool) close() {
 		c.Close()
 		delete(p.clients, addr)
 	}
+	p.waiting.stop()
 }
 
 // call invokes method on addr and waits at most timeout for the reply. A
@@ -104,6 +108,11 @@ type pendingCall struct {
 	addr string
 	c    *rpc.Client
 	call *rpc.Call
+
+	// deadline, prev and next belong to p.waiting while the call waits.
+	deadline   time.Time
+	prev, next *pendingCall
+	queued     bool
 }
 
 // start sends a request without waiting for its reply. The request is
@@ -135,10 +144,15 @@ func (p *pool) start(ctx context.Context, addr, method string, args, reply any) 
 // connection is closed: net/rpc cannot cancel one call, and a peer that does
 // not answer one call is not trusted with the next.
 func (pc *pendingCall) wait(ctx context.Context, timeout time.Duration) error {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+	pc.deadline = time.Now().Add(timeout)
+	pc.p.waiting.add(pc)
 	select {
 	case call := <-pc.call.Done:
+		pc.p.waiting.remove(pc)
+		if call == timedOut {
+			pc.p.drop(pc.addr, pc.c)
+			return fmt.Errorf("%s: no answer from %s within %v", pc.call.ServiceMethod, pc.addr, timeout)
+		}
 		err := call.Error
 		if err == nil {
 			return nil
@@ -150,12 +164,111 @@ func (pc *pendingCall) wait(ctx context.Context, timeout time.Duration) error {
 		}
 		return fromRemote(err)
 	case <-ctx.Done():
+		pc.p.waiting.remove(pc)
 		pc.p.drop(pc.addr, pc.c)
 		return ctx.Err()
-	case <-timer.C:
-		pc.p.drop(pc.addr, pc.c)
-		return fmt.Errorf("%s: no answer from %s within %v", pc.call.ServiceMethod, pc.addr, timeout)
 	}
+}
+
+// timedOut is what deadlines puts on the Done channel of a call whose
+// deadline has passed. net/rpc never sends it; a reply that comes later
+// finds the channel full and is dropped (rpc.Call.done does not block).
+var timedOut = new(rpc.Call)
+
+// deadlines times out the calls of a pool that are in wait. A timer per
+// call costs more than the rest of a small call's bookkeeping together, so
+// one timer serves them all: it is set for the earliest deadline, and when
+// it fires it times out every call that is due and sets itself for the
+// next. Calls mostly come with the same timeout, so a new call's deadline is
+// seldom the earliest and adding it does not touch the timer.
+type deadlines struct {
+	mu    sync.Mutex
+	head  *pendingCall // a doubly linked list, in no order
+	timer *time.Timer  // runs sweep
+	at    time.Time    // when timer fires; zero if it is not set
+}
+
+func (d *deadlines) add(pc *pendingCall) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pc.prev, pc.next, pc.queued = nil, d.head, true
+	if d.head != nil {
+		d.head.prev = pc
+	}
+	d.head = pc
+	if d.at.IsZero() || pc.deadline.Before(d.at) {
+		d.arm(pc.deadline)
+	}
+}
+
+// arm sets the timer for at. d.mu is held.
+func (d *deadlines) arm(at time.Time) {
+	d.at = at
+	if d.timer == nil {
+		d.timer = time.AfterFunc(time.Until(at), d.sweep)
+	} else {
+		d.timer.Reset(time.Until(at))
+	}
+}
+
+// remove takes pc out, if it is still in. The timer is left alone: if pc
+// had the earliest deadline, the timer fires for nothing and moves on.
+func (d *deadlines) remove(pc *pendingCall) {
+	d.mu.Lock()
+	d.unlink(pc)
+	d.mu.Unlock()
+}
+
+func (d *deadlines) unlink(pc *pendingCall) {
+	if !pc.queued {
+		return
+	}
+	if pc.prev != nil {
+		pc.prev.next = pc.next
+	} else {
+		d.head = pc.next
+	}
+	if pc.next != nil {
+		pc.next.prev = pc.prev
+	}
+	pc.prev, pc.next, pc.queued = nil, nil, false
+}
+
+// sweep times out the calls that are due and sets the timer for the
+// earliest deadline left.
+func (d *deadlines) sweep() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	var next time.Time
+	for pc := d.head; pc != nil; {
+		after := pc.next
+		if !pc.deadline.After(now) {
+			d.unlink(pc)
+			select {
+			case pc.call.Done <- timedOut:
+			default: // the reply is there already; the call takes it
+			}
+		} else if next.IsZero() || pc.deadline.Before(next) {
+			next = pc.deadline
+		}
+		pc = after
+	}
+	d.at = time.Time{}
+	if !next.IsZero() {
+		d.arm(next)
+	}
+}
+
+// stop stops the timer. Calls still waiting fail on their own: their
+// connections are closed.
+func (d *deadlines) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.at = time.Time{}
 }
 
 // deadlineConn puts a deadline on every Write, so a peer that stops reading

@@ -119,25 +119,31 @@ func (s *rpcServer) Close() error {
 	return err
 }
 
-// serverCodec is net/rpc's gob server codec, plus buffer recycling: the
-// 1 MiB packets of the data path come from packetPool and go back to it
-// once they are written (a request's Data when its handler returns, a
-// reply's Data once it is on the wire), so a busy minion does not make a
-// megabyte of garbage per packet.
+// serverCodec is net/rpc's gob server codec with the headers done by hand
+// (codec.go), plus buffer recycling: the 1 MiB packets of the data path
+// come from packetPool and go back to it once they are written (a request's
+// Data when its handler returns, a reply's Data once it is on the wire), so
+// a busy minion does not make a megabyte of garbage per packet.
 type serverCodec struct {
 	rwc    io.ReadWriteCloser
 	dec    *gob.Decoder
 	enc    *gob.Encoder
 	encBuf *bufio.Writer
+	hr     headerReader
+	hw     headerWriter
 	closed bool
 }
 
 func newServerCodec(conn io.ReadWriteCloser) *serverCodec {
 	buf := bufio.NewWriter(conn)
-	return &serverCodec{rwc: conn, dec: gob.NewDecoder(conn), enc: gob.NewEncoder(buf), encBuf: buf}
+	r := bufio.NewReader(conn)
+	c := &serverCodec{rwc: conn, dec: gob.NewDecoder(r), enc: gob.NewEncoder(buf), encBuf: buf}
+	c.hr.t, c.hr.r = requestHeader, r
+	c.hw.t = responseHeader
+	return c
 }
 
-func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error { return c.dec.Decode(r) }
+func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error { return c.hr.readRequest(r) }
 
 func (c *serverCodec) ReadRequestBody(body any) error {
 	if a, ok := body.(*WriteBlockArgs); ok {
@@ -153,7 +159,7 @@ func (c *serverCodec) WriteResponse(r *rpc.Response, body any) error {
 	if rel, ok := body.(releaser); ok {
 		defer rel.release()
 	}
-	if err := c.enc.Encode(r); err != nil {
+	if err := c.hw.write(c.encBuf, c.enc, r, r.ServiceMethod, r.Seq, r.Error); err != nil {
 		if c.encBuf.Flush() == nil {
 			c.Close() // a header gob cannot encode: the stream is broken
 		}

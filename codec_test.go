@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/rpc"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoService is a net/rpc service for the codec and pool tests.
+type echoService struct{}
+
+type EchoArgs struct {
+	Text string
+	N    int
+	Data []byte
+}
+
+type EchoReply struct {
+	Text string
+	N    int
+	Data []byte
+}
+
+func (echoService) Echo(a *EchoArgs, r *EchoReply) error {
+	r.Text, r.N, r.Data = a.Text, a.N, a.Data
+	return nil
+}
+
+func (echoService) Fail(a *EchoArgs, r *EchoReply) error {
+	return fmt.Errorf("%w: %s", ErrNotFound, a.Text)
+}
+
+// serveEcho serves echoService, under the name Echo, with serveRPC.
+func serveEcho(t testing.TB) string {
+	t.Helper()
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("Echo", echoService{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s.Addr().String()
+}
+
+// serveEchoStock serves echoService with net/rpc's own codec.
+func serveEchoStock(t testing.TB) string {
+	t.Helper()
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("Echo", echoService{}); err != nil {
+		t.Fatal(err)
+	}
+	return listen(t, func(c net.Conn) { srv.ServeConn(c) })
+}
+
+func TestHeaderType_AsGobWritesIt(t *testing.T) {
+	// If this fails, this Go's gob writes headers differently: the codec
+	// still works (through gob), only slower.
+	for _, h := range []*headerType{requestHeader, responseHeader} {
+		if h.def == nil || h.id <= 0 {
+			t.Errorf("%s: gob's type definition is not the expected one; headers go through gob", h.name)
+		}
+	}
+}
+
+// The codecs write exactly what net/rpc's gob codec writes.
+func TestCodec_SameBytesAsGob(t *testing.T) {
+	long := strings.Repeat("m", 300)
+	reqs := []rpc.Request{
+		{ServiceMethod: "Master.Stat", Seq: 0},
+		{ServiceMethod: "Master.Stat", Seq: 1},
+		{ServiceMethod: "Master.Create", Seq: 127},
+		{ServiceMethod: long, Seq: 128},
+		{ServiceMethod: "", Seq: 1 << 40},
+		{ServiceMethod: "Minion.WriteBlock", Seq: ^uint64(0)},
+	}
+	bodies := []any{&PathArgs{Path: "/a"}, &PathArgs{Path: "/b", Durable: true}, &CreateArgs{Path: "/c"}, &Empty{}, &EchoArgs{Data: make([]byte, 5000)}, &PathArgs{}}
+
+	var got, want bytes.Buffer
+	cc := newClientCodec(nopCloser{&got})
+	enc := gob.NewEncoder(&want)
+	for i := range reqs {
+		if err := cc.WriteRequest(&reqs[i], bodies[i]); err != nil {
+			t.Fatal(err)
+		}
+		enc.Encode(&reqs[i])
+		enc.Encode(bodies[i])
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Errorf("requests differ from gob's:\n got %x\nwant %x", got.Bytes(), want.Bytes())
+	}
+
+	got.Reset()
+	want.Reset()
+	sc := newServerCodec(nopCloser{&got})
+	enc = gob.NewEncoder(&want)
+	for i := range reqs {
+		r := rpc.Response{ServiceMethod: reqs[i].ServiceMethod, Seq: reqs[i].Seq}
+		if i%2 == 1 {
+			r.Error = "file not found: /x" + long[:i*50]
+		}
+		if err := sc.WriteResponse(&r, bodies[i]); err != nil {
+			t.Fatal(err)
+		}
+		enc.Encode(&r)
+		enc.Encode(bodies[i])
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Errorf("responses differ from gob's:\n got %x\nwant %x", got.Bytes(), want.Bytes())
+	}
+}
+
+// The codecs read what net/rpc's gob codec writes, with type ids of
+// another process and with header types that are not net/rpc's.
+func TestCodec_ReadsOtherStreams(t *testing.T) {
+	t.Run("GobStream", func(t *testing.T) {
+		var buf bytes.Buffer
+		enc := gob.NewEncoder(&buf)
+		for i := range 3 {
+			enc.Encode(&rpc.Request{ServiceMethod: "Echo.Echo", Seq: uint64(i)})
+			enc.Encode(&EchoArgs{Text: fmt.Sprint(i)})
+		}
+		sc := newServerCodec(nopCloser{&buf})
+		for i := range 3 {
+			r, a := readRequest(t, sc)
+			if r.ServiceMethod != "Echo.Echo" || r.Seq != uint64(i) || a.Text != fmt.Sprint(i) {
+				t.Errorf("read %+v %+v", r, a)
+			}
+		}
+		if sc.hr.id != requestHeader.id || sc.hr.dec != nil {
+			t.Errorf("headers did not take the direct path")
+		}
+	})
+	t.Run("OtherTypeID", func(t *testing.T) {
+		// A peer whose gob gave rpc.Response another id.
+		const id = 1000
+		var buf bytes.Buffer
+		msg := func(b []byte) { buf.Write(appendUint(nil, uint64(len(b)))); buf.Write(b) }
+		msg(responseHeader.definition(id))
+		bodies := gob.NewEncoder(&buf)
+		for i, e := range []string{"", "boom"} {
+			b := appendInt(nil, id)
+			b = append(appendString(append(b, 1), "Echo.Echo"), 1)
+			b = appendUint(b, uint64(i+1))
+			if e != "" {
+				b = appendString(append(b, 1), e)
+			}
+			msg(append(b, 0))
+			bodies.Encode(&EchoReply{Text: "r"})
+		}
+		cc := newClientCodec(nopCloser{&buf})
+		for i, e := range []string{"", "boom"} {
+			var r rpc.Response
+			var reply EchoReply
+			if err := cc.ReadResponseHeader(&r); err != nil {
+				t.Fatal(err)
+			}
+			if r.ServiceMethod != "Echo.Echo" || r.Seq != uint64(i+1) || r.Error != e {
+				t.Errorf("header %d: %+v", i, r)
+			}
+			if i == 0 {
+				if err := cc.ReadResponseBody(&reply); err != nil || reply.Text != "r" {
+					t.Errorf("body: %+v, %v", reply, err)
+				}
+			} else if err := cc.ReadResponseBody(nil); err != nil {
+				t.Errorf("discard body: %v", err)
+			}
+		}
+		if cc.hr.id != id || cc.hr.dec != nil {
+			t.Errorf("headers did not take the direct path")
+		}
+	})
+	t.Run("OtherHeaderType", func(t *testing.T) {
+		// A header type that is not net/rpc's goes through gob.
+		type Request struct {
+			ServiceMethod string
+			Extra         []int
+			Seq           uint64
+		}
+		var buf bytes.Buffer
+		enc := gob.NewEncoder(&buf)
+		for i := range 2 {
+			enc.Encode(&Request{ServiceMethod: "Echo.Echo", Extra: []int{1, 2}, Seq: uint64(i + 7)})
+			enc.Encode(&EchoArgs{Text: "x"})
+		}
+		sc := newServerCodec(nopCloser{&buf})
+		for i := range 2 {
+			r, a := readRequest(t, sc)
+			if r.ServiceMethod != "Echo.Echo" || r.Seq != uint64(i+7) || a.Text != "x" {
+				t.Errorf("read %+v %+v", r, a)
+			}
+		}
+		if sc.hr.dec == nil {
+			t.Errorf("an unknown header type took the direct path")
+		}
+	})
+}
+
+// readRequest reads a request, header and body, from sc.
+func readRequest(t *testing.T, sc *serverCodec) (rpc.Request, EchoArgs) {
+	t.Helper()
+	var r rpc.Request
+	var a EchoArgs
+	if err := sc.ReadRequestHeader(&r); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.ReadRequestBody(&a); err != nil {
+		t.Fatal(err)
+	}
+	return r, a
+}
+
+type nopCloser struct{ io.ReadWriter }
+
+func (nopCloser) Close() error { return nil }
+
+// Calls between this codec and net/rpc's own, both ways.
+func TestCodec_StockPeers(t *testing.T) {
+	check := func(t *testing.T, call func(method string, a *EchoArgs, r *EchoReply) error) {
+		t.Helper()
+		for i := range 3 {
+			a := &EchoArgs{Text: strings.Repeat("t", i*100), N: i, Data: make([]byte, i*3000)}
+			var r EchoReply
+			if err := call("Echo.Echo", a, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Text != a.Text || r.N != a.N || len(r.Data) != len(a.Data) {
+				t.Errorf("echo %d: got %q %d %d", i, r.Text, r.N, len(r.Data))
+			}
+			err := call("Echo.Fail", &EchoArgs{Text: "/f"}, &r)
+			if !errors.Is(fromRemote(err), ErrNotFound) || !strings.Contains(err.Error(), "/f") {
+				t.Errorf("Fail: %v", err)
+			}
+			err = call("Echo.Nope", a, &r)
+			if err == nil || !strings.Contains(err.Error(), "can't find method") {
+				t.Errorf("unknown method: %v", err)
+			}
+		}
+	}
+	t.Run("StockClient", func(t *testing.T) {
+		c, err := rpc.Dial("tcp", serveEcho(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		check(t, func(m string, a *EchoArgs, r *EchoReply) error { return c.Call(m, a, r) })
+	})
+	t.Run("StockServer", func(t *testing.T) {
+		p := newPool()
+		defer p.close()
+		addr := serveEchoStock(t)
+		check(t, func(m string, a *EchoArgs, r *EchoReply) error {
+			return p.call(t.Context(), addr, m, a, r, time.Minute)
+		})
+	})
+	t.Run("Both", func(t *testing.T) {
+		p := newPool()
+		defer p.close()
+		addr := serveEcho(t)
+		check(t, func(m string, a *EchoArgs, r *EchoReply) error {
+			return p.call(t.Context(), addr, m, a, r, time.Minute)
+		})
+	})
+}
+
+// Many calls at once on one connection, each with its own reply.
+func TestPool_ConcurrentCalls(t *testing.T) {
+	p := newPool()
+	defer p.close()
+	addr := serveEcho(t)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				n := g*1000 + i
+				var r EchoReply
+				if err := p.call(t.Context(), addr, "Echo.Echo", &EchoArgs{N: n, Text: fmt.Sprint(n)}, &r, time.Minute); err != nil {
+					t.Error(err)
+					return
+				}
+				if r.N != n || r.Text != fmt.Sprint(n) {
+					t.Errorf("call %d got reply %d %q", n, r.N, r.Text)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// Garbage from a peer is an error, never a panic, on both sides.
+func TestCodec_Garbage(t *testing.T) {
+	inputs := [][]byte{
+		{},
+		{0},
+		{0xff},
+		{0xf7, 1, 2, 3, 4, 5, 6, 7, 8, 9}, // a count of 9 bytes
+		{0xfc, 0x7f, 0xff, 0xff, 0xff},    // a count of 2 GiB
+		{3, 0x01, 0x02, 0x03},             // a definition of nothing
+		{4, 0x80, 0x01, 0x02, 0x03},       // a value of an unknown type
+		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), // another protocol
+	}
+	// A header of the right type with a broken field.
+	var good bytes.Buffer
+	gob.NewEncoder(&good).Encode(&rpc.Request{ServiceMethod: "Echo.Echo", Seq: 5})
+	for i := 1; i < good.Len(); i++ {
+		b := bytes.Clone(good.Bytes())
+		b[i] ^= 0x55
+		inputs = append(inputs, b, good.Bytes()[:i])
+	}
+	for _, in := range inputs {
+		sc := newServerCodec(nopCloser{bytes.NewBuffer(bytes.Clone(in))})
+		for range 3 { // stop at the first error
+			var r rpc.Request
+			if err := sc.ReadRequestHeader(&r); err != nil {
+				break
+			}
+			if err := sc.ReadRequestBody(nil); err != nil {
+				break
+			}
+		}
+		cc := newClientCodec(nopCloser{bytes.NewBuffer(bytes.Clone(in))})
+		var r rpc.Response
+		if err := cc.ReadResponseHeader(&r); err == nil {
+			cc.ReadResponseBody(nil)
+		}
+	}
+
+	// Over a connection: the server hangs up, the client gets an error.
+	addr := serveEcho(t)
+	for _, in := range inputs {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(in)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c) // returns when the server closes
+		c.Close()
+	}
+	garbage := listen(t, func(c net.Conn) {
+		c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02\xff\xfe"))
+		c.Close()
+	})
+	p := newPool()
+	defer p.close()
+	err := p.call(t.Context(), garbage, "Echo.Echo", &EchoArgs{}, &EchoReply{}, time.Minute)
+	if err == nil {
+		t.Fatal("a call answered with garbage succeeded")
+	}
+	t.Logf("error: %v", err)
+}
+
+func FuzzCodec_ReadRequest(f *testing.F) {
+	var good bytes.Buffer
+	enc := gob.NewEncoder(&good)
+	enc.Encode(&rpc.Request{ServiceMethod: "Echo.Echo", Seq: 5})
+	enc.Encode(&EchoArgs{Text: "x"})
+	f.Add(good.Bytes())
+	f.Add([]byte{0xfe, 1, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		sc := newServerCodec(nopCloser{bytes.NewBuffer(in)})
+		for range 4 {
+			var r rpc.Request
+			if sc.ReadRequestHeader(&r) != nil || sc.ReadRequestBody(&EchoArgs{}) != nil {
+				return
+			}
+		}
+	})
+}
+
+// A request that gob cannot encode fails alone; the pool goes on with a
+// new connection.
+func TestPool_RequestGobCannotEncode(t *testing.T) {
+	p := newPool()
+	defer p.close()
+	addr := serveEcho(t)
+	type bad struct{ F func() }
+	err := p.call(t.Context(), addr, "Echo.Echo", &bad{F: func() {}}, &EchoReply{}, time.Minute)
+	if err == nil {
+		t.Fatal("a call with a func in its args succeeded")
+	}
+	t.Logf("error: %v", err)
+	var r EchoReply
+	if err := p.call(t.Context(), addr, "Echo.Echo", &EchoArgs{N: 7}, &r, time.Minute); err != nil || r.N != 7 {
+		t.Fatalf("next call: %+v, %v", r, err)
+	}
+}
+
+// With a gob that writes headers otherwise than headerType expects, the
+// codecs leave headers to gob.
+func TestCodec_HeadersThroughGob(t *testing.T) {
+	var got, want bytes.Buffer
+	cc := newClientCodec(nopCloser{&got})
+	cc.hw.t = &headerType{name: "Request"} // no def: as if the check failed
+	enc := gob.NewEncoder(&want)
+	for i := range 3 {
+		r := rpc.Request{ServiceMethod: "Echo.Echo", Seq: uint64(i)}
+		if err := cc.WriteRequest(&r, &EchoArgs{N: i}); err != nil {
+			t.Fatal(err)
+		}
+		enc.Encode(&r)
+		enc.Encode(&EchoArgs{N: i})
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Errorf("requests differ from gob's:\n got %x\nwant %x", got.Bytes(), want.Bytes())
+	}
+	sc := newServerCodec(nopCloser{&got})
+	sc.hr.t = &headerType{name: "Request", fields: requestHeader.fields}
+	for i := range 3 {
+		r, a := readRequest(t, sc)
+		if r.ServiceMethod != "Echo.Echo" || r.Seq != uint64(i) || a.N != i {
+			t.Errorf("read %+v %+v", r, a)
+		}
+	}
+}

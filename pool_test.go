@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A call that gets no answer fails with an error that says so, and the
+// connection is not used again.
+func TestPool_Timeout(t *testing.T) {
+	var mu sync.Mutex
+	conns := 0
+	silent := listen(t, func(c net.Conn) {
+		mu.Lock()
+		conns++
+		mu.Unlock()
+		io.Copy(io.Discard, c) // reads, never answers
+	})
+	p := newPool()
+	defer p.close()
+	for range 2 {
+		err := p.call(t.Context(), silent, "Master.Stat", &PathArgs{}, &Empty{}, 20*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "Master.Stat: no answer from "+silent+" within 20ms") {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 2 {
+		t.Errorf("%d connections for 2 calls that timed out, want 2", conns)
+	}
+}
+
+// A call with a short timeout times out even while calls with long ones
+// wait: the shared timer follows the earliest deadline.
+func TestPool_TimeoutShorterThanOthers(t *testing.T) {
+	silent := listen(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	p := newPool()
+	defer p.close()
+	long := make(chan error, 3)
+	for range 3 {
+		pc, err := p.start(t.Context(), silent, "Master.Stat", &PathArgs{}, &Empty{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { long <- pc.wait(t.Context(), time.Hour) }()
+	}
+	// If the timer stayed set for an hour, this would hang.
+	err := p.call(t.Context(), silent, "Master.Stat", &PathArgs{}, &Empty{}, time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "no answer") {
+		t.Fatalf("err = %v", err)
+	}
+	// The timeout closed the shared connection: the long calls fail too.
+	for range 3 {
+		if err := <-long; err == nil {
+			t.Error("a call on a dropped connection succeeded")
+		}
+	}
+}
+
+// A call whose context ends fails with the context's error.
+func TestPool_ContextCanceled(t *testing.T) {
+	silent := listen(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	p := newPool()
+	defer p.close()
+	ctx, cancel := context.WithCancel(t.Context())
+	pc, err := p.start(ctx, silent, "Master.Stat", &PathArgs{}, &Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := pc.wait(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if p.waiting.head != nil {
+		t.Error("a call that returned is still in the deadlines")
+	}
+}
