@@ -59,6 +59,47 @@ func BenchmarkBlockStore_WriteFinalize(b *testing.B) {
 	}
 }
 
+// BenchmarkBlockStore_SmallPut stores 4 KiB blocks whole, as a minion does
+// for small files: packed into a volume (1 writer: one fdatasync each; 16:
+// they share them) or, with packing off, as two files each.
+func BenchmarkBlockStore_SmallPut(b *testing.B) {
+	data := blockBytes(1, 4096)
+	crcs := checksums(nil, data)
+	for _, tc := range []struct {
+		name    string
+		packMax int64
+		writers int
+	}{{"packed/writers=1", DefaultPackMax, 1}, {"packed/writers=16", DefaultPackMax, 16}, {"files/writers=16", 0, 16}} {
+		b.Run(tc.name, func(b *testing.B) {
+			s, err := openBlockStore(b.TempDir(), tc.packMax, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.close()
+			var next atomic.Uint64
+			start := time.Now()
+			if tc.writers == 1 {
+				for b.Loop() {
+					if err := s.put(next.Add(1), data, crcs); err != nil {
+						b.Fatal(err)
+					}
+				}
+			} else {
+				b.SetParallelism(max(1, tc.writers/runtime.GOMAXPROCS(0)))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := s.put(next.Add(1), data, crcs); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "puts/s")
+		})
+	}
+}
+
 func BenchmarkBlockStore_Read(b *testing.B) {
 	s, err := openBlockStore(b.TempDir(), DefaultPackMax, slog.New(slog.DiscardHandler))
 	if err != nil {
