@@ -101,7 +101,6 @@ type blockStore struct {
 	activeVol *volume
 
 	pack        *packer
-	damaged     []uint64 // found at load, to be tombstoned
 	compactWake chan struct{}
 	compactDone chan struct{}
 	closeOnce   sync.Once
@@ -536,16 +535,16 @@ func readAt(path string, buf []byte, off int64) error {
 }
 
 // forget takes block id out of the index and reports whether it was there
-// and whether it was packed: then its tombstone is written.
+// and whether it was packed: then its record is marked deleted.
 func (s *blockStore) forget(id uint64) (found, packed bool) {
 	s.mu.Lock()
 	size, ok := s.blocks[id]
 	delete(s.blocks, id)
 	s.used -= size
-	packed = s.unpackLocked(id, size)
+	loc, packed := s.unpackLocked(id, size)
 	s.mu.Unlock()
 	if packed {
-		s.tombstone(id)
+		s.markDeleted(loc)
 	}
 	return ok, packed
 }
@@ -579,7 +578,8 @@ func (s *blockStore) quarantine(id uint64) error {
 		return err
 	}
 	if err := s.unpackTo(id, dir); err != nil {
-		return err
+		// Unreadable (EIO, cut short): out of the store all the same.
+		s.logger.Warn("quarantine: could not keep a copy", "block", blockName(id), "err", err)
 	}
 	if found, packed := s.forget(id); !found || packed {
 		return nil

@@ -193,9 +193,7 @@ func volumeBlocks(t testing.TB, dir string) map[uint64]packedAt {
 		// Damaged data counts: tests look for the replicas they damaged.
 		sc := &volumeScan{f: f, size: fi.Size(), headersOnly: true}
 		_, err = sc.scan(filepath.Base(p), slog.New(slog.DiscardHandler), func(h volumeHeader, at int64) {
-			if h.kind == recDelete {
-				delete(out, h.id)
-			} else {
+			if !h.deleted {
 				out[h.id] = packedAt{path: p, off: at + volumeHeaderSize, size: h.size}
 			}
 		}, nil)

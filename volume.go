@@ -9,21 +9,30 @@
 // Layout: DIR/volumes/vol_<8 hex digits>, numbered in the order written.
 // A volume is a sequence of records:
 //
-//	magic "DFSV" | kind u8 | 3 bytes zero | block id u64 | size u32 | header CRC32C u32
+//	magic "DFSV" | kind u8 (1) | state u8 | 2 bytes zero | block id u64 | size u32 | header CRC32C u32
 //	data (size bytes) | one CRC32C per 512 bytes of data
 //
-// A record of kind recDelete (a tombstone: size 0, nothing follows) drops
-// the block from the index at load. Volumes are written one at a time by
-// one goroutine, batch by batch: a batch is written, fdatasynced and only
-// then acknowledged, and a full volume is synced before the next begins,
-// so only the newest volume can end in a torn batch. Load checks the
-// records of the newest volume against their CRCs and cuts a bad tail off;
-// a damaged record anywhere is skipped (and logged).
+// The header CRC covers every header byte but state, which is 0 while the
+// block is live. Deleting a block writes stateDeleted over that one byte
+// in place (a one-byte write cannot tear): the record stays, as garbage,
+// and nothing else refers to it, so no tombstone can be lost or outlive
+// its record. The mark is not fsynced: a block whose mark a crash lost
+// comes back, and the master deletes it again as an orphan.
+//
+// Volumes are written by one goroutine, batch by batch: a batch is
+// written, fdatasynced and only then acknowledged, and a full volume is
+// synced before the next begins, so only the newest volume can end in a
+// torn batch. Load checks the records of the newest volume against their
+// CRCs, marks damaged ones deleted and cuts a bad tail off, then goes on
+// appending to it; older volumes were checked when they were the newest,
+// and only their headers are read. A record with a good header is skipped
+// by its length, never searched for records inside (a block's bytes may
+// look like records); only after a bad header does the scan look for the
+// next good record.
 //
 // Deleted blocks leave garbage; a volume whose live records take less than
-// half of it is compacted: its live records are appended anew and the file
-// removed. A tombstone removed with its volume may let a deleted block
-// come back at the next load; the master deletes it again as an orphan.
+// half of it (and at least compactMinGarbage), or none, is compacted: its
+// live records are appended anew, and the file removed.
 package main
 
 import (
@@ -46,8 +55,8 @@ var volumeMagic = [4]byte{'D', 'F', 'S', 'V'}
 
 const (
 	volumeHeaderSize = 24
-	recBlock         = 1
-	recDelete        = 2
+	recBlock         = 1    // the only kind of record
+	stateDeleted     = 0xDD // header byte 5 of a deleted block's record
 	// volumeMaxSize is the size past which appends go to a new volume.
 	volumeMaxSize = 64 << 20
 	// maxBatchBytes bounds the bytes of one group commit.
@@ -69,6 +78,9 @@ type volume struct {
 	// Guarded by the store's mu.
 	size int64 // bytes of records written (and synced)
 	live int64 // bytes of the records of blocks in the index
+	// damagedEnd is set when the volume could not be read to its end at
+	// load: it takes no new records.
+	damagedEnd bool
 }
 
 // packedLoc is where a packed block's record starts.
@@ -93,14 +105,20 @@ func recordSize(size int64) int64 {
 	return volumeHeaderSize + size + 4*((size+bytesPerChecksum-1)/bytesPerChecksum)
 }
 
-// appendRecord appends a record to dst.
-func appendRecord(dst []byte, kind byte, id uint64, data []byte, crcs []uint32) []byte {
+// headerCRC is the CRC32C of a record header's first 20 bytes but its
+// state byte (5), which changes in place.
+func headerCRC(h []byte) uint32 {
+	return crc32.Update(crc32.Checksum(h[:5], castagnoli), castagnoli, h[6:20])
+}
+
+// appendRecord appends the record of block id to dst.
+func appendRecord(dst []byte, id uint64, data []byte, crcs []uint32) []byte {
 	var h [volumeHeaderSize]byte
 	copy(h[:], volumeMagic[:])
-	h[4] = kind
+	h[4] = recBlock
 	binary.BigEndian.PutUint64(h[8:], id)
 	binary.BigEndian.PutUint32(h[16:], uint32(len(data)))
-	binary.BigEndian.PutUint32(h[20:], crc32.Checksum(h[:20], castagnoli))
+	binary.BigEndian.PutUint32(h[20:], headerCRC(h[:]))
 	dst = append(dst, h[:]...)
 	dst = append(dst, data...)
 	for _, c := range crcs {
@@ -111,21 +129,18 @@ func appendRecord(dst []byte, kind byte, id uint64, data []byte, crcs []uint32) 
 
 // volumeHeader is a decoded record header.
 type volumeHeader struct {
-	kind byte
-	id   uint64
-	size int64
+	id      uint64
+	size    int64
+	deleted bool // any state but 0 (a flipped bit too) counts as deleted
 }
 
-// parseHeader decodes h, or reports that it is not a good header.
+// parseRecordHeader decodes h, or reports that it is not a good header.
 func parseRecordHeader(h []byte) (volumeHeader, bool) {
-	if len(h) < volumeHeaderSize || [4]byte(h[:4]) != volumeMagic ||
-		crc32.Checksum(h[:20], castagnoli) != binary.BigEndian.Uint32(h[20:]) {
+	if len(h) < volumeHeaderSize || [4]byte(h[:4]) != volumeMagic || headerCRC(h) != binary.BigEndian.Uint32(h[20:]) {
 		return volumeHeader{}, false
 	}
-	v := volumeHeader{kind: h[4], id: binary.BigEndian.Uint64(h[8:]), size: int64(binary.BigEndian.Uint32(h[16:]))}
-	ok := h[5] == 0 && h[6] == 0 && h[7] == 0 &&
-		(v.kind == recBlock && v.size <= packetSize || v.kind == recDelete && v.size == 0)
-	return v, ok
+	v := volumeHeader{id: binary.BigEndian.Uint64(h[8:]), size: int64(binary.BigEndian.Uint32(h[16:])), deleted: h[5] != 0}
+	return v, h[4] == recBlock && h[6] == 0 && h[7] == 0 && v.size <= packetSize
 }
 
 // volumeScan reads a volume's records in order.
@@ -137,22 +152,33 @@ type volumeScan struct {
 	headersOnly bool
 }
 
-// record checks the record at off and returns its header. ok is false if
-// there is no good record at off (bad header, past the end or bad CRCs);
-// h.kind is 0 unless the header itself is good.
-func (v *volumeScan) record(off int64) (h volumeHeader, ok bool, err error) {
+// recordState is what record finds at an offset.
+type recordState int
+
+const (
+	recGood      recordState = iota // a whole record, its data checked (unless headersOnly or deleted)
+	recBadHeader                    // no good header: the record's length is not known
+	recCut                          // a good header, cut short by the end of the file
+	recBadData                      // a good header, data that fails its CRCs
+)
+
+// record reads and checks the record at off.
+func (v *volumeScan) record(off int64) (volumeHeader, recordState, error) {
 	if off+volumeHeaderSize > v.size {
-		return h, false, nil
+		return volumeHeader{}, recBadHeader, nil
 	}
 	var hb [volumeHeaderSize]byte
 	if _, err := v.f.ReadAt(hb[:], off); err != nil {
-		return h, false, err
+		return volumeHeader{}, recBadHeader, err
 	}
-	if h, ok = parseRecordHeader(hb[:]); !ok || off+recordSize(h.size) > v.size {
-		return volumeHeader{}, false, nil
-	}
-	if h.kind == recDelete || v.headersOnly {
-		return h, true, nil
+	h, ok := parseRecordHeader(hb[:])
+	switch {
+	case !ok:
+		return volumeHeader{}, recBadHeader, nil
+	case off+recordSize(h.size) > v.size:
+		return h, recCut, nil
+	case h.deleted || v.headersOnly:
+		return h, recGood, nil
 	}
 	n := recordSize(h.size) - volumeHeaderSize
 	if int64(cap(v.buf)) < n {
@@ -160,14 +186,17 @@ func (v *volumeScan) record(off int64) (h volumeHeader, ok bool, err error) {
 	}
 	body := v.buf[:n]
 	if _, err := v.f.ReadAt(body, off+volumeHeaderSize); err != nil {
-		return h, false, err
+		return h, recBadData, err
 	}
 	data, raw := body[:h.size], body[h.size:]
 	crcs := make([]uint32, len(raw)/4)
 	for i := range crcs {
 		crcs[i] = binary.BigEndian.Uint32(raw[4*i:])
 	}
-	return h, verifyChecksums(data, crcs, 0) == nil, nil
+	if verifyChecksums(data, crcs, 0) != nil {
+		return h, recBadData, nil
+	}
+	return h, recGood, nil
 }
 
 // next finds the first good record after off, for a scan to resume past
@@ -186,9 +215,9 @@ func (v *volumeScan) next(off int64) (int64, error) {
 				break
 			}
 			i += j
-			if _, ok, err := v.record(pos + int64(i)); err != nil {
+			if _, st, err := v.record(pos + int64(i)); err != nil {
 				return -1, err
-			} else if ok {
+			} else if st == recGood {
 				return pos + int64(i), nil
 			}
 		}
@@ -196,20 +225,33 @@ func (v *volumeScan) next(off int64) (int64, error) {
 	return -1, nil
 }
 
-// scan calls fn for every good record of the volume in order and returns
-// the end of the last good one. Damaged stretches are skipped and logged;
-// a block whose record has a good header but bad data, with good records
-// after it, is passed to damaged.
-func (v *volumeScan) scan(name string, logger *slog.Logger, fn func(h volumeHeader, off int64), damaged func(id uint64)) (end int64, err error) {
+// scan calls fn for every good record of the volume in order (deleted ones
+// too: h.deleted) and returns the end of the last good one.
+// A record with a good header and bad data is passed to damaged and
+// skipped; a record cut short by the end of the file ends the scan (a torn
+// tail); after a bad header the scan goes on at the next good record, if
+// any, and logs what it skipped.
+func (v *volumeScan) scan(name string, logger *slog.Logger, fn func(h volumeHeader, off int64), damaged func(h volumeHeader, off int64)) (end int64, err error) {
 	for off := int64(0); off < v.size; {
-		h, ok, err := v.record(off)
+		h, st, err := v.record(off)
 		if err != nil {
 			return end, err
 		}
-		if ok {
+		switch st {
+		case recGood:
 			fn(h, off)
 			off += recordSize(h.size)
 			end = off
+			continue
+		case recCut:
+			return end, nil
+		case recBadData:
+			logger.Error("volume: a damaged block, dropped here; the master copies it again from other replicas",
+				"volume", name, "block", blockName(h.id), "at", off)
+			if damaged != nil {
+				damaged(h, off)
+			}
+			off += recordSize(h.size)
 			continue
 		}
 		nxt, err := v.next(off)
@@ -221,9 +263,6 @@ func (v *volumeScan) scan(name string, logger *slog.Logger, fn func(h volumeHead
 		}
 		logger.Error("volume: skipped damaged records; their blocks are lost here and copied again from other replicas",
 			"volume", name, "from", off, "to", nxt)
-		if h.kind == recBlock && damaged != nil {
-			damaged(h.id)
-		}
 		off = nxt
 	}
 	return end, nil
@@ -236,7 +275,7 @@ type packReq struct {
 	// durable, if set, is called with the store's lock held once rec is
 	// durable, before anyone is answered: the index never lags the disk.
 	durable func(packedLoc)
-	done    chan<- error // nil: nobody waits (tombstones)
+	done    chan<- error // nil for a roll nobody waits for
 }
 
 // packer appends records to the active volume, one batch at a time.
@@ -271,22 +310,25 @@ var errStoreClosed = errors.New("block store closed")
 // append queues rec and waits until it is durable; durable (if not nil)
 // is called first, with the store's lock held.
 func (p *packer) append(rec []byte, durable func(packedLoc)) error {
-	ch := make(chan error, 1)
-	if !p.send(packReq{rec: rec, durable: durable, done: ch}) {
-		return errStoreClosed
-	}
-	select {
-	case err := <-ch:
-		return err
-	case <-p.done:
-		return errStoreClosed
-	}
+	return p.queue(rec, durable)()
 }
 
-// appendAsync queues rec and returns at once. Never call it with the
-// store's lock held: a full queue waits for the packer, which may be
-// waiting for that lock.
-func (p *packer) appendAsync(rec []byte) { p.send(packReq{rec: rec}) }
+// queue queues rec and returns the wait for it, so that several records
+// may be queued and then waited for together.
+func (p *packer) queue(rec []byte, durable func(packedLoc)) (wait func() error) {
+	ch := make(chan error, 1)
+	if !p.send(packReq{rec: rec, durable: durable, done: ch}) {
+		return func() error { return errStoreClosed }
+	}
+	return func() error {
+		select {
+		case err := <-ch:
+			return err
+		case <-p.done:
+			return errStoreClosed
+		}
+	}
+}
 
 // roll makes the next append start a new volume and returns once the
 // active one takes no more records.
@@ -322,7 +364,7 @@ func (p *packer) run() {
 		case r := <-p.reqs:
 			batch = append(batch, r)
 		case <-p.quit:
-			// Write what is queued (tombstones, mostly) and stop.
+			// Write what is queued and stop.
 			for drained := false; !drained; {
 				select {
 				case r := <-p.reqs:
@@ -366,11 +408,7 @@ func (p *packer) commit(batch []packReq) {
 	if len(recs) > 0 {
 		err := p.write(recs)
 		for _, r := range recs {
-			if r.done != nil {
-				r.done <- err
-			} else if err != nil {
-				p.logger.Warn("volume: tombstone not written; the block may come back after a restart", "err", err)
-			}
+			r.done <- err
 		}
 	}
 	if roll != nil {
@@ -460,8 +498,8 @@ const compactMinGarbage = 4 << 20
 
 func (s *blockStore) volumeDir() string { return filepath.Join(s.dir, "volumes") }
 
-// openVolumes indexes the blocks of every volume and starts the packer
-// and the compactor.
+// openVolumes indexes the blocks of every volume and starts the packer,
+// appending to the newest volume, and the compactor.
 func (s *blockStore) openVolumes() error {
 	dir := s.volumeDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -478,13 +516,16 @@ func (s *blockStore) openVolumes() error {
 		}
 	}
 	slices.Sort(seqs)
+	var newest *volume
 	for i, seq := range seqs {
-		if err := s.loadVolume(seq, i == len(seqs)-1); err != nil {
+		v, err := s.loadVolume(seq, i == len(seqs)-1)
+		if err != nil {
 			for _, v := range s.volumes {
 				v.f.Close()
 			}
 			return err
 		}
+		newest = v
 	}
 	s.pack = &packer{dir: dir, logger: s.logger, lock: &s.mu, opened: func(v *volume) {
 		s.volumes[v.seq] = v
@@ -493,13 +534,10 @@ func (s *blockStore) openVolumes() error {
 	if len(seqs) > 0 {
 		s.pack.nextSeq = seqs[len(seqs)-1] + 1
 	}
-	s.pack.start()
-	for _, id := range s.damaged {
-		if _, ok := s.packed[id]; !ok { // not stored again further on
-			s.tombstone(id)
-		}
+	if newest != nil && newest.size < volumeMaxSize && !newest.damagedEnd {
+		s.pack.active, s.activeVol = newest, newest
 	}
-	s.damaged = nil
+	s.pack.start()
 	s.compactWake = make(chan struct{}, 1)
 	s.compactDone = make(chan struct{})
 	go s.compactor()
@@ -508,33 +546,38 @@ func (s *blockStore) openVolumes() error {
 }
 
 // loadVolume indexes volume seq. Only the newest volume can hold a batch
-// that was never acknowledged: its records are checked against their CRCs
-// and a bad tail is cut off. The others were synced whole before the next
-// one began and were checked when they were the newest, so only their
-// headers are read (the scrubber checks the data later, as for files).
-func (s *blockStore) loadVolume(seq uint32, newest bool) error {
+// that was never acknowledged: its records are checked against their CRCs,
+// damaged ones are marked deleted and a bad tail is cut off. The others
+// were synced whole before the next one began and were checked when they
+// were the newest, so only their headers are read (the scrubber checks the
+// data later, as for block files). A volume that cannot be read to its end
+// keeps what was read before the error.
+func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, error) {
 	path := filepath.Join(s.volumeDir(), volumeName(seq))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return err
+		return nil, err
 	}
 	v := &volume{seq: seq, path: path, f: f}
+	var damaged []int64
 	sc := &volumeScan{f: f, size: fi.Size(), headersOnly: !newest}
 	end, err := sc.scan(volumeName(seq), s.logger, func(h volumeHeader, off int64) {
+		if h.deleted {
+			return
+		}
 		if old, ok := s.packed[h.id]; ok {
+			// Stored twice (a copy after a delete whose mark a crash
+			// lost): the later record wins.
 			size := s.blocks[h.id]
 			old.vol.live -= recordSize(size)
 			s.used -= size
 			delete(s.packed, h.id)
 			delete(s.blocks, h.id)
-		}
-		if h.kind == recDelete {
-			return
 		}
 		if _, ok := s.blocks[h.id]; ok {
 			return // a file of the same block: keep that one
@@ -543,70 +586,95 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) error {
 		s.blocks[h.id] = h.size
 		s.used += h.size
 		v.live += recordSize(h.size)
-	}, func(id uint64) {
-		// Only the newest volume's data is checked at load: a
-		// tombstone keeps the block out when this one is older.
-		s.damaged = append(s.damaged, id)
+	}, func(h volumeHeader, off int64) {
+		damaged = append(damaged, off)
 	})
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	v.size = end
-	if end < fi.Size() {
-		if !newest {
-			v.size = fi.Size() // damage, logged by scan; counted as garbage
-		} else {
+	v.size = fi.Size()
+	switch {
+	case err != nil:
+		s.logger.Error("volume: read failed; its blocks after the failure are not served", "volume", path, "at", end, "err", err)
+		v.damagedEnd = true
+	case newest:
+		// Damaged records that good ones follow are marked, so that they
+		// stay out when this volume is read headers only; a damaged or
+		// torn tail is a batch never acknowledged: it is cut off.
+		for _, off := range damaged {
+			if off < end {
+				markDeleted(f, off)
+			}
+		}
+		if end < fi.Size() {
 			s.logger.Warn("volume: cut off a torn tail (a write that was never acknowledged)",
 				"volume", volumeName(seq), "at", end, "size", fi.Size())
-			if err := f.Truncate(end); err == nil {
-				err = f.Sync()
-			}
-			if err != nil {
+			if err := f.Truncate(end); err != nil {
 				f.Close()
-				return fmt.Errorf("truncate %s: %w", path, err)
+				return nil, fmt.Errorf("truncate %s: %w", path, err)
+			}
+			v.size = end
+		}
+		if len(damaged) > 0 || end < fi.Size() {
+			if err := f.Sync(); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("sync %s: %w", path, err)
 			}
 		}
 	}
 	s.volumes[seq] = v
-	return nil
+	return v, nil
+}
+
+// markDeleted marks the record at off of f deleted, in place. It is best
+// effort: an unmarked record comes back as an orphan, which the master
+// deletes again.
+func markDeleted(f *os.File, off int64) {
+	f.WriteAt([]byte{stateDeleted}, off+5)
 }
 
 // packBlock appends block id to a volume and indexes it, once it is durable.
 func (s *blockStore) packBlock(id uint64, data []byte, crcs []uint32) error {
 	size := int64(len(data))
-	rec := appendRecord(make([]byte, 0, recordSize(size)), recBlock, id, data, crcs)
-	return s.pack.append(rec, func(loc packedLoc) {
+	rec := appendRecord(make([]byte, 0, recordSize(size)), id, data, crcs)
+	var dup packedLoc
+	err := s.pack.append(rec, func(loc packedLoc) {
 		if _, ok := s.blocks[id]; ok {
-			return // stored meanwhile (a resend); this record is garbage
+			dup = loc // stored meanwhile (a resend): this record is garbage
+			return
 		}
 		s.packed[id] = loc
 		s.blocks[id] = size
 		s.used += size
 		loc.vol.live += recordSize(size)
 	})
+	if err == nil && dup.vol != nil {
+		s.markDeleted(dup)
+	}
+	return err
 }
 
 // unpackLocked takes packed block id (of size bytes) out of the volume
-// index and reports whether it was there; the caller then writes its
-// tombstone, without s.mu. s.mu is held.
-func (s *blockStore) unpackLocked(id uint64, size int64) bool {
+// index and returns where its record is, for the caller to mark it
+// deleted without s.mu. s.mu is held.
+func (s *blockStore) unpackLocked(id uint64, size int64) (packedLoc, bool) {
 	loc, ok := s.packed[id]
 	if !ok {
-		return false
+		return packedLoc{}, false
 	}
 	delete(s.packed, id)
 	loc.vol.live -= recordSize(size)
 	if s.compactable(loc.vol) {
 		s.wakeCompactor()
 	}
-	return true
+	return loc, true
 }
 
-// tombstone records that packed block id is gone. It is not waited for:
-// a block that comes back after a crash is deleted again by the master.
-func (s *blockStore) tombstone(id uint64) {
-	s.pack.appendAsync(appendRecord(nil, recDelete, id, nil, nil))
+// markDeleted marks the record at loc deleted, unless its volume is gone.
+func (s *blockStore) markDeleted(loc packedLoc) {
+	v := loc.vol
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if !v.closed {
+		markDeleted(v.f, loc.off)
+	}
 }
 
 // readPacked fills data from offset off of packed block id (of size
@@ -677,7 +745,8 @@ func (s *blockStore) compactable(v *volume) bool {
 	return v.live*2 < v.size && v.size-v.live >= compactMinGarbage
 }
 
-// compactor compacts volumes, when a delete (or the start) wakes it.
+// compactor compacts volumes, oldest first, when a delete (or the start)
+// wakes it.
 func (s *blockStore) compactor() {
 	defer close(s.compactDone)
 	for {
@@ -690,9 +759,8 @@ func (s *blockStore) compactor() {
 			s.mu.Lock()
 			var v *volume
 			for _, c := range s.volumes {
-				if s.compactable(c) {
+				if s.compactable(c) && (v == nil || c.seq < v.seq) {
 					v = c
-					break
 				}
 			}
 			s.mu.Unlock()
@@ -713,60 +781,97 @@ func (s *blockStore) compactor() {
 func (s *blockStore) compact(v *volume) error {
 	s.mu.Lock()
 	active := v == s.activeVol
-	var ids []uint64
-	for id, loc := range s.packed {
-		if loc.vol == v {
-			ids = append(ids, id)
-		}
-	}
 	s.mu.Unlock()
 	if active {
-		s.pack.roll() // it must take no more records
+		// It must take no more records. Once roll returns, every
+		// record the packer put in v is in the index.
+		s.pack.roll()
 	}
-	moved := 0
-	for _, id := range ids {
-		s.mu.Lock()
-		loc, ok := s.packed[id]
-		size := s.blocks[id]
-		s.mu.Unlock()
-		if !ok || loc.vol != v {
-			continue // deleted meanwhile
+	s.mu.Lock()
+	size := v.size
+	s.mu.Unlock()
+	// The live records of v, from its headers: the blocks the index
+	// still places there.
+	type move struct {
+		id   uint64
+		loc  packedLoc
+		size int64
+	}
+	var moves []move
+	sc := &volumeScan{f: v.f, size: size, headersOnly: true}
+	_, err := sc.scan(volumeName(v.seq), s.logger, func(h volumeHeader, off int64) {
+		if h.deleted {
+			return
 		}
-		data := make([]byte, size)
-		crcs, err := readRecordRange(v.f, loc.off, size, 0, data)
+		loc := packedLoc{vol: v, off: off}
+		s.mu.Lock()
+		if s.packed[h.id] == loc {
+			moves = append(moves, move{h.id, loc, h.size})
+		}
+		s.mu.Unlock()
+	}, nil)
+	if err != nil {
+		return err
+	}
+	// Appended in groups of up to maxBatchBytes, waited for together:
+	// one fdatasync a group rather than one a block.
+	var waits []func() error
+	var gone []packedLoc // new copies of blocks deleted while they moved
+	var queued int64
+	flush := func() error {
+		var first error
+		for _, w := range waits {
+			if err := w(); err != nil && first == nil {
+				first = err
+			}
+		}
+		waits, queued = waits[:0], 0
+		return first
+	}
+	for _, m := range moves {
+		data := make([]byte, m.size)
+		crcs, err := readRecordRange(v.f, m.loc.off, m.size, 0, data)
 		if err == nil {
 			err = verifyChecksums(data, crcs, 0)
 		}
 		if err != nil {
-			// Not copied: the next block report tells the master
-			// this replica is gone, and it copies the block again.
-			s.logger.Error("volume: block unreadable in compaction; dropped", "block", blockName(id), "volume", volumeName(v.seq), "err", err)
+			// Kept in corrupt/ and dropped: the next block report
+			// tells the master this replica is gone, and it copies the
+			// block again.
+			s.logger.Error("volume: block damaged, found in compaction; moved to corrupt/", "block", blockName(m.id), "volume", volumeName(v.seq), "err", err)
+			if err := s.unpackTo(m.id, filepath.Join(s.dir, "corrupt")); err != nil {
+				s.logger.Warn("volume: could not keep a copy of a damaged block", "block", blockName(m.id), "err", err)
+			}
 			s.mu.Lock()
-			if s.packed[id] == loc && s.unpackLocked(id, size) {
-				delete(s.blocks, id)
-				s.used -= size
+			if s.packed[m.id] == m.loc {
+				s.unpackLocked(m.id, m.size)
+				delete(s.blocks, m.id)
+				s.used -= m.size
 			}
 			s.mu.Unlock()
 			continue
 		}
-		gone := false
-		rec := appendRecord(make([]byte, 0, recordSize(size)), recBlock, id, data, crcs)
-		err = s.pack.append(rec, func(nloc packedLoc) {
-			if cur, ok := s.packed[id]; !ok || cur != loc {
-				gone = true // deleted while it moved
+		rec := appendRecord(make([]byte, 0, recordSize(m.size)), m.id, data, crcs)
+		waits = append(waits, s.pack.queue(rec, func(nloc packedLoc) {
+			if s.packed[m.id] != m.loc {
+				gone = append(gone, nloc) // deleted while it moved
 				return
 			}
-			s.packed[id] = nloc
-			v.live -= recordSize(size)
-			nloc.vol.live += recordSize(size)
-		})
-		if err != nil {
-			return err
+			s.packed[m.id] = nloc
+			v.live -= recordSize(m.size)
+			nloc.vol.live += recordSize(m.size)
+		}))
+		if queued += int64(len(rec)); queued >= maxBatchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		if gone {
-			s.tombstone(id)
-		}
-		moved++
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, loc := range gone { // read after the waits: the packer is done with it
+		s.markDeleted(loc)
 	}
 	s.mu.Lock()
 	delete(s.volumes, v.seq)
@@ -778,7 +883,7 @@ func (s *blockStore) compact(v *volume) error {
 	if err := os.Remove(v.path); err != nil {
 		return err
 	}
-	s.logger.Debug("volume: compacted", "volume", volumeName(v.seq), "moved", moved)
+	s.logger.Debug("volume: compacted", "volume", volumeName(v.seq), "moved", len(moves))
 	return syncDir(s.volumeDir())
 }
 

@@ -389,3 +389,159 @@ func TestVolume_Names(t *testing.T) {
 		}
 	}
 }
+
+// Puts acknowledged while the active volume is being compacted stay
+// readable, now and after a restart.
+func TestVolume_PutsDuringCompactionOfActive(t *testing.T) {
+	for range 3 {
+		dir := t.TempDir()
+		s := mustOpenPackedStore(t, dir)
+		const n = 80 // 80 x 64 KiB = 5 MiB in the active volume
+		for i := range n {
+			mustPutBlock(t, s, uint64(i+1), blockBytes(byte(i), 64<<10))
+		}
+		first := volumePaths(t, dir)[0]
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		acked := map[uint64][]byte{}
+		stop := make(chan struct{})
+		for g := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					id := uint64(1_000_000 + g*100_000 + i)
+					data := blockBytes(byte(id), 4096)
+					if err := s.put(id, data, checksums(nil, data)); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					acked[id] = data
+					mu.Unlock()
+				}
+			})
+		}
+		waitFor(t, 10*time.Second, "puts under way", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 8 })
+		for i := range n {
+			if err := s.remove(uint64(i + 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 10*time.Second, "the first volume compacted away", func() bool {
+			_, err := os.Stat(first)
+			return errors.Is(err, os.ErrNotExist)
+		})
+		close(stop)
+		wg.Wait()
+		checkBlocks(t, s, acked)
+		s.close()
+		s = mustOpenPackedStore(t, dir)
+		checkBlocks(t, s, acked)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// A record whose header is good is skipped by its length when its data is
+// damaged or cut short: the scan never reads a block's bytes as records,
+// even bytes that are a whole record (of block 2, with other contents).
+func TestVolume_NoRecordsReadInsideData(t *testing.T) {
+	rec := recordSize(1000)
+	tests := []struct {
+		name   string
+		holder uint64 // the block whose bytes hold the fake record
+		harm   func(t *testing.T, path string)
+		want   []uint64
+	}{
+		// Records in the volume: blocks 2, 1, 3.
+		{"DamagedData", 1, func(t *testing.T, p string) { flipByte(t, p, rec+volumeHeaderSize+900) }, []uint64{2, 3}},
+		{"TornTail", 3, func(t *testing.T, p string) { truncate(t, p, 2*rec+volumeHeaderSize+600) }, []uint64{1, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := mustOpenPackedStore(t, dir)
+			blocks := map[uint64][]byte{1: blockBytes(1, 1000), 2: blockBytes(2, 1000), 3: blockBytes(3, 1000)}
+			fake := blockBytes(99, 300)
+			copy(blocks[tt.holder][100:], appendRecord(nil, 2, fake, checksums(nil, fake)))
+			for _, id := range []uint64{2, 1, 3} {
+				mustPutBlock(t, s, id, blocks[id])
+			}
+			s.close()
+			tt.harm(t, volumePaths(t, dir)[0])
+			want := map[uint64][]byte{}
+			for _, id := range tt.want {
+				want[id] = blocks[id]
+			}
+			s = mustOpenPackedStore(t, dir)
+			checkBlocks(t, s, want)
+		})
+	}
+}
+
+// A remove and a put of the same block at once: whatever the outcome in
+// memory, a restart finds the same.
+func TestVolume_RemoveRacingPut(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	data := blockBytes(7, 600)
+	crcs := checksums(nil, data)
+	want := map[uint64]bool{}
+	for r := range 300 {
+		id := uint64(r + 1)
+		mustPutBlock(t, s, id, data)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.remove(id) })
+		wg.Go(func() { s.put(id, data, crcs) })
+		wg.Wait()
+		want[id] = s.has(id)
+	}
+	s.close()
+	s = mustOpenPackedStore(t, dir)
+	for id, w := range want {
+		if s.has(id) != w {
+			t.Errorf("%s: in the index before the restart: %v, after: %v", blockName(id), w, !w)
+		}
+	}
+}
+
+// A packed block that cannot be read at all (cut short here; EIO from a
+// bad sector likewise) is still taken out of the store by quarantine.
+func TestVolume_QuarantineUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	mustPutBlock(t, s, 1, blockBytes(1, 3000))
+	truncate(t, volumePaths(t, dir)[0], 1000)
+	if err := s.verify(1); err == nil {
+		t.Fatal("verify of a cut record passed")
+	}
+	if err := s.quarantine(1); err != nil {
+		t.Errorf("quarantine: %v", err)
+	}
+	if s.has(1) {
+		t.Error("block still served and reported after quarantine")
+	}
+}
+
+// A restart goes on appending to the newest volume: restarts leave no
+// trail of small volumes behind.
+func TestVolume_RestartAppendsToNewest(t *testing.T) {
+	dir := t.TempDir()
+	want := map[uint64][]byte{}
+	for i := range 5 {
+		s := mustOpenPackedStore(t, dir)
+		want[uint64(i+1)] = blockBytes(byte(i), 2000)
+		mustPutBlock(t, s, uint64(i+1), want[uint64(i+1)])
+		s.close()
+	}
+	if got := len(volumePaths(t, dir)); got != 1 {
+		t.Errorf("%d volumes after 5 restarts, want 1", got)
+	}
+	s := mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, want)
+}
