@@ -936,7 +936,7 @@ func TestE2E_Master_RestartAfterSIGINT(t *testing.T) {
 
 	// The minions keep running and find the new master at the old address.
 	c.master = e2eRestartMasterAt(t, c.master.dir, c.master.addr)
-	if _, err := c.master.waitLine(0, time.Second, regexp.MustCompile(`msg="master started" .*\bfiles=3\b`)); err != nil {
+	if _, err := c.master.waitLine(0, e2eWaitTimeout, regexp.MustCompile(`msg="master started" .*\bfiles=3\b`)); err != nil {
 		t.Errorf("restarted master: %v", err)
 	}
 	if got := e2eLsPaths(t, c.addr(), "/"); !slices.Equal(got, []string{"/dir/odd", "/empty", "/exact"}) {

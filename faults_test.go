@@ -568,7 +568,7 @@ func TestFault_Master_KilledAfterPuts(t *testing.T) {
 	c.master.kill9(t)
 
 	c.master = e2eRestartMasterAt(t, c.master.dir, c.master.addr)
-	if _, err := c.master.waitLine(0, time.Second, regexp.MustCompile(`msg="master started" .*\bfiles=20\b`)); err != nil {
+	if _, err := c.master.waitLine(0, e2eWaitTimeout, regexp.MustCompile(`msg="master started" .*\bfiles=20\b`)); err != nil {
 		t.Errorf("restarted master: %v", err)
 	}
 	if got, want := e2eLsPaths(t, c.addr(), "/"), slices.Sorted(maps.Keys(files)); !slices.Equal(got, want) {
@@ -692,7 +692,7 @@ func faultCorruptAndWait(t *testing.T, c *e2eCluster, data []byte, k int, read b
 	t.Logf("corrupt replica of %s on %s replaced by a good copy %v after the corruption", b.ID, bad.addr,
 		time.Since(corrupted).Round(time.Millisecond))
 	re := regexp.MustCompile(`msg="corrupt replica" block=` + b.ID + ` minion=` + regexp.QuoteMeta(bad.addr))
-	if _, err := c.master.waitLine(0, time.Second, re); err != nil {
+	if _, err := c.master.waitLine(0, e2eWaitTimeout, re); err != nil {
 		t.Errorf("the master did not log the corrupt replica: %v", err)
 	}
 	return bad
@@ -722,7 +722,7 @@ func TestFault_CorruptReplica_Scrubber(t *testing.T) {
 	data := e2eRandom(3*faultBS + 5000)
 	e2eMustDFS(t, c.addr(), data, "put", "--replication", "3", "--block-size", "256KiB", "-", "/f")
 	bad := faultCorruptAndWait(t, c, data, 2, false)
-	if _, err := bad.waitLine(0, time.Second, regexp.MustCompile(`msg="scrub: corrupt block"`)); err != nil {
+	if _, err := bad.waitLine(0, e2eWaitTimeout, regexp.MustCompile(`msg="scrub: corrupt block"`)); err != nil {
 		t.Errorf("the scrubber of %s did not log the corrupt block: %v", bad.addr, err)
 	}
 	if probs := faultReplicaProblems(t, c, "/f", data, 3); len(probs) > 0 {
@@ -966,7 +966,7 @@ func TestFault_EditLog(t *testing.T) {
 		t.Logf("%s: %d records; cut the last one [%d, %d) to %d bytes", filepath.Base(s.seg), len(s.recs), last.off, last.end,
 			last.end-3-last.off)
 		c.master = e2eRestartMasterAt(t, c.master.dir, c.master.addr, "--replication", "2")
-		if m, err := c.master.waitLine(0, time.Second, regexp.MustCompile(`msg="replayed edit log" records=(\d+)`)); err != nil {
+		if m, err := c.master.waitLine(0, e2eWaitTimeout, regexp.MustCompile(`msg="replayed edit log" records=(\d+)`)); err != nil {
 			t.Errorf("restarted master: %v", err)
 		} else {
 			t.Logf("restarted master: %s records replayed of %d", m[1], len(s.recs))
