@@ -180,6 +180,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"MinionPortZeroNoDir", []string{"minion", "--port", "0"}, "--port 0 needs --dir"},
 		{"MinionBadPort", []string{"minion", "--port", "70000", "--dir", dir}, "--port 70000"},
 		{"MinionExtraArg", []string{"minion", "--dir", dir, "extra"}, `unexpected argument "extra"`},
+		{"MinionPackMaxTooLarge", []string{"minion", "--port", "0", "--dir", dir, "--pack-max", "2MiB"}, "--pack-max"},
+		{"MinionPackMaxGarbage", []string{"minion", "--port", "0", "--dir", dir, "--pack-max", "lots"}, "--pack-max"},
 		{"MasterBlockSizeGarbage", []string{"master", "--dir", dir, "--addr", "127.0.0.1:0", "--block-size", "zz"}, "--block-size"},
 		{"MasterBlockSizeNotMultiple", []string{"master", "--dir", dir, "--addr", "127.0.0.1:0", "--block-size", "1000"}, "--block-size"},
 		{"MasterReplication", []string{"master", "--dir", dir, "--addr", "127.0.0.1:0", "--replication", "99"}, "replication 99"},
