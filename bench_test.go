@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -98,6 +99,43 @@ func BenchmarkBlockStore_SmallPut(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "puts/s")
 		})
 	}
+}
+
+// BenchmarkBlockStore_OpenPacked opens a store of 100,000 packed 4 KiB
+// blocks in two volumes, the older one read headers only: a minion's start.
+func BenchmarkBlockStore_OpenPacked(b *testing.B) {
+	dir := b.TempDir()
+	s, err := openBlockStore(dir, DefaultPackMax, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := blockBytes(1, 4096)
+	crcs := checksums(nil, data)
+	const n = 100_000
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				if err := s.put(uint64(i+1), data, crcs); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s.close()
+	for b.Loop() {
+		s, err := openBlockStore(dir, DefaultPackMax, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, k := s.usage(); k != n {
+			b.Fatalf("%d blocks after open, want %d", k, n)
+		}
+		s.close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/block")
 }
 
 func BenchmarkBlockStore_Read(b *testing.B) {

@@ -150,6 +150,30 @@ type volumeScan struct {
 	buf  []byte
 	// headersOnly skips the check of records' data against their CRCs.
 	headersOnly bool
+	// win is a window of the file from winOff, through which headers are
+	// read: one read for many small records.
+	win    []byte
+	winOff int64
+}
+
+// scanWindow is the size of volumeScan's window onto the file.
+const scanWindow = 256 << 10
+
+// header returns the volumeHeaderSize bytes at off (off+volumeHeaderSize
+// <= v.size), from the window if they are in it.
+func (v *volumeScan) header(off int64) ([]byte, error) {
+	if off < v.winOff || off+volumeHeaderSize > v.winOff+int64(len(v.win)) {
+		if v.win == nil {
+			v.win = make([]byte, scanWindow)
+		}
+		n := min(int64(scanWindow), v.size-off)
+		if _, err := v.f.ReadAt(v.win[:n], off); err != nil {
+			v.win = v.win[:0]
+			return nil, err
+		}
+		v.win, v.winOff = v.win[:n], off
+	}
+	return v.win[off-v.winOff:][:volumeHeaderSize], nil
 }
 
 // recordState is what record finds at an offset.
@@ -167,11 +191,11 @@ func (v *volumeScan) record(off int64) (volumeHeader, recordState, error) {
 	if off+volumeHeaderSize > v.size {
 		return volumeHeader{}, recBadHeader, nil
 	}
-	var hb [volumeHeaderSize]byte
-	if _, err := v.f.ReadAt(hb[:], off); err != nil {
+	hb, err := v.header(off)
+	if err != nil {
 		return volumeHeader{}, recBadHeader, err
 	}
-	h, ok := parseRecordHeader(hb[:])
+	h, ok := parseRecordHeader(hb)
 	switch {
 	case !ok:
 		return volumeHeader{}, recBadHeader, nil
