@@ -218,13 +218,22 @@ func metaHeader() []byte {
 	return hdr
 }
 
-// crcBytes encodes crcs as stored.
-func crcBytes(crcs []uint32) []byte {
-	buf := make([]byte, 4*len(crcs))
-	for i, c := range crcs {
-		binary.BigEndian.PutUint32(buf[4*i:], c)
+// appendCRCs appends crcs to dst as they are stored (.meta files, volume
+// records): 4 bytes each, big-endian.
+func appendCRCs(dst []byte, crcs []uint32) []byte {
+	for _, c := range crcs {
+		dst = binary.BigEndian.AppendUint32(dst, c)
 	}
-	return buf
+	return dst
+}
+
+// parseCRCs decodes checksums stored by appendCRCs.
+func parseCRCs(raw []byte) []uint32 {
+	crcs := make([]uint32, len(raw)/4)
+	for i := range crcs {
+		crcs[i] = binary.BigEndian.Uint32(raw[4*i:])
+	}
+	return crcs
 }
 
 // put stores block id, whole in data, checked against crcs, and makes it
@@ -273,7 +282,7 @@ func (s *blockStore) write(id uint64, off int64, data []byte, crcs []uint32) err
 	if _, err := w.data.WriteAt(data, off); err != nil {
 		return err
 	}
-	if _, err := w.meta.WriteAt(crcBytes(crcs), metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
+	if _, err := w.meta.WriteAt(appendCRCs(nil, crcs), metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
 		return err
 	}
 
@@ -486,11 +495,7 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 		putPacketBuf(data)
 		return nil, nil, err
 	}
-	crcs := make([]uint32, n)
-	for i := range crcs {
-		crcs[i] = binary.BigEndian.Uint32(raw[metaHeaderSize+4*i:])
-	}
-	return data, crcs, nil
+	return data, parseCRCs(raw[metaHeaderSize:]), nil
 }
 
 // verify re-reads block id and checks it against its stored checksums.
@@ -570,14 +575,21 @@ func (s *blockStore) remove(id uint64) error {
 	return nil
 }
 
+// corruptDir returns DIR/corrupt/, made if need be, where damaged blocks
+// are kept for an operator to salvage.
+func (s *blockStore) corruptDir() (string, error) {
+	dir := filepath.Join(s.dir, "corrupt")
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
 // quarantine moves block id out of the store into DIR/corrupt/, where an
 // operator may still salvage it; the minion stops serving and reporting it.
 func (s *blockStore) quarantine(id uint64) error {
-	dir := filepath.Join(s.dir, "corrupt")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := s.corruptDir()
+	if err != nil {
 		return err
 	}
-	if err := s.unpackTo(id, dir); err != nil {
+	if err := s.unpackTo(id); err != nil {
 		// Unreadable (EIO, cut short): out of the store all the same.
 		s.logger.Warn("quarantine: could not keep a copy", "block", blockName(id), "err", err)
 	}
@@ -593,9 +605,9 @@ func (s *blockStore) quarantine(id uint64) error {
 	return nil
 }
 
-// unpackTo writes packed block id, as it is, to dir as a block file and its
-// .meta, for an operator to salvage. It does nothing if id is not packed.
-func (s *blockStore) unpackTo(id uint64, dir string) error {
+// unpackTo copies packed block id, as it is, into DIR/corrupt/ (see
+// keepCorrupt). It does nothing if id is not packed.
+func (s *blockStore) unpackTo(id uint64) error {
 	s.mu.Lock()
 	size, ok := s.blocks[id]
 	s.mu.Unlock()
@@ -604,8 +616,18 @@ func (s *blockStore) unpackTo(id uint64, dir string) error {
 	if !ok || !packed || err != nil {
 		return err
 	}
+	return s.keepCorrupt(id, data, crcs)
+}
+
+// keepCorrupt writes a damaged block, data and stored checksums, into
+// DIR/corrupt/ as a block file and its .meta.
+func (s *blockStore) keepCorrupt(id uint64, data []byte, crcs []uint32) error {
+	dir, err := s.corruptDir()
+	if err != nil {
+		return err
+	}
 	p := filepath.Join(dir, blockName(id))
-	return errors.Join(os.WriteFile(p, data, 0o644), os.WriteFile(p+".meta", append(metaHeader(), crcBytes(crcs)...), 0o644))
+	return errors.Join(os.WriteFile(p, data, 0o644), os.WriteFile(p+".meta", appendCRCs(metaHeader(), crcs), 0o644))
 }
 
 // report lists the finalized blocks.

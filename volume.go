@@ -121,10 +121,7 @@ func appendRecord(dst []byte, id uint64, data []byte, crcs []uint32) []byte {
 	binary.BigEndian.PutUint32(h[20:], headerCRC(h[:]))
 	dst = append(dst, h[:]...)
 	dst = append(dst, data...)
-	for _, c := range crcs {
-		dst = binary.BigEndian.AppendUint32(dst, c)
-	}
-	return dst
+	return appendCRCs(dst, crcs)
 }
 
 // volumeHeader is a decoded record header.
@@ -212,12 +209,7 @@ func (v *volumeScan) record(off int64) (volumeHeader, recordState, error) {
 	if _, err := v.f.ReadAt(body, off+volumeHeaderSize); err != nil {
 		return h, recBadData, err
 	}
-	data, raw := body[:h.size], body[h.size:]
-	crcs := make([]uint32, len(raw)/4)
-	for i := range crcs {
-		crcs[i] = binary.BigEndian.Uint32(raw[4*i:])
-	}
-	if verifyChecksums(data, crcs, 0) != nil {
+	if verifyChecksums(body[:h.size], parseCRCs(body[h.size:]), 0) != nil {
 		return h, recBadData, nil
 	}
 	return h, recGood, nil
@@ -299,7 +291,7 @@ type packReq struct {
 	// durable, if set, is called with the store's lock held once rec is
 	// durable, before anyone is answered: the index never lags the disk.
 	durable func(packedLoc)
-	done    chan<- error // nil for a roll nobody waits for
+	done    chan<- error // the outcome: nil once durable (or rolled)
 }
 
 // packer appends records to the active volume, one batch at a time.
@@ -738,11 +730,7 @@ func readRecordRange(f *os.File, rec, size, off int64, data []byte) ([]uint32, e
 	if _, err := f.ReadAt(raw, rec+volumeHeaderSize+size+4*(off/bytesPerChecksum)); err != nil {
 		return nil, noEOF(err)
 	}
-	crcs := make([]uint32, n)
-	for i := range crcs {
-		crcs[i] = binary.BigEndian.Uint32(raw[4*i:])
-	}
-	return crcs, nil
+	return parseCRCs(raw), nil
 }
 
 func noEOF(err error) error {
@@ -863,8 +851,10 @@ func (s *blockStore) compact(v *volume) error {
 			// tells the master this replica is gone, and it copies the
 			// block again.
 			s.logger.Error("volume: block damaged, found in compaction; moved to corrupt/", "block", blockName(m.id), "volume", volumeName(v.seq), "err", err)
-			if err := s.unpackTo(m.id, filepath.Join(s.dir, "corrupt")); err != nil {
-				s.logger.Warn("volume: could not keep a copy of a damaged block", "block", blockName(m.id), "err", err)
+			if crcs != nil { // read whole, failed its checksums: keep it
+				if err := s.keepCorrupt(m.id, data, crcs); err != nil {
+					s.logger.Warn("volume: could not keep a copy of a damaged block", "block", blockName(m.id), "err", err)
+				}
 			}
 			s.mu.Lock()
 			if s.packed[m.id] == m.loc {

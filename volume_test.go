@@ -286,7 +286,7 @@ func TestVolume_RemoveAndCompact(t *testing.T) {
 }
 
 // A removed block that is still in its volume stays removed after a
-// restart: its tombstone is written before the store closes.
+// restart: its record is marked deleted in place.
 func TestVolume_RemoveSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	s := mustOpenPackedStore(t, dir)
@@ -544,4 +544,40 @@ func TestVolume_RestartAppendsToNewest(t *testing.T) {
 	}
 	s := mustOpenPackedStore(t, dir)
 	checkBlocks(t, s, want)
+}
+
+// A block that fails its checksums when compaction moves it is dropped
+// from the store and kept in corrupt/, as the scrubber's quarantine does.
+func TestVolume_CompactionKeepsDamagedBlock(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenPackedStore(t, dir)
+	const n = 80 // 80 x 64 KiB: one volume
+	want := map[uint64][]byte{}
+	for i := range n {
+		id := uint64(i + 1)
+		want[id] = blockBytes(byte(i), 64<<10)
+		mustPutBlock(t, s, id, want[id])
+	}
+	first := volumePaths(t, dir)[0]
+	flipBlockByte(t, s, n, 777)
+	damaged := want[n]
+	delete(want, n)
+	for id := uint64(1); id <= n-10; id++ {
+		if err := s.remove(id); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, id)
+	}
+	waitFor(t, 10*time.Second, "the first volume compacted away", func() bool {
+		_, err := os.Stat(first)
+		return errors.Is(err, os.ErrNotExist)
+	})
+	checkBlocks(t, s, want)
+	kept, err := os.ReadFile(filepath.Join(dir, "corrupt", blockName(n)))
+	if err != nil {
+		t.Fatalf("the damaged block is not in corrupt/: %v", err)
+	}
+	if len(kept) != len(damaged) || bytes.Equal(kept, damaged) {
+		t.Errorf("corrupt/ holds %d bytes, want the %d damaged ones", len(kept), len(damaged))
+	}
 }
