@@ -78,9 +78,6 @@ type volume struct {
 	// Guarded by the store's mu.
 	size int64 // bytes of records written (and synced)
 	live int64 // bytes of the records of blocks in the index
-	// damagedEnd is set when the volume could not be read to its end at
-	// load: it takes no new records.
-	damagedEnd bool
 }
 
 // packedLoc is where a packed block's record starts.
@@ -532,16 +529,20 @@ func (s *blockStore) openVolumes() error {
 		}
 	}
 	slices.Sort(seqs)
-	var newest *volume
+	var appendTo *volume // the newest, if appends may go on in it
 	for i, seq := range seqs {
-		v, err := s.loadVolume(seq, i == len(seqs)-1)
+		v, whole, err := s.loadVolume(seq, i == len(seqs)-1)
 		if err != nil {
 			for _, v := range s.volumes {
 				v.f.Close()
 			}
 			return err
 		}
-		newest = v
+		if whole && v.size < volumeMaxSize {
+			appendTo = v
+		} else {
+			appendTo = nil
+		}
 	}
 	s.pack = &packer{dir: dir, logger: s.logger, lock: &s.mu, opened: func(v *volume) {
 		s.volumes[v.seq] = v
@@ -550,8 +551,8 @@ func (s *blockStore) openVolumes() error {
 	if len(seqs) > 0 {
 		s.pack.nextSeq = seqs[len(seqs)-1] + 1
 	}
-	if newest != nil && newest.size < volumeMaxSize && !newest.damagedEnd {
-		s.pack.active, s.activeVol = newest, newest
+	if appendTo != nil {
+		s.pack.active, s.activeVol = appendTo, appendTo
 	}
 	s.pack.start()
 	s.compactWake = make(chan struct{}, 1)
@@ -567,17 +568,18 @@ func (s *blockStore) openVolumes() error {
 // were synced whole before the next one began and were checked when they
 // were the newest, so only their headers are read (the scrubber checks the
 // data later, as for block files). A volume that cannot be read to its end
-// keeps what was read before the error.
-func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, error) {
+// keeps what was read before the error, and whole is false: it takes no
+// appends.
+func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) {
 	path := filepath.Join(s.volumeDir(), volumeName(seq))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, false, err
 	}
 	v := &volume{seq: seq, path: path, f: f}
 	var damaged []int64
@@ -609,7 +611,8 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, error) {
 	switch {
 	case err != nil:
 		s.logger.Error("volume: read failed; its blocks after the failure are not served", "volume", path, "at", end, "err", err)
-		v.damagedEnd = true
+		s.volumes[seq] = v
+		return v, false, nil
 	case newest:
 		// Damaged records that good ones follow are marked, so that they
 		// stay out when this volume is read headers only; a damaged or
@@ -624,19 +627,19 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, error) {
 				"volume", volumeName(seq), "at", end, "size", fi.Size())
 			if err := f.Truncate(end); err != nil {
 				f.Close()
-				return nil, fmt.Errorf("truncate %s: %w", path, err)
+				return nil, false, fmt.Errorf("truncate %s: %w", path, err)
 			}
 			v.size = end
 		}
 		if len(damaged) > 0 || end < fi.Size() {
 			if err := f.Sync(); err != nil {
 				f.Close()
-				return nil, fmt.Errorf("sync %s: %w", path, err)
+				return nil, false, fmt.Errorf("sync %s: %w", path, err)
 			}
 		}
 	}
 	s.volumes[seq] = v
-	return v, nil
+	return v, true, nil
 }
 
 // markDeleted marks the record at off of f deleted, in place. It is best
