@@ -223,6 +223,11 @@ func TestVolume_RemoveAndCompact(t *testing.T) {
 		mustPutBlock(t, s, id, want[id])
 	}
 	first := volumePaths(t, dir)[0]
+	fi, err := os.Stat(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fi.Size()
 	kept := maps.Clone(want) // the readers' own: want changes below
 
 	// Readers all along: a block that moves stays readable.
@@ -259,9 +264,22 @@ func TestVolume_RemoveAndCompact(t *testing.T) {
 		}
 		delete(want, id)
 	}
-	waitFor(t, 10*time.Second, "the first volume compacted away", func() bool {
-		_, err := os.Stat(first)
-		return errors.Is(err, os.ErrNotExist)
+	// The compactor may start while the removes go on, so which blocks
+	// it moved, and how much garbage the volume they moved to holds,
+	// depend on timing. What it promises does not: once it is done, no
+	// volume is worth compacting.
+	waitFor(t, 10*time.Second, "the first volume compacted away, and nothing left to compact", func() bool {
+		if _, err := os.Stat(first); !errors.Is(err, os.ErrNotExist) {
+			return false
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, v := range s.volumes {
+			if s.compactable(v) {
+				return false
+			}
+		}
+		return true
 	})
 	close(stop)
 	wg.Wait()
@@ -277,8 +295,10 @@ func TestVolume_RemoveAndCompact(t *testing.T) {
 		}
 		total += fi.Size()
 	}
-	if live := 10 * recordSize(64<<10); total > live+int64(n)*volumeHeaderSize {
-		t.Errorf("volumes take %d bytes after compaction, want about %d", total, live)
+	// What is left: the live blocks, and less garbage than compacting
+	// is worth.
+	if live := 10 * recordSize(64<<10); total >= live+compactMinGarbage || total >= before {
+		t.Errorf("volumes take %d bytes after compaction (%d before), want at most %d live and under %d garbage", total, before, live, compactMinGarbage)
 	}
 	s.close()
 	s = mustOpenPackedStore(t, dir)
