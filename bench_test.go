@@ -245,20 +245,10 @@ func BenchmarkMaster_MillionFiles(b *testing.B) {
 		if err := m.load(); err != nil {
 			b.Fatal(err)
 		}
-		for i := range 3 {
-			m.applyMinion(imageMinion{ID: fmt.Sprintf("MID-%d", i), Addr: fmt.Sprintf("10.0.0.%d:8888", i)})
-		}
-		replicas := []string{"MID-0", "MID-1", "MID-2"}
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		m.mu.Lock()
-		for i := range files {
-			p := fmt.Sprintf("/data/d%03d/file-%07d", i%1000, i)
-			m.applyPut(&imageFile{Path: p, Replication: 3, BlockSize: 64 << 20,
-				Blocks: []imageBlock{{ID: uint64(i + 1), Size: 1 << 20, CRC: uint32(i), Replicas: replicas}}})
-		}
-		m.mu.Unlock()
+		fillMaster(m, files)
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/files, "heap-bytes/file")
@@ -279,6 +269,47 @@ func BenchmarkMaster_MillionFiles(b *testing.B) {
 		}
 		m2.edits.close()
 	}
+}
+
+// fillMaster gives m three minions and the given number of one-block
+// files, 3 replicas each.
+func fillMaster(m *Master, files int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range 3 {
+		m.applyMinion(imageMinion{ID: fmt.Sprintf("MID-%d", i), Addr: fmt.Sprintf("10.0.0.%d:8888", i)})
+	}
+	replicas := []string{"MID-0", "MID-1", "MID-2"}
+	for i := range files {
+		p := fmt.Sprintf("/data/d%03d/file-%07d", i%1000, i)
+		m.applyPut(&imageFile{Path: p, Replication: 3, BlockSize: 64 << 20,
+			Blocks: []imageBlock{{ID: uint64(i + 1), Size: 1 << 20, CRC: uint32(i), Replicas: replicas}}})
+	}
+}
+
+// BenchmarkMaster_ReplicateTick measures the replication check of a
+// housekeeping tick, which holds the master's lock, with 1,000,000 blocks:
+// when nothing changed, and when every block is looked at (a minion died).
+func BenchmarkMaster_ReplicateTick(b *testing.B) {
+	m := NewMaster(b.TempDir(), "127.0.0.1:0")
+	m.Logger = slog.New(slog.DiscardHandler)
+	if err := m.load(); err != nil {
+		b.Fatal(err)
+	}
+	defer m.edits.close()
+	fillMaster(m, 1_000_000)
+	m.replicate(time.Now())
+	b.Run("Steady", func(b *testing.B) {
+		for b.Loop() {
+			m.replicate(time.Now())
+		}
+	})
+	b.Run("Rescan", func(b *testing.B) {
+		for b.Loop() {
+			m.rescan = true
+			m.replicate(time.Now())
+		}
+	})
 }
 
 // BenchmarkMaster_RPC measures master operations over net/rpc on loopback

@@ -87,6 +87,12 @@ type Master struct {
 	// Re-replication and safe mode; see replication.go.
 	copying   map[uint64][]pendingCopy // block -> copies asked for
 	copyCmds  map[string][]CopyCommand // minion id -> copies to hand it
+	// recheck holds the blocks whose replication the next tick looks
+	// at; rescan makes it look at every block, and lastRescan is when
+	// it last did (see replicate).
+	recheck    map[uint64]struct{}
+	rescan     bool
+	lastRescan time.Time
 	safeMode  bool
 	safeUntil time.Time
 	reported  map[uint64]bool // blocks reported since the restart, in safe mode
@@ -167,6 +173,9 @@ type minionEntry struct {
 	// minion known only from the image or log has sent no stats or block
 	// report yet.
 	registered bool
+	// counted is how it stood at the last replication tick: a change
+	// makes the tick look at every block (see replicate).
+	counted replicaState
 }
 
 type writeEntry struct {
@@ -263,6 +272,8 @@ func (m *Master) load() error {
 	m.copying = make(map[uint64][]pendingCopy)
 	m.corrupt = make(map[uint64][]string)
 	m.copyCmds = make(map[string][]CopyCommand)
+	m.recheck = make(map[uint64]struct{})
+	m.rescan = true
 	if img == nil { // a new cluster
 		if firsts, err := segments(m.Dir); err != nil || len(firsts) > 0 {
 			return fmt.Errorf("%w: %s has edit log segments but no image", ErrBadEditLog, m.Dir)
@@ -471,6 +482,9 @@ func (m *Master) applyPut(imf *imageFile) {
 			m.minionAt(s).load += b.Size
 		}
 		m.blocks[b.ID] = be
+		if be.replicas.len() < int(be.repl) {
+			m.recheck[b.ID] = struct{}{} // a pipeline lost minions
+		}
 	}
 	f := &fileEntry{blocks: blockListOf(imf.Blocks), modTime: imf.ModTime.UnixNano(),
 		blockUnits: uint32(imf.BlockSize / bytesPerChecksum), replication: int32(imf.Replication)}
@@ -812,6 +826,7 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 				b.replicas.add(mn.slot)
 				m.grown[r.ID] = now.UnixNano()
 				mn.load += b.size
+				m.recheck[r.ID] = struct{}{}
 				m.dropCorrupt(r.ID)
 			}
 		case b == nil && pending[r.ID]:
@@ -830,6 +845,7 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 		if b.replicas.has(mn.slot) && !reported[id] && !m.grewLately(id, now) {
 			b.replicas.remove(mn.slot) // the minion lost it
 			mn.load -= b.size
+			m.recheck[id] = struct{}{}
 		}
 	}
 	m.checkSafeMode(now)

@@ -1,7 +1,8 @@
 // replication.go is how the master keeps every block at its replication.
 //
-// Each housekeeping tick counts the good replicas of every block on live
-// minions. A block with fewer than its file's replication is copied by
+// Each housekeeping tick counts the good replicas on live minions of the
+// blocks whose replicas changed since the last tick (of every block when a
+// minion died, came back or began to drain). A block with fewer than its file's replication is copied by
 // another live minion, fewest replicas first, at most MaxCopiesPerMinion
 // copies landing on one minion at a time: the master hands the target a
 // CopyCommand with its next heartbeat, the target pulls the block from a
@@ -64,6 +65,7 @@ func (m *Master) checkSafeMode(now time.Time) {
 	}
 	m.safeMode = false
 	m.reported = nil
+	m.rescan = true // every block, now that the reports are in
 	pending := m.pendingBlocks()
 	orphans := 0
 	for mid, ids := range m.safeOrphans {
@@ -95,8 +97,25 @@ func (m *Master) liveCount(b *blockEntry, now time.Time) int {
 	return n
 }
 
+// rescanInterval is how often replicate looks at every block even when
+// nothing it watches changed: a safety net under the recheck set, as a
+// minion's full block report is under its incremental ones.
+const rescanInterval = 10 * time.Minute
+
+// replicaState is what decides whether a minion's replicas count towards
+// their blocks' replication, and which of them trim may drop.
+type replicaState struct{ usable, decommissioning, registered bool }
+
 // replicate asks for copies of under-replicated blocks and trims
 // over-replicated ones. It does nothing in safe mode.
+//
+// It looks only at the blocks in m.recheck: those whose replicas changed
+// (a block report, a copy made, failed or late, a corrupt replica, a put
+// whose pipeline lost minions) and those it could not settle last time.
+// A change of any minion's state (dead, back, drained, registered) makes
+// it look at every block, as does leaving safe mode and, as a safety net,
+// rescanInterval. So a busy master with a million blocks does not spend
+// its lock on a full scan every heartbeat.
 func (m *Master) replicate(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -105,6 +124,16 @@ func (m *Master) replicate(now time.Time) {
 		return
 	}
 	m.expireCopies(now)
+	for _, mn := range m.bySlot[1:] {
+		st := replicaState{m.usable(mn, now), mn.decommissioning, mn.registered}
+		if st != mn.counted {
+			mn.counted = st
+			m.rescan = true
+		}
+	}
+	if now.Sub(m.lastRescan) >= rescanInterval {
+		m.rescan = true
+	}
 
 	type need struct {
 		id   uint64
@@ -113,14 +142,34 @@ func (m *Master) replicate(now time.Time) {
 		want int
 	}
 	var needs []need
-	for id, b := range m.blocks {
+	// settle trims block id, or adds it to needs, and reports whether
+	// the tick may forget it: it is as it should be, or waits for copies
+	// whose end (endCopy) puts it back in recheck.
+	settle := func(id uint64, b *blockEntry) bool {
 		live, repl := m.liveCount(b, now), int(b.repl)
 		inflight := len(m.copying[id])
 		switch {
 		case live > repl && inflight == 0:
-			m.trim(id, b, now)
+			return m.trim(id, b, now) // not yet if a replica that counts is not registered
 		case live+inflight < repl:
 			needs = append(needs, need{id, b, live, repl - live - inflight})
+			return false
+		}
+		return true
+	}
+	if m.rescan {
+		m.rescan, m.lastRescan = false, now
+		clear(m.recheck)
+		for id, b := range m.blocks {
+			if !settle(id, b) {
+				m.recheck[id] = struct{}{}
+			}
+		}
+	} else {
+		for id := range m.recheck {
+			if b := m.blocks[id]; b == nil || settle(id, b) {
+				delete(m.recheck, id) // settled, or its file is gone
+			}
 		}
 	}
 	// Fewest live replicas first: a block with one copy left is in more
@@ -150,6 +199,9 @@ func (m *Master) replicate(now time.Time) {
 			t.copies++
 			// place added a full reservation of the block's size to t.load;
 			// blockReceived turns it into a replica or gives it back.
+		}
+		if len(targets) == n.want {
+			delete(m.recheck, n.id) // settled until the copies end
 		}
 	}
 }
@@ -201,6 +253,7 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 	} else {
 		m.copying[id] = slices.Delete(pcs, i, i+1)
 	}
+	m.recheck[id] = struct{}{} // made, failed or late: look again
 	if mn := m.minions[mid]; mn != nil {
 		mn.copies--
 		if b := m.blocks[id]; b != nil {
@@ -215,8 +268,9 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 // reported to this master process: after a restart, the replica lists from
 // the image may name minions that lost the block or never come back, and
 // a replica that exists only on paper must never make a real one look
-// extra. The caller holds mu.
-func (m *Master) trim(id uint64, b *blockEntry, now time.Time) {
+// extra. It reports whether the block is down to its replication among
+// those replicas. The caller holds mu.
+func (m *Master) trim(id uint64, b *blockEntry, now time.Time) bool {
 	var live []*minionEntry
 	for _, s := range b.replicas.list() {
 		if mn := m.minionAt(s); m.usable(mn, now) && !mn.decommissioning && mn.registered {
@@ -224,7 +278,7 @@ func (m *Master) trim(id uint64, b *blockEntry, now time.Time) {
 		}
 	}
 	if len(live) <= int(b.repl) {
-		return
+		return m.liveCount(b, now) <= int(b.repl)
 	}
 	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
 	for _, mn := range live[:len(live)-int(b.repl)] {
@@ -232,6 +286,7 @@ func (m *Master) trim(id uint64, b *blockEntry, now time.Time) {
 		mn.load -= b.size
 		m.queueDelete(id, []string{mn.id})
 	}
+	return m.liveCount(b, now) <= int(b.repl)
 }
 
 // blockReceived records a copy made at the master's request.
@@ -255,6 +310,7 @@ func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error
 		b.replicas.add(mn.slot)
 		m.grown[a.BlockID] = time.Now().UnixNano()
 		mn.load += b.size
+		m.recheck[a.BlockID] = struct{}{}
 	}
 	m.dropCorrupt(a.BlockID)
 	return &BlockReceivedReply{}, nil
@@ -281,6 +337,7 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	m.Logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)
 	b.replicas.remove(mn.slot)
 	mn.load -= b.size
+	m.recheck[a.BlockID] = struct{}{}
 	// Delete it only if a good replica is on a minion that can serve it
 	// now; else keep it: some of its bytes may be all that is left.
 	now := time.Now()

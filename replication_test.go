@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// copiesAsked lists the blocks the master asked minion mid to copy, and
+// hands them over (as the minion's heartbeat would).
+func copiesAsked(m *Master, mid string) []uint64 {
+	var ids []uint64
+	for _, c := range m.copyCmds[mid] {
+		ids = append(ids, c.BlockID)
+	}
+	delete(m.copyCmds, mid)
+	return ids
+}
+
+// A tick with nothing changed looks at no block; a change to one block's
+// replicas is acted on at the next tick, with no minion changing state and
+// no full scan.
+func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(t *testing.T, m *Master, id uint64)
+		copies  int      // copies asked for at the next tick
+		deleted []string // minions asked to delete their replica
+	}{
+		{"ReportWithoutIt", func(t *testing.T, m *Master, id uint64) {
+			delete(m.grown, id) // not fresh: the report is later than the put
+			if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, nil},
+		{"CorruptReplica", func(t *testing.T, m *Master, id uint64) {
+			m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "test"})
+		}, 1, []string{"MID-0"}},
+		{"CopyFailed", func(t *testing.T, m *Master, id uint64) {
+			m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "test"})
+			m.replicate(time.Now())
+			if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{id}) {
+				t.Fatalf("copies asked of MID-2: %v", got)
+			}
+			if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-2", BlockID: id, Failed: true}); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, []string{"MID-0"}},
+		{"CopyLate", func(t *testing.T, m *Master, id uint64) {
+			m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "test"})
+			m.replicate(time.Now())
+			copiesAsked(m, "MID-2")
+			m.copying[id][0].deadline = time.Now().Add(-time.Second)
+		}, 1, []string{"MID-0"}},
+		{"ExtraReplica", func(t *testing.T, m *Master, id uint64) {
+			m.minions["MID-0"].load += 1 << 30 // the busiest: its replica goes
+			if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-2", BlockID: id, Size: 10}); err != nil {
+				t.Fatal(err)
+			}
+		}, 0, []string{"MID-0"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newTestMaster(t, t.TempDir())
+			addMinions(t, m, 3)
+			m.minions["MID-2"].load = 1 << 20 // /f goes to MID-0 and MID-1
+			id := putSmallFile(t, m, "/f", 2)
+			m.replicate(time.Now())
+			m.replicate(time.Now())
+			if len(m.recheck) != 0 || m.rescan || len(m.copyCmds) != 0 {
+				t.Fatalf("settled cluster: recheck %v, rescan %v, copies %v; want none", m.recheck, m.rescan, m.copyCmds)
+			}
+			tt.change(t, m, id)
+			m.replicate(time.Now())
+			copies := 0
+			for _, mid := range []string{"MID-0", "MID-1", "MID-2"} {
+				if got := copiesAsked(m, mid); len(got) > 0 {
+					copies += len(got)
+					if !slices.Equal(got, []uint64{id}) || m.blocks[id].replicas.has(m.minions[mid].slot) {
+						t.Errorf("copies asked of %s: %v (replicas %v)", mid, got, m.replicaIDs(m.blocks[id]))
+					}
+				}
+				if got, want := slices.Contains(m.deletes[mid], id), slices.Contains(tt.deleted, mid); got != want {
+					t.Errorf("replica on %s deleted: %v, want %v", mid, got, want)
+				}
+			}
+			if copies != tt.copies {
+				t.Errorf("%d copies asked for, want %d", copies, tt.copies)
+			}
+		})
+	}
+}
+
+// Copies that could not all be asked for at once (a target takes at most
+// MaxCopiesPerMinion) are asked for as earlier ones land, with no minion
+// changing state.
+func TestMaster_Replicate_ThrottledCopiesResume(t *testing.T) {
+	m := newTestMaster(t, t.TempDir(), func(m *Master) { m.MaxCopiesPerMinion = 1 })
+	addMinions(t, m, 3)
+	m.minions["MID-2"].load = 1 << 20
+	var ids []uint64
+	for i := range 3 {
+		ids = append(ids, putSmallFile(t, m, fmt.Sprintf("/f%d", i), 2))
+	}
+	m.replicate(time.Now())
+	for _, id := range ids {
+		m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "test"})
+	}
+	var copied []uint64
+	for range len(ids) {
+		m.replicate(time.Now())
+		got := copiesAsked(m, "MID-2")
+		if len(got) != 1 {
+			t.Fatalf("copies asked of MID-2 at once: %v, want 1 (of %v; %v done)", got, ids, copied)
+		}
+		if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-2", BlockID: got[0], Size: 10}); err != nil {
+			t.Fatal(err)
+		}
+		copied = append(copied, got...)
+	}
+	slices.Sort(copied)
+	slices.Sort(ids)
+	if !slices.Equal(copied, ids) {
+		t.Errorf("copied %v, want %v", copied, ids)
+	}
+	m.replicate(time.Now())
+	if len(m.recheck) != 0 || len(m.copyCmds) != 0 {
+		t.Errorf("after every copy: recheck %v, copies %v; want none", m.recheck, m.copyCmds)
+	}
+}
+
+// A minion that dies (no heartbeat for DeadAfter) has its blocks copied at
+// the next tick: a change of state makes the tick look at every block.
+func TestMaster_Replicate_MinionDeath(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 3)
+	m.minions["MID-2"].load = 1 << 20
+	id := putSmallFile(t, m, "/f", 2)
+	m.replicate(time.Now())
+	m.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
+	m.replicate(time.Now())
+	if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{id}) {
+		t.Errorf("copies asked of MID-2 after MID-0 died: %v, want [%s]", got, blockName(id))
+	}
+}
