@@ -85,17 +85,17 @@ type Master struct {
 	closed bool
 
 	// Re-replication and safe mode; see replication.go.
-	copying   map[uint64][]pendingCopy // block -> copies asked for
-	copyCmds  map[string][]CopyCommand // minion id -> copies to hand it
+	copying  map[uint64][]pendingCopy // block -> copies asked for
+	copyCmds map[string][]CopyCommand // minion id -> copies to hand it
 	// recheck holds the blocks whose replication the next tick looks
 	// at; rescan makes it look at every block, and lastRescan is when
 	// it last did (see replicate).
 	recheck    map[uint64]struct{}
 	rescan     bool
 	lastRescan time.Time
-	safeMode  bool
-	safeUntil time.Time
-	reported  map[uint64]bool // blocks reported since the restart, in safe mode
+	safeMode   bool
+	safeUntil  time.Time
+	reported   map[uint64]bool // blocks reported since the restart, in safe mode
 	// corrupt lists, by block, replicas that failed their checksums and
 	// are kept because no good replica is left. It is rare and small.
 	corrupt map[uint64][]string
@@ -166,8 +166,12 @@ type minionEntry struct {
 	// there plus a full block for each allocation of a put in progress
 	// or copy asked for. Placement goes by load rather than the reported
 	// use, which lags.
-	load            int64
-	copies          int  // copies asked of it and not yet done
+	load   int64
+	copies int // copies asked of it and not yet done
+	// replicas is the number of replicas the master lists on it (kept
+	// by addReplica, dropReplica and the namespace's add and remove): a
+	// block report that names as many of them has left none out.
+	replicas        int
 	decommissioning bool // being drained: no new blocks, replicas not counted
 	// registered is set once it registered with this master process; a
 	// minion known only from the image or log has sent no stats or block
@@ -479,7 +483,9 @@ func (m *Master) applyPut(imf *imageFile) {
 	for _, b := range imf.Blocks {
 		be := &blockEntry{size: b.Size, crc: b.CRC, repl: int32(imf.Replication), replicas: m.replicaSetOf(b.Replicas)}
 		for _, s := range be.replicas.list() {
-			m.minionAt(s).load += b.Size
+			mn := m.minionAt(s)
+			mn.load += b.Size
+			mn.replicas++
 		}
 		m.blocks[b.ID] = be
 		if be.replicas.len() < int(be.repl) {
@@ -606,6 +612,7 @@ func (m *Master) removeFile(p string) {
 				mn := m.minionAt(s)
 				m.deletes[mn.id] = append(m.deletes[mn.id], id)
 				mn.load -= b.size
+				mn.replicas--
 			}
 			m.queueDelete(id, m.corrupt[id])
 			delete(m.corrupt, id)
@@ -798,7 +805,6 @@ func (m *Master) expireGrown(now time.Time) {
 // block report and returns the reported blocks mn should delete. The
 // caller holds mu.
 func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time) []uint64 {
-	reported := make(map[uint64]bool, len(report))
 	pending := m.pendingBlocks()
 	// Deletes queued for mn and not yet handed over: a trimmed or
 	// corrupt replica must not be adopted again because it is reported.
@@ -812,8 +818,8 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 	delete(m.deletes, mn.id) // each is in del below, or gone from mn already
 	delete(m.handed, mn.id)
 	var del []uint64
+	listed := 0 // reported replicas the master lists on mn
 	for _, r := range report {
-		reported[r.ID] = true
 		b := m.blocks[r.ID]
 		switch {
 		case queued[r.ID]:
@@ -822,11 +828,12 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			if m.safeMode {
 				m.reported[r.ID] = true
 			}
-			if !b.replicas.has(mn.slot) && !slices.Contains(m.corrupt[r.ID], mn.id) {
-				b.replicas.add(mn.slot)
-				m.grown[r.ID] = now.UnixNano()
-				mn.load += b.size
-				m.recheck[r.ID] = struct{}{}
+			switch {
+			case b.replicas.has(mn.slot):
+				listed++
+			case !slices.Contains(m.corrupt[r.ID], mn.id):
+				m.addReplica(r.ID, b, mn, now)
+				listed++
 				m.dropCorrupt(r.ID)
 			}
 		case b == nil && pending[r.ID]:
@@ -841,11 +848,20 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			del = append(del, r.ID)
 		}
 	}
-	for id, b := range m.blocks {
-		if b.replicas.has(mn.slot) && !reported[id] && !m.grewLately(id, now) {
-			b.replicas.remove(mn.slot) // the minion lost it
-			mn.load -= b.size
-			m.recheck[id] = struct{}{}
+	// Replicas the master lists on mn and the report left out: lost by
+	// the minion, unless too new to be in it. Only then is every block
+	// looked at (a minion reports each of its blocks once).
+	if listed < mn.replicas {
+		reported := make(map[uint64]bool, len(report))
+		for _, r := range report {
+			if b := m.blocks[r.ID]; b != nil && b.size == r.Size && !queued[r.ID] {
+				reported[r.ID] = true // not one of the wrong length
+			}
+		}
+		for id, b := range m.blocks {
+			if b.replicas.has(mn.slot) && !reported[id] && !m.grewLately(id, now) {
+				m.dropReplica(id, b, mn)
+			}
 		}
 	}
 	m.checkSafeMode(now)

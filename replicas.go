@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"time"
 )
 
 // minionSlot numbers a minion known to this master process. Slots start at
@@ -117,4 +118,25 @@ func (m *Master) replicaIDs(b *blockEntry) []string {
 		ids = append(ids, m.minionAt(s).id)
 	}
 	return ids
+}
+
+// addReplica records a new replica of block id on mn, fresh as of now (a
+// block report taken before it may leave it out), for the next replication
+// tick to look at. The caller holds mu and checked that mn has none.
+func (m *Master) addReplica(id uint64, b *blockEntry, mn *minionEntry, now time.Time) {
+	b.replicas.add(mn.slot)
+	mn.load += b.size
+	mn.replicas++
+	m.grown[id] = now.UnixNano()
+	m.recheck[id] = struct{}{}
+}
+
+// dropReplica forgets mn's replica of block id, if the master lists one,
+// for the next replication tick to look at. The caller holds mu.
+func (m *Master) dropReplica(id uint64, b *blockEntry, mn *minionEntry) {
+	if b.replicas.remove(mn.slot) {
+		mn.load -= b.size
+		mn.replicas--
+		m.recheck[id] = struct{}{}
+	}
 }

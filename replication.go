@@ -157,19 +157,22 @@ func (m *Master) replicate(now time.Time) {
 		}
 		return true
 	}
+	look := func(id uint64, b *blockEntry) {
+		if b != nil && !settle(id, b) {
+			m.recheck[id] = struct{}{}
+		} else {
+			delete(m.recheck, id) // settled, or its file is gone
+		}
+	}
 	if m.rescan {
 		m.rescan, m.lastRescan = false, now
 		clear(m.recheck)
 		for id, b := range m.blocks {
-			if !settle(id, b) {
-				m.recheck[id] = struct{}{}
-			}
+			look(id, b)
 		}
 	} else {
 		for id := range m.recheck {
-			if b := m.blocks[id]; b == nil || settle(id, b) {
-				delete(m.recheck, id) // settled, or its file is gone
-			}
+			look(id, m.blocks[id])
 		}
 	}
 	// Fewest live replicas first: a block with one copy left is in more
@@ -282,8 +285,7 @@ func (m *Master) trim(id uint64, b *blockEntry, now time.Time) bool {
 	}
 	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
 	for _, mn := range live[:len(live)-int(b.repl)] {
-		b.replicas.remove(mn.slot)
-		mn.load -= b.size
+		m.dropReplica(id, b, mn)
 		m.queueDelete(id, []string{mn.id})
 	}
 	return m.liveCount(b, now) <= int(b.repl)
@@ -307,10 +309,7 @@ func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error
 		return &BlockReceivedReply{Delete: true}, nil // its file went meanwhile
 	}
 	if !b.replicas.has(mn.slot) {
-		b.replicas.add(mn.slot)
-		m.grown[a.BlockID] = time.Now().UnixNano()
-		mn.load += b.size
-		m.recheck[a.BlockID] = struct{}{}
+		m.addReplica(a.BlockID, b, mn, time.Now())
 	}
 	m.dropCorrupt(a.BlockID)
 	return &BlockReceivedReply{}, nil
@@ -335,9 +334,7 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 		return
 	}
 	m.Logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)
-	b.replicas.remove(mn.slot)
-	mn.load -= b.size
-	m.recheck[a.BlockID] = struct{}{}
+	m.dropReplica(a.BlockID, b, mn)
 	// Delete it only if a good replica is on a minion that can serve it
 	// now; else keep it: some of its bytes may be all that is left.
 	now := time.Now()

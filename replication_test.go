@@ -23,8 +23,8 @@ func copiesAsked(m *Master, mid string) []uint64 {
 // no full scan.
 func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 	for _, tt := range []struct {
-		name   string
-		change func(t *testing.T, m *Master, id uint64)
+		name    string
+		change  func(t *testing.T, m *Master, id uint64)
 		copies  int      // copies asked for at the next tick
 		deleted []string // minions asked to delete their replica
 	}{
@@ -34,6 +34,24 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, 1, nil},
+		{"ReportOfWrongLength", func(t *testing.T, m *Master, id uint64) {
+			delete(m.grown, id)
+			reply, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+				Blocks: []BlockReport{{ID: id, Size: 5}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(reply.Delete, []uint64{id}) {
+				t.Errorf("register told MID-0 to delete %v, want its replica of the wrong length", reply.Delete)
+			}
+		}, 1, nil},
+		{"ReportWithIt", func(t *testing.T, m *Master, id uint64) {
+			delete(m.grown, id)
+			if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+				Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
+				t.Fatal(err)
+			}
+		}, 0, nil},
 		{"CorruptReplica", func(t *testing.T, m *Master, id uint64) {
 			m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "test"})
 		}, 1, []string{"MID-0"}},
@@ -87,6 +105,7 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 			if copies != tt.copies {
 				t.Errorf("%d copies asked for, want %d", copies, tt.copies)
 			}
+			checkReplicaCounts(t, m)
 		})
 	}
 }
@@ -142,4 +161,52 @@ func TestMaster_Replicate_MinionDeath(t *testing.T) {
 	if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{id}) {
 		t.Errorf("copies asked of MID-2 after MID-0 died: %v, want [%s]", got, blockName(id))
 	}
+}
+
+// checkReplicaCounts checks each minion's count of the replicas the master
+// lists on it, which decides whether a block report needs a full scan.
+func checkReplicaCounts(t *testing.T, m *Master) {
+	t.Helper()
+	counts := map[string]int{}
+	for _, b := range m.blocks {
+		for _, id := range m.replicaIDs(b) {
+			counts[id]++
+		}
+	}
+	for id, mn := range m.minions {
+		if mn.replicas != counts[id] {
+			t.Errorf("%s: counted %d replicas, the master lists %d", id, mn.replicas, counts[id])
+		}
+	}
+}
+
+// The replica counts follow puts, replacements, removes and a restart.
+func TestMaster_ReplicaCounts(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 3)
+	for i := range 6 {
+		putSmallFile(t, m, fmt.Sprintf("/d/f%d", i), 1+i%3)
+	}
+	if err := putFile(t, m, "/big", testBlockSize, testBlockSize, 7); err != nil {
+		t.Fatal(err)
+	}
+	cr, err := m.create(&CreateArgs{Path: "/d/f0", Replication: 3, Force: true, FirstBlock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: cr.First.BlockID, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.remove("/d/f1", false); err != nil {
+		t.Fatal(err)
+	}
+	checkReplicaCounts(t, m)
+	m.edits.close()
+	m2 := newTestMaster(t, dir)
+	checkReplicaCounts(t, m2)
+	if _, err := m2.remove("/d", true); err != nil {
+		t.Fatal(err)
+	}
+	checkReplicaCounts(t, m2)
 }
