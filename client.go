@@ -582,6 +582,22 @@ func (c *Client) Remove(ctx context.Context, remote string, recursive bool) (int
 	return reply.Removed, err
 }
 
+// Rename moves the file or directory src to dst, or into dst when dst is a
+// directory, and returns the path it moved to. With force it replaces a
+// file at that path.
+func (c *Client) Rename(ctx context.Context, src, dst string, force bool) (string, error) {
+	src, err := RemotePath(src)
+	if err != nil {
+		return "", err
+	}
+	if dst, err = RemotePath(dst); err != nil {
+		return "", err
+	}
+	var reply RenameReply
+	err = c.meta(ctx, "Rename", &RenameArgs{Src: src, Dst: dst, Force: force}, &reply)
+	return reply.Path, err
+}
+
 // Report returns the state of the cluster and of every minion.
 func (c *Client) Report(ctx context.Context) (*ReportReply, error) {
 	var r ReportReply

@@ -414,6 +414,30 @@ func rmCommand(e *env) *cli.Command {
 	}
 }
 
+func mvCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "mv",
+		Usage:     "move or rename a file or directory (into DST when DST is a directory)",
+		ArgsUsage: "SRC DST",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace a file at the destination"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return usagef(c, "mv takes SRC DST")
+			}
+			src, dst := c.Args().Get(0), c.Args().Get(1)
+			cl := newClient(c, e)
+			defer cl.Close()
+			if _, err := cl.Rename(c.Context, src, dst, c.Bool("force")); err != nil {
+				return fmt.Errorf("mv %s %s: %w", src, dst, err)
+			}
+			return nil
+		},
+	}
+}
+
 func reportCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "report",

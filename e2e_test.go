@@ -19,6 +19,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -909,6 +910,53 @@ func TestE2E_Rm(t *testing.T) {
 		slices.Sort(got)
 		return slices.Equal(got, want), fmt.Sprintf("block files %v, want %v", got, want)
 	})
+}
+
+// TestE2E_Mv moves files and directories with dfs mv: the bytes follow,
+// refusals change nothing, and a kill -9 of the master right after an
+// acknowledged move loses none of it.
+func TestE2E_Mv(t *testing.T) {
+	t.Parallel()
+	c := e2eStartCluster(t, 2, "--replication", "2")
+	big, x, y, z := e2eRandom(e2eMiB+3), e2eRandom(1000), e2eRandom(2000), e2eRandom(3000)
+	e2eMustDFS(t, c.addr(), big, "put", "-", "/a")
+	e2eMustDFS(t, c.addr(), x, "put", "-", "/d/x")
+	e2eMustDFS(t, c.addr(), y, "put", "-", "/d/sub/y")
+	e2eMustDFS(t, c.addr(), z, "put", "-", "/z")
+	blocksOfA := e2eStat(t, c.addr(), "/a").Blocks
+
+	r := e2eMustDFS(t, c.addr(), nil, "mv", "/a", "/b")
+	if len(r.stdout) != 0 || len(r.stderr) != 0 {
+		t.Errorf("mv printed something: %v", r)
+	}
+	e2eMustDFS(t, c.addr(), nil, "mv", "/d", "/e")         // a directory
+	e2eMustDFS(t, c.addr(), nil, "mv", "/b", "/e")         // into a directory
+	e2eMustDFS(t, c.addr(), nil, "mv", "-f", "/z", "/e/x") // replacing a file
+	for _, tt := range []struct{ src, dst, want string }{
+		{"/nope", "/q", "not found: /nope"},
+		{"/e/b", "/e/sub/y", "file exists"},
+		{"/e", "/e/sub", "into itself"},
+		{"/e/b", "/e/x/q", "not a directory"},
+	} {
+		line := e2eMustFail(t, e2eDFS(t, c.addr(), nil, "mv", tt.src, tt.dst), tt.want)
+		if !strings.HasPrefix(line, "dfs: mv "+tt.src+" "+tt.dst+": ") {
+			t.Errorf("error line %q does not name the move", line)
+		}
+	}
+	e2eMustFail(t, e2eDFS(t, c.addr(), nil, "mv", "/e/b"), "mv takes SRC DST")
+
+	c.master.kill9(t)
+	c.master = e2eRestartMasterAt(t, c.master.dir, c.master.addr)
+	want := map[string][]byte{"/e/b": big, "/e/x": z, "/e/sub/y": y}
+	if got := e2eLsPaths(t, c.addr(), "/"); !slices.Equal(got, slices.Sorted(maps.Keys(want))) {
+		t.Errorf("ls -R / after the moves and a kill -9 of the master: %v", got)
+	}
+	for p, data := range want {
+		e2eSameBytes(t, "get "+p, e2eMustDFS(t, c.addr(), nil, "get", p).stdout, data)
+	}
+	if got := e2eStat(t, c.addr(), "/e/b").Blocks; len(got) != len(blocksOfA) || got[0].ID != blocksOfA[0].ID {
+		t.Errorf("/e/b has blocks %v, want those of /a %v: a move copies no data", got, blocksOfA)
+	}
 }
 
 // TestE2E_Master_RestartAfterSIGINT stops the master with SIGINT and starts a

@@ -60,6 +60,9 @@ const (
 	// opMinion records a minion's id and address, so that a restarted
 	// master can hand out replica addresses before the minions report in.
 	opMinion editOp = 3
+	// opRename records the move of the file or directory at Path to Dst
+	// (replacing a file there if Force).
+	opRename editOp = 4
 )
 
 // edit is one namespace change.
@@ -69,6 +72,8 @@ type edit struct {
 	File      imageFile   // opPut
 	Recursive bool        // opDelete
 	Minion    imageMinion // opMinion
+	Dst       string      // opRename
+	Force     bool        // opRename
 }
 
 // editLog appends edits to the current segment. It is safe for concurrent use.

@@ -339,6 +339,11 @@ func (m *Master) applyEdit(e *edit) error {
 		}
 	case opMinion:
 		return m.applyMinion(e.Minion)
+	case opRename:
+		if err := m.checkRename(e.Path, e.Dst, e.Force); err != nil {
+			return err
+		}
+		m.applyRename(e.Path, e.Dst)
 	default:
 		return fmt.Errorf("unknown operation %d", e.Op)
 	}
@@ -595,9 +600,9 @@ func (m *Master) addFile(p string, f *fileEntry) {
 	ancestors(p, func(d string) bool { m.dirs[d]++; return true })
 }
 
-// removeFile takes the file at p out of the namespace and queues its blocks
-// for deletion on their minions. The caller holds mu.
-func (m *Master) removeFile(p string) {
+// unlinkFile takes the file at p out of the namespace and returns it; its
+// blocks stay. The caller holds mu.
+func (m *Master) unlinkFile(p string) *fileEntry {
 	f := m.files[p]
 	delete(m.files, p)
 	ancestors(p, func(d string) bool {
@@ -606,6 +611,13 @@ func (m *Master) removeFile(p string) {
 		}
 		return true
 	})
+	return f
+}
+
+// removeFile takes the file at p out of the namespace and queues its blocks
+// for deletion on their minions. The caller holds mu.
+func (m *Master) removeFile(p string) {
+	f := m.unlinkFile(p)
 	for _, id := range f.blocks.list() {
 		if b := m.blocks[id]; b != nil {
 			for _, s := range b.replicas.list() {
@@ -1196,6 +1208,119 @@ func (m *Master) remove(p string, recursive bool) (int, error) {
 	return n, m.edits.sync(seq)
 }
 
+// rename moves the file or directory at src to dst, or into dst when dst
+// is a directory (as mv does), and returns the path it moved to and the
+// number of files moved. It replaces a file at that path only if force.
+// One edit log record moves a whole directory: a crash leaves all of it
+// moved or none.
+func (m *Master) rename(src, dst string, force bool) (string, int, error) {
+	if err := checkPath(src); err != nil {
+		return "", 0, err
+	}
+	if err := checkPath(dst); err != nil {
+		return "", 0, err
+	}
+	m.mu.Lock()
+	to := dst
+	if dst == "/" || m.dirs[dst] > 0 {
+		to = path.Join(dst, path.Base(src))
+	}
+	if err := m.checkRename(src, to, force); err != nil {
+		m.mu.Unlock()
+		return "", 0, err
+	}
+	if err := m.checkRenameBusy(src, to); err != nil {
+		m.mu.Unlock()
+		return "", 0, err
+	}
+	if to == src {
+		m.mu.Unlock()
+		return to, 0, nil
+	}
+	seq, err := m.logEdit(&edit{Op: opRename, Path: src, Dst: to, Force: force})
+	if err != nil {
+		m.mu.Unlock()
+		return "", 0, err
+	}
+	n := m.applyRename(src, to)
+	m.mu.Unlock()
+	return to, n, m.edits.sync(seq)
+}
+
+// checkRename says whether the file or directory at src may move to the
+// path to. The caller holds mu.
+func (m *Master) checkRename(src, to string, force bool) error {
+	isFile := m.files[src] != nil
+	switch {
+	case src == "/":
+		return fmt.Errorf("%w: cannot move /", ErrBadArg)
+	case !isFile && m.dirs[src] == 0:
+		return fmt.Errorf("%w: %s", ErrNotFound, src)
+	case to == src:
+		return nil
+	case !isFile && strings.HasPrefix(to, src+"/"):
+		return fmt.Errorf("%w: cannot move directory %s into itself (%s)", ErrBadArg, src, to)
+	case m.dirs[to] > 0:
+		return fmt.Errorf("%w: %s is a directory", ErrExists, to)
+	case m.files[to] != nil && !isFile:
+		return fmt.Errorf("%w: %s (moving directory %s)", ErrNotDir, to, src)
+	case m.files[to] != nil && !force:
+		return fmt.Errorf("%w: %s (use --force to replace it)", ErrExists, to)
+	}
+	var err error
+	ancestors(to, func(d string) bool {
+		if m.files[d] != nil {
+			err = fmt.Errorf("%w: %s", ErrNotDir, d)
+			return false
+		}
+		return true
+	})
+	return err
+}
+
+// checkRenameBusy refuses a move onto a path a put is writing (it would
+// replace the moved file when it completes) and of a directory a put is
+// writing into (it would complete at the old path). The caller holds mu.
+func (m *Master) checkRenameBusy(src, to string) error {
+	if _, ok := m.writing[to]; ok {
+		return fmt.Errorf("%w: %s", ErrBusy, to)
+	}
+	if m.files[src] == nil {
+		for p := range m.writing {
+			if strings.HasPrefix(p, src+"/") {
+				return fmt.Errorf("%w: %s, below %s", ErrBusy, p, src)
+			}
+		}
+	}
+	return nil
+}
+
+// applyRename moves the file or directory at src to the path to, which
+// checkRename allowed, and returns the number of files moved. The caller
+// holds mu.
+func (m *Master) applyRename(src, to string) int {
+	if src == to {
+		return 0
+	}
+	if m.files[src] != nil {
+		if m.files[to] != nil {
+			m.removeFile(to) // replaced: its blocks go
+		}
+		m.addFile(to, m.unlinkFile(src))
+		return 1
+	}
+	var below []string
+	for p := range m.files {
+		if strings.HasPrefix(p, src+"/") {
+			below = append(below, p)
+		}
+	}
+	for _, p := range below {
+		m.addFile(to+strings.TrimPrefix(p, src), m.unlinkFile(p))
+	}
+	return len(below)
+}
+
 // ---- helpers ----
 
 func validBlockSize(bs int64) error {
@@ -1328,6 +1453,12 @@ func (r *masterRPC) Stat(a *PathArgs, reply *FileInfo) error {
 func (r *masterRPC) List(a *ListArgs, reply *ListReply) error {
 	entries, err := r.m.list(a.Path, a.Recursive)
 	reply.Entries = entries
+	return err
+}
+
+func (r *masterRPC) Rename(a *RenameArgs, reply *RenameReply) error {
+	to, n, err := r.m.rename(a.Src, a.Dst, a.Force)
+	reply.Path, reply.Moved = to, n
 	return err
 }
 

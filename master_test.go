@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -470,6 +471,113 @@ func TestMaster_EntrySizes(t *testing.T) {
 		l := blockListOf(blocks)
 		if got := l.list(); !slices.Equal(got, ids) {
 			t.Errorf("block list of %v lists %v", ids, got)
+		}
+	}
+}
+
+// blocksByPath maps every file of m to its block ids.
+func blocksByPath(m *Master) map[string][]uint64 {
+	out := map[string][]uint64{}
+	for p, f := range m.files {
+		out[p] = slices.Clone(f.blocks.list())
+	}
+	return out
+}
+
+// A move takes a file's blocks to its new path, or a directory's files
+// below its new path, as mv does; it is refused, changing nothing, where
+// mv would refuse it; and a restart replays it.
+func TestMaster_Rename(t *testing.T) {
+	files := []string{"/a", "/f2", "/d/x", "/d/sub/y", "/e/z", "/e/sub/w"}
+	for _, tt := range []struct {
+		name     string
+		src, dst string
+		force    bool
+		err      error
+		to       string            // the path it moved to
+		moved    map[string]string // old path -> new path of each file that moved
+		replaced []string          // files whose blocks went
+	}{
+		{name: "File", src: "/a", dst: "/b", to: "/b", moved: map[string]string{"/a": "/b"}},
+		{name: "FileNewParents", src: "/a", dst: "/p/q/r", to: "/p/q/r", moved: map[string]string{"/a": "/p/q/r"}},
+		{name: "FileIntoDir", src: "/a", dst: "/e", to: "/e/a", moved: map[string]string{"/a": "/e/a"}},
+		{name: "FileIntoRoot", src: "/d/x", dst: "/", to: "/x", moved: map[string]string{"/d/x": "/x"}},
+		{name: "FileOntoFile", src: "/a", dst: "/f2", err: ErrExists},
+		{name: "FileOntoFileForce", src: "/a", dst: "/f2", force: true, to: "/f2", moved: map[string]string{"/a": "/f2"}, replaced: []string{"/f2"}},
+		{name: "FileUnderFile", src: "/a", dst: "/f2/b", err: ErrNotDir},
+		{name: "FileToItself", src: "/a", dst: "/a", to: "/a", moved: map[string]string{}},
+		{name: "Dir", src: "/d", dst: "/n", to: "/n", moved: map[string]string{"/d/x": "/n/x", "/d/sub/y": "/n/sub/y"}},
+		{name: "DirIntoDir", src: "/d", dst: "/e", to: "/e/d", moved: map[string]string{"/d/x": "/e/d/x", "/d/sub/y": "/e/d/sub/y"}},
+		{name: "DirOntoDir", src: "/d/sub", dst: "/e", err: ErrExists}, // /e/sub exists
+		{name: "DirIntoItself", src: "/d", dst: "/d/sub", err: ErrBadArg},
+		{name: "DirOntoFile", src: "/d", dst: "/f2", err: ErrNotDir},
+		{name: "Missing", src: "/nope", dst: "/b", err: ErrNotFound},
+		{name: "Root", src: "/", dst: "/r", err: ErrBadArg},
+		{name: "BadPath", src: "/a", dst: "/x/../y", err: ErrBadPath},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			m := newTestMaster(t, dir)
+			addMinions(t, m, 2)
+			for _, p := range files {
+				putSmallFile(t, m, p, 2)
+			}
+			before := blocksByPath(m)
+			to, n, err := m.rename(tt.src, tt.dst, tt.force)
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("rename(%s, %s) = %v, want %v", tt.src, tt.dst, err, tt.err)
+			}
+			want := maps.Clone(before)
+			for old := range tt.moved {
+				delete(want, old)
+			}
+			for old, p := range tt.moved {
+				want[p] = before[old]
+			}
+			if err == nil && (to != tt.to || n != len(tt.moved)) {
+				t.Errorf("rename(%s, %s) moved %d files to %s, want %d to %s", tt.src, tt.dst, n, to, len(tt.moved), tt.to)
+			}
+			if got := blocksByPath(m); !maps.EqualFunc(got, want, slices.Equal) {
+				t.Errorf("files after: %v, want %v", got, want)
+			}
+			for _, p := range tt.replaced {
+				for _, id := range before[p] {
+					if m.blocks[id] != nil || !slices.Contains(m.deletes["MID-0"], id) {
+						t.Errorf("block %s of the replaced %s is kept", blockName(id), p)
+					}
+				}
+			}
+			if tt.err == nil && tt.src != tt.to {
+				if _, err := m.stat(tt.src); !errors.Is(err, ErrNotFound) {
+					t.Errorf("stat %s after the move: %v, want ErrNotFound", tt.src, err)
+				}
+			}
+			checkReplicaCounts(t, m)
+			m.edits.close()
+			m2 := newTestMaster(t, dir)
+			if got := blocksByPath(m2); !maps.EqualFunc(got, want, slices.Equal) {
+				t.Errorf("files after a restart: %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// A move onto a path a put is writing, or of a directory a put is
+// writing into, is refused: the put would replace the moved file, or
+// complete at the old path.
+func TestMaster_Rename_Busy(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	putSmallFile(t, m, "/a", 1)
+	putSmallFile(t, m, "/d/x", 1)
+	for _, p := range []string{"/b", "/d/new"} {
+		if _, err := m.create(&CreateArgs{Path: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range [][2]string{{"/a", "/b"}, {"/d", "/n"}} {
+		if _, _, err := m.rename(c[0], c[1], true); !errors.Is(err, ErrBusy) {
+			t.Errorf("rename(%s, %s) = %v, want ErrBusy", c[0], c[1], err)
 		}
 	}
 }

@@ -366,6 +366,18 @@ type DeleteArgs struct {
 	Recursive bool
 }
 
+// RenameArgs moves Src to Dst, or into Dst when it is a directory.
+type RenameArgs struct {
+	Src, Dst string
+	Force    bool // replace a file at the destination
+}
+
+// RenameReply names the path Src moved to and how many files moved.
+type RenameReply struct {
+	Path  string
+	Moved int
+}
+
 // DeleteReply says how many files were removed.
 type DeleteReply struct {
 	Removed int
