@@ -493,8 +493,8 @@ func (m *Master) applyPut(imf *imageFile) {
 			mn.replicas++
 		}
 		m.blocks[b.ID] = be
-		if be.replicas.len() < int(be.repl) {
-			m.recheck[b.ID] = struct{}{} // a pipeline lost minions
+		if m.liveCount(be, time.Now()) < int(be.repl) {
+			m.recheck[b.ID] = struct{}{} // a pipeline lost minions, or one is dead or draining now
 		}
 	}
 	f := &fileEntry{blocks: blockListOf(imf.Blocks), modTime: imf.ModTime.UnixNano(),
@@ -762,6 +762,7 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 			// is gone, whatever its last heartbeat said.
 			other.lastSeen = time.Time{}
 			other.addr = ""
+			m.rescan = true // it may have come back and died again since the last tick
 		}
 	}
 	mn := m.minions[a.MinionID]
@@ -856,13 +857,18 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			m.safeOrphans[mn.id] = append(m.safeOrphans[mn.id], r.ID)
 		default:
 			// A block of a deleted file or a failed put, or a
-			// replica of the wrong length.
+			// replica of the wrong length: not a replica, however
+			// new.
+			if b != nil {
+				m.dropReplica(r.ID, b, mn)
+			}
 			del = append(del, r.ID)
 		}
 	}
 	// Replicas the master lists on mn and the report left out: lost by
 	// the minion, unless too new to be in it. Only then is every block
-	// looked at (a minion reports each of its blocks once).
+	// looked at. This counts on a report naming each block once, as a
+	// minion's does (it lists its index, a map).
 	if listed < mn.replicas {
 		reported := make(map[uint64]bool, len(report))
 		for _, r := range report {

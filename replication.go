@@ -38,6 +38,7 @@ const safeModeThreshold = 0.999
 type pendingCopy struct {
 	target   string // minion id
 	deadline time.Time
+	size     int64 // reserved on the target until the copy ends
 }
 
 // enterSafeMode starts the wait for block reports. The caller holds mu or
@@ -198,7 +199,7 @@ func (m *Master) replicate(now time.Time) {
 			k := int((n.id + uint64(i)) % uint64(len(sources)))
 			src := append(slices.Clone(sources[k:]), sources[:k]...)
 			m.copyCmds[t.id] = append(m.copyCmds[t.id], CopyCommand{BlockID: n.id, Size: n.b.size, CRC: n.b.crc, Sources: src})
-			m.copying[n.id] = append(m.copying[n.id], pendingCopy{target: t.id, deadline: now.Add(copyTimeout)})
+			m.copying[n.id] = append(m.copying[n.id], pendingCopy{target: t.id, deadline: now.Add(copyTimeout), size: n.b.size})
 			t.copies++
 			// place added a full reservation of the block's size to t.load;
 			// blockReceived turns it into a replica or gives it back.
@@ -251,6 +252,7 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 	if i < 0 {
 		return false
 	}
+	size := pcs[i].size // its file may be gone: the reservation still is not
 	if len(pcs) == 1 {
 		delete(m.copying, id)
 	} else {
@@ -259,9 +261,7 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 	m.recheck[id] = struct{}{} // made, failed or late: look again
 	if mn := m.minions[mid]; mn != nil {
 		mn.copies--
-		if b := m.blocks[id]; b != nil {
-			mn.load -= b.size
-		}
+		mn.load -= size
 	}
 	return true
 }
