@@ -479,13 +479,13 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 	path := s.dataPath(id)
 	if err := readAt(path, data, off); err != nil {
 		putPacketBuf(data)
-		return nil, nil, err
+		return nil, nil, s.readErr(id, err)
 	}
 	n := (length + bytesPerChecksum - 1) / bytesPerChecksum
 	raw := make([]byte, metaHeaderSize+4*n)
 	if err := readAt(path+".meta", raw[:metaHeaderSize], 0); err != nil {
 		putPacketBuf(data)
-		return nil, nil, err
+		return nil, nil, s.readErr(id, err)
 	}
 	if [4]byte(raw[:4]) != metaMagic || binary.BigEndian.Uint32(raw[4:]) != metaVersion || binary.BigEndian.Uint32(raw[8:]) != bytesPerChecksum {
 		putPacketBuf(data)
@@ -493,9 +493,24 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 	}
 	if err := readAt(path+".meta", raw[metaHeaderSize:], metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
 		putPacketBuf(data)
-		return nil, nil, err
+		return nil, nil, s.readErr(id, err)
 	}
 	return data, parseCRCs(raw[metaHeaderSize:]), nil
+}
+
+// readErr is err, of a read of block id's files, unless the files are
+// missing because the block was removed (or packed, then removed) since
+// the read began: then the block is simply not found.
+func (s *blockStore) readErr(id uint64, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		s.mu.Lock()
+		_, ok := s.blocks[id]
+		s.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
+		}
+	}
+	return err
 }
 
 // verify re-reads block id and checks it against its stored checksums.
@@ -549,7 +564,7 @@ func (s *blockStore) forget(id uint64) (found, packed bool) {
 	loc, packed := s.unpackLocked(id, size)
 	s.mu.Unlock()
 	if packed {
-		s.markDeleted(loc)
+		s.markDeleted(loc, size)
 	}
 	return ok, packed
 }

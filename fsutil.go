@@ -98,3 +98,21 @@ func (l *dirLock) unlock() error {
 	l.f = nil
 	return err
 }
+
+// Modes of fallocate(2).
+const (
+	fallocKeepSize  = 0x1
+	fallocPunchHole = 0x2
+)
+
+// punchHole frees the disk space of n bytes of f from off, which read as
+// zeros afterwards; the file keeps its size. A file system that cannot
+// returns EOPNOTSUPP.
+func punchHole(f *os.File, off, n int64) error {
+	for {
+		err := syscall.Fallocate(int(f.Fd()), fallocPunchHole|fallocKeepSize, off, n)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}

@@ -43,12 +43,14 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 var volumeMagic = [4]byte{'D', 'F', 'S', 'V'}
@@ -665,7 +667,7 @@ func (s *blockStore) packBlock(id uint64, data []byte, crcs []uint32) error {
 		loc.vol.live += recordSize(size)
 	})
 	if err == nil && dup.vol != nil {
-		s.markDeleted(dup)
+		s.markDeleted(dup, size)
 	}
 	return err
 }
@@ -686,14 +688,30 @@ func (s *blockStore) unpackLocked(id uint64, size int64) (packedLoc, bool) {
 	return loc, true
 }
 
-// markDeleted marks the record at loc deleted, unless its volume is gone.
-func (s *blockStore) markDeleted(loc packedLoc) {
+// markDeleted marks the record at loc (of a block of size bytes) deleted
+// and gives the disk space of its data back at once, by punching a hole in
+// the volume there: a full disk need not wait for compaction, which itself
+// needs room to copy. Both are skipped if the volume is gone. It takes v.mu
+// for writing, so readers that found the record before it left the index
+// are done with it, or see that it left (readPacked).
+func (s *blockStore) markDeleted(loc packedLoc, size int64) {
 	v := loc.vol
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	if !v.closed {
-		markDeleted(v.f, loc.off)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return
 	}
+	markDeleted(v.f, loc.off)
+	if err := punchHole(v.f, loc.off+volumeHeaderSize, recordSize(size)-volumeHeaderSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+		s.logger.Warn("volume: could not free a deleted block's space; compaction will", "volume", volumeName(v.seq), "err", err)
+	}
+}
+
+// stillPacked reports whether block id's record is still at loc.
+func (s *blockStore) stillPacked(id uint64, loc packedLoc) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.packed[id] == loc
 }
 
 // readPacked fills data from offset off of packed block id (of size
@@ -708,9 +726,9 @@ func (s *blockStore) readPacked(id uint64, size, off int64, data []byte) (crcs [
 		}
 		v := loc.vol
 		v.mu.RLock()
-		if v.closed {
+		if v.closed || !s.stillPacked(id, loc) {
 			v.mu.RUnlock()
-			continue // compacted under us: it lives elsewhere now
+			continue // compacted or deleted under us: look again
 		}
 		crcs, err := readRecordRange(v.f, loc.off, size, off, data)
 		v.mu.RUnlock()
@@ -831,7 +849,11 @@ func (s *blockStore) compact(v *volume) error {
 	// Appended in groups of up to maxBatchBytes, waited for together:
 	// one fdatasync a group rather than one a block.
 	var waits []func() error
-	var gone []packedLoc // new copies of blocks deleted while they moved
+	type copied struct {
+		loc  packedLoc
+		size int64
+	}
+	var gone []copied // new copies of blocks deleted while they moved
 	var queued int64
 	flush := func() error {
 		var first error
@@ -871,7 +893,7 @@ func (s *blockStore) compact(v *volume) error {
 		rec := appendRecord(make([]byte, 0, recordSize(m.size)), m.id, data, crcs)
 		waits = append(waits, s.pack.queue(rec, func(nloc packedLoc) {
 			if s.packed[m.id] != m.loc {
-				gone = append(gone, nloc) // deleted while it moved
+				gone = append(gone, copied{nloc, m.size}) // deleted while it moved
 				return
 			}
 			s.packed[m.id] = nloc
@@ -887,8 +909,8 @@ func (s *blockStore) compact(v *volume) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	for _, loc := range gone { // read after the waits: the packer is done with it
-		s.markDeleted(loc)
+	for _, c := range gone { // read after the waits: the packer is done with it
+		s.markDeleted(c.loc, c.size)
 	}
 	s.mu.Lock()
 	delete(s.volumes, v.seq)
@@ -910,9 +932,11 @@ func (s *blockStore) closeVolumes() {
 	s.closeOnce.Do(func() {
 		s.pack.stop()
 		<-s.compactDone
+		// Not under s.mu: readers take it while they hold a v.mu.
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, v := range s.volumes {
+		vols := slices.Collect(maps.Values(s.volumes))
+		s.mu.Unlock()
+		for _, v := range vols {
 			v.mu.Lock()
 			v.closed = true
 			v.f.Close()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -599,5 +600,116 @@ func TestVolume_CompactionKeepsDamagedBlock(t *testing.T) {
 	}
 	if len(kept) != len(damaged) || bytes.Equal(kept, damaged) {
 		t.Errorf("corrupt/ holds %d bytes, want the %d damaged ones", len(kept), len(damaged))
+	}
+}
+
+// allocatedBytes is the disk space that the file at path takes.
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// skipWithoutHoles skips the test where the file system of dir cannot
+// punch holes (the store then leaves the space to compaction).
+func skipWithoutHoles(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 8192)); err != nil {
+		t.Fatal(err)
+	}
+	if err := punchHole(f, 0, 4096); errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Skipf("the file system of %s cannot punch holes", dir)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(f.Name())
+}
+
+// A removed packed block gives its disk space back at once, as a hole in
+// its volume, long before compaction would; it stays removed across a
+// restart, and the other blocks read back.
+func TestVolume_RemoveFreesSpace(t *testing.T) {
+	dir := t.TempDir()
+	skipWithoutHoles(t, dir)
+	s := mustOpenPackedStore(t, dir)
+	want := map[uint64][]byte{}
+	for i := range 20 {
+		id := uint64(i + 1)
+		want[id] = blockBytes(byte(i), 64<<10)
+		mustPutBlock(t, s, id, want[id])
+	}
+	vol := volumePaths(t, dir)[0]
+	before := allocatedBytes(t, vol)
+	for id := uint64(1); id <= 10; id++ {
+		if err := s.remove(id); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, id)
+	}
+	// Each record frees its data but the file-system blocks it shares
+	// with its neighbours' headers.
+	if freed, least := before-allocatedBytes(t, vol), int64(10*(64<<10-8<<10)); freed < least {
+		t.Errorf("removing 10 blocks of 64 KiB freed %d bytes of disk, want at least %d", freed, least)
+	}
+	checkBlocks(t, s, want)
+	s.close()
+	s = mustOpenPackedStore(t, dir)
+	checkBlocks(t, s, want)
+}
+
+// A reader that races the removal of a block gets its bytes or "not
+// found": never the zeros of the hole the removal of a packed block
+// leaves, nor the error of opening the files of one that went.
+func TestVolume_ReadRacingRemove(t *testing.T) {
+	for _, packed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("packed=%v", packed), func(t *testing.T) {
+			var s *blockStore
+			if packed {
+				s = mustOpenPackedStore(t, t.TempDir())
+			} else {
+				s = mustOpenStore(t)
+			}
+			readRacingRemove(t, s)
+		})
+	}
+}
+
+func readRacingRemove(t *testing.T, s *blockStore) {
+	for i := range 300 {
+		id := uint64(i + 1)
+		data := blockBytes(byte(i), 64<<10)
+		mustPutBlock(t, s, id, data)
+		var wg sync.WaitGroup
+		var readErr error
+		wg.Go(func() {
+			for {
+				got, err := readBlock(s, id)
+				switch {
+				case errors.Is(err, ErrBlockNotFound):
+					return
+				case err != nil:
+					readErr = err
+					return
+				case !bytes.Equal(got, data):
+					readErr = fmt.Errorf("wrong bytes")
+					return
+				}
+			}
+		})
+		if err := s.remove(id); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if readErr != nil {
+			t.Fatalf("read of %s while it was removed: %v", blockName(id), readErr)
+		}
 	}
 }
