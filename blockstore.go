@@ -94,6 +94,10 @@ type blockStore struct {
 	mu      sync.Mutex
 	blocks  map[uint64]int64 // finalized block -> size in bytes
 	writers map[uint64]*blockWriter
+	// refused holds, with when, the blocks whose writing failed here (a
+	// full disk, an I/O error): packets of them still in flight are
+	// refused rather than starting them again (see writeFailed).
+	refused map[uint64]time.Time
 	used    int64                // bytes of finalized blocks
 	packed  map[uint64]packedLoc // the finalized blocks kept in volumes
 	volumes map[uint32]*volume
@@ -124,7 +128,7 @@ type blockWriter struct {
 // up to packMax bytes that arrive whole are packed into volumes.
 func openBlockStore(dir string, packMax int64, logger *slog.Logger) (*blockStore, error) {
 	s := &blockStore{dir: dir, packMax: packMax, logger: logger, blocks: make(map[uint64]int64),
-		writers: make(map[uint64]*blockWriter), packed: make(map[uint64]packedLoc), volumes: make(map[uint32]*volume)}
+		writers: make(map[uint64]*blockWriter), refused: make(map[uint64]time.Time), packed: make(map[uint64]packedLoc), volumes: make(map[uint32]*volume)}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
 	}
@@ -185,6 +189,9 @@ func (s *blockStore) writer(id uint64) (*blockWriter, error) {
 	}
 	if w, ok := s.writers[id]; ok {
 		return w, nil
+	}
+	if _, ok := s.refused[id]; ok {
+		return nil, fmt.Errorf("block %s: a write of it failed here", blockName(id))
 	}
 	tmp := filepath.Join(s.tmpDir(), blockName(id))
 	data, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
@@ -280,10 +287,10 @@ func (s *blockStore) write(id uint64, off int64, data []byte, crcs []uint32) err
 	// The files are written outside w.mu: pwrite at distinct offsets is
 	// safe concurrently, and a slow disk must not serialise the packets.
 	if _, err := w.data.WriteAt(data, off); err != nil {
-		return err
+		return s.writeFailed(w, err)
 	}
 	if _, err := w.meta.WriteAt(appendCRCs(nil, crcs), metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
-		return err
+		return s.writeFailed(w, err)
 	}
 
 	w.mu.Lock()
@@ -302,6 +309,27 @@ func (s *blockStore) write(id uint64, off int64, data []byte, crcs []uint32) err
 	w.end = max(w.end, off+int64(len(data)))
 	w.lastUsed = time.Now()
 	return nil
+}
+
+// refuseFor is how long packets of a block whose writing failed are
+// refused: far longer than a packet stays in flight.
+const refuseFor = 10 * time.Minute
+
+// writeFailed gives block w up after a write of it failed with err: with a
+// hole in it, it can never be finalized here (the writer drops this minion
+// from its pipeline). Its files go now, giving their space back (on a full
+// disk, at once rather than when the writer's idle time runs out), and
+// packets of it still in flight are refused for refuseFor rather than
+// starting it again.
+func (s *blockStore) writeFailed(w *blockWriter, err error) error {
+	s.mu.Lock()
+	if s.writers[w.id] == w {
+		delete(s.writers, w.id)
+	}
+	s.refused[w.id] = time.Now()
+	s.mu.Unlock()
+	w.abort()
+	return err
 }
 
 // complete reports whether exactly the bytes [0, size) were received.
@@ -428,6 +456,11 @@ func (s *blockStore) expire(idle time.Duration) []uint64 {
 	// Lock order is w.mu before s.mu (see finalize), so look at the
 	// writers without holding s.mu.
 	s.mu.Lock()
+	for id, t := range s.refused {
+		if time.Since(t) > refuseFor {
+			delete(s.refused, id)
+		}
+	}
 	all := make([]*blockWriter, 0, len(s.writers))
 	for _, w := range s.writers {
 		all = append(all, w)

@@ -797,3 +797,38 @@ func TestBlockStore_Finalize_ConcurrentExpire(t *testing.T) {
 		t.Fatal("finalize with a concurrent expire did not return in 10s: deadlock")
 	}
 }
+
+// A block whose write fails (a full disk, an I/O error) is given up at
+// once: its files go, giving their space back, and packets of it still in
+// flight are refused rather than starting it again.
+func TestBlockStore_WriteFailureGivesUpBlock(t *testing.T) {
+	s := mustOpenStore(t)
+	const id = 7
+	data := blockBytes(1, 3*packetSize)
+	pkt := func(i int) error {
+		p := data[i*packetSize : (i+1)*packetSize]
+		return s.write(id, int64(i*packetSize), p, checksums(nil, p))
+	}
+	if err := pkt(0); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.writers[id].data.Close() // the next write of it fails
+	s.mu.Unlock()
+	if err := pkt(1); err == nil {
+		t.Fatal("a write to a closed file succeeded")
+	}
+	for i, want := range []string{"after the failure", "after a late packet"} {
+		if i > 0 {
+			if err := pkt(2); err == nil || !strings.Contains(err.Error(), "failed here") {
+				t.Errorf("late packet: %v, want it refused", err)
+			}
+		}
+		if tmp, err := os.ReadDir(s.tmpDir()); err != nil || len(tmp) != 0 {
+			t.Errorf("%s: tmp/ holds %v (%v), want nothing", want, tmp, err)
+		}
+	}
+	if err := s.finalize(id, int64(len(data))); err == nil {
+		t.Error("finalize of a given-up block succeeded")
+	}
+}

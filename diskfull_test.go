@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -63,7 +64,25 @@ func TestFault_DiskFull(t *testing.T) {
 		}
 		e2eMustFail(t, e2eDFS(t, c.addr(), nil, "stat", p), "not found")
 	}
-	for i := 0; ; i++ {
+	// A big file, in blocks too big to pack: each is a file of its own.
+	checkFailed(e2eDFS(t, c.addr(), e2eRandom(20*e2eMiB), "put", "--block-size", "4MiB", "-", "/big"), "/big")
+	e2eWaitFor(t, e2eWaitTimeout, "the failed put's blocks to go", func() (bool, string) {
+		left := e2eBlockFiles(t, dir)
+		tmp, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		var names []string
+		for _, e := range tmp {
+			names = append(names, e.Name())
+		}
+		return len(left) == 0 && len(tmp) == 0, fmt.Sprintf("block files %v, in tmp/ %v", slices.Sorted(maps.Keys(left)), names)
+	})
+	// Once the master hears the space is back, small files fit.
+	first := e2eRandom(192 * e2eKiB)
+	e2eWaitFor(t, e2eWaitTimeout, "a small put to fit after the failed put", func() (bool, string) {
+		r := e2eDFS(t, c.addr(), first, "put", "-", "/small/000")
+		return r.code == 0, strings.TrimSpace(string(r.stderr))
+	})
+	acked["/small/000"] = first
+	for i := 1; ; i++ {
 		if i == 100 {
 			t.Fatalf("100 puts of 192 KiB fitted on a 6 MiB disk")
 		}
@@ -74,7 +93,7 @@ func TestFault_DiskFull(t *testing.T) {
 		}
 		acked[p] = data
 	}
-	checkFailed(e2eDFS(t, c.addr(), e2eRandom(20*e2eMiB), "put", "-", "/big"), "/big")
+	checkFailed(e2eDFS(t, c.addr(), e2eRandom(20*e2eMiB), "put", "-", "/big2"), "/big2")
 	t.Logf("%d puts of 192 KiB fitted (%v)", len(acked), time.Since(start))
 	if len(acked) < 15 {
 		t.Errorf("only %d puts of 192 KiB fitted on a 6 MiB disk", len(acked))
