@@ -582,6 +582,19 @@ func (c *Client) Remove(ctx context.Context, remote string, recursive bool) (int
 	return reply.Removed, err
 }
 
+// SetReplication sets the replication of the file at remote, or of every
+// file below it, and returns how many files it set. The master copies or
+// trims their blocks in the background; Fsck shows when they are done.
+func (c *Client) SetReplication(ctx context.Context, remote string, n int) (int, error) {
+	remote, err := RemotePath(remote)
+	if err != nil {
+		return 0, err
+	}
+	var reply SetReplicationReply
+	err = c.meta(ctx, "SetReplication", &SetReplicationArgs{Path: remote, Replication: n}, &reply)
+	return reply.Files, err
+}
+
 // Rename moves the file or directory src to dst, or into dst when dst is a
 // directory, and returns the path it moved to. With force it replaces a
 // file at that path.

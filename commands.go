@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -434,6 +435,51 @@ func mvCommand(e *env) *cli.Command {
 				return fmt.Errorf("mv %s %s: %w", src, dst, err)
 			}
 			return nil
+		},
+	}
+}
+
+func setrepCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "setrep",
+		Usage:     "change the replication of a file, or of every file below a directory",
+		ArgsUsage: "N PATH",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "wait", Aliases: []string{"w"}, Usage: "wait until every block has exactly N live replicas"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return usagef(c, "setrep takes N PATH")
+			}
+			n, err := strconv.Atoi(c.Args().Get(0))
+			if err != nil {
+				return usagef(c, "N must be a number, not %q", c.Args().Get(0))
+			}
+			p := c.Args().Get(1)
+			cl := newClient(c, e)
+			defer cl.Close()
+			if _, err := cl.SetReplication(c.Context, p, n); err != nil {
+				return fmt.Errorf("setrep %s: %w", p, err)
+			}
+			if !c.Bool("wait") {
+				return nil
+			}
+			for {
+				r, err := cl.Fsck(c.Context, p)
+				if err != nil {
+					return fmt.Errorf("setrep %s: %w", p, err)
+				}
+				if !slices.ContainsFunc(r.Blocks, func(b FsckBlock) bool { return b.Live != n || len(b.Replicas) != n }) {
+					fmt.Fprintf(e.stdout, "%s: %d replicas of each of %d blocks\n", p, n, len(r.Blocks))
+					return nil
+				}
+				select {
+				case <-c.Context.Done():
+					return fmt.Errorf("setrep %s: %w", p, c.Context.Err())
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
 		},
 	}
 }

@@ -959,6 +959,64 @@ func TestE2E_Mv(t *testing.T) {
 	}
 }
 
+// TestE2E_Setrep raises a file's replication and waits for the copies,
+// then lowers the replication of every file below / and waits for the
+// extra replicas to go from the minions' disks.
+func TestE2E_Setrep(t *testing.T) {
+	t.Parallel()
+	c := e2eStartCluster(t, 3, "--replication", "1")
+	data := e2eRandom(2*e2eMiB + 1000) // 3 blocks
+	e2eMustDFS(t, c.addr(), data, "put", "-", "/f")
+	check := func(n int) e2eFileJSON {
+		t.Helper()
+		fi := e2eStat(t, c.addr(), "/f")
+		if fi.Replication != n {
+			t.Errorf("stat /f: replication %d, want %d", fi.Replication, n)
+		}
+		for i, b := range fi.Blocks {
+			if len(b.Replicas) != n {
+				t.Errorf("block %d: replicas %v, want %d", i, b.Replicas, n)
+			}
+		}
+		e2eCheckBlocksOnDisk(t, c, fi)
+		return fi
+	}
+
+	r := e2eMustDFS(t, c.addr(), nil, "setrep", "3", "/f", "--wait")
+	if want := "/f: 3 replicas of each of 3 blocks\n"; string(r.stdout) != want {
+		t.Errorf("setrep --wait printed %q, want %q", r.stdout, want)
+	}
+	check(3)
+
+	e2eMustDFS(t, c.addr(), nil, "setrep", "-w", "1", "/")
+	fi := check(1)
+	e2eWaitFor(t, e2eWaitTimeout, "the extra replicas to go", func() (bool, string) {
+		n := 0
+		for _, m := range c.minions {
+			files := e2eBlockFiles(t, m.dir)
+			for _, b := range fi.Blocks {
+				if _, ok := files[b.ID]; ok {
+					n++
+				}
+			}
+		}
+		return n == len(fi.Blocks), fmt.Sprintf("%d replicas on disk, want %d", n, len(fi.Blocks))
+	})
+	e2eSameBytes(t, "get /f", e2eMustDFS(t, c.addr(), nil, "get", "/f").stdout, data)
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"0", "/f"}, "replication 0"},
+		{[]string{"x", "/f"}, "N must be a number"},
+		{[]string{"2", "/nope"}, "not found: /nope"},
+		{[]string{"2"}, "setrep takes N PATH"},
+	} {
+		e2eMustFail(t, e2eDFS(t, c.addr(), nil, "setrep", tt.args...), tt.want)
+	}
+}
+
 // TestE2E_Master_RestartAfterSIGINT stops the master with SIGINT and starts a
 // new one on the same dir and address: every file is still there.
 func TestE2E_Master_RestartAfterSIGINT(t *testing.T) {

@@ -63,17 +63,21 @@ const (
 	// opRename records the move of the file or directory at Path to Dst
 	// (replacing a file there if Force).
 	opRename editOp = 4
+	// opSetReplication records a new replication for the file at Path, or
+	// every file below it.
+	opSetReplication editOp = 5
 )
 
 // edit is one namespace change.
 type edit struct {
-	Op        editOp
-	Path      string
-	File      imageFile   // opPut
-	Recursive bool        // opDelete
-	Minion    imageMinion // opMinion
-	Dst       string      // opRename
-	Force     bool        // opRename
+	Op          editOp
+	Path        string
+	File        imageFile   // opPut
+	Recursive   bool        // opDelete
+	Minion      imageMinion // opMinion
+	Dst         string      // opRename
+	Force       bool        // opRename
+	Replication int         // opSetReplication
 }
 
 // editLog appends edits to the current segment. It is safe for concurrent use.

@@ -339,6 +339,11 @@ func (m *Master) applyEdit(e *edit) error {
 		}
 	case opMinion:
 		return m.applyMinion(e.Minion)
+	case opSetReplication:
+		if _, err := m.setReplicationCheck(e.Path, e.Replication); err != nil {
+			return err
+		}
+		m.applySetReplication(e.Path, e.Replication)
 	case opRename:
 		if err := m.checkRename(e.Path, e.Dst, e.Force); err != nil {
 			return err
@@ -1315,16 +1320,78 @@ func (m *Master) applyRename(src, to string) int {
 		m.addFile(to, m.unlinkFile(src))
 		return 1
 	}
-	var below []string
-	for p := range m.files {
-		if strings.HasPrefix(p, src+"/") {
-			below = append(below, p)
-		}
-	}
+	below := m.filesAt(src) // collected first: the loop adds files
 	for _, p := range below {
 		m.addFile(to+strings.TrimPrefix(p, src), m.unlinkFile(p))
 	}
 	return len(below)
+}
+
+// setReplication sets the replication of the file at p, or of every file
+// below directory p, and returns how many files it set. The next
+// replication tick copies or trims their blocks.
+func (m *Master) setReplication(p string, n int) (int, error) {
+	if err := checkPath(p); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	paths, err := m.setReplicationCheck(p, n)
+	if err != nil {
+		m.mu.Unlock()
+		return 0, err
+	}
+	seq, err := m.logEdit(&edit{Op: opSetReplication, Path: p, Replication: n})
+	if err != nil {
+		m.mu.Unlock()
+		return 0, err
+	}
+	m.applySetReplication(p, n)
+	m.mu.Unlock()
+	return len(paths), m.edits.sync(seq)
+}
+
+// setReplicationCheck returns the files whose replication a set of p to n
+// changes, or why it may not. The caller holds mu.
+func (m *Master) setReplicationCheck(p string, n int) ([]string, error) {
+	if n < 1 || n > maxReplication {
+		return nil, fmt.Errorf("%w: replication %d (want 1 to %d)", ErrBadArg, n, maxReplication)
+	}
+	if m.files[p] == nil && p != "/" && m.dirs[p] == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	return m.filesAt(p), nil
+}
+
+// applySetReplication sets the replication of the files at or below p to
+// n, and of their blocks, for the next replication tick to look at. The
+// caller holds mu.
+func (m *Master) applySetReplication(p string, n int) {
+	for _, fp := range m.filesAt(p) {
+		f := m.files[fp]
+		f.replication = int32(n)
+		for _, id := range f.blocks.list() {
+			if b := m.blocks[id]; b != nil {
+				b.repl = int32(n)
+				m.recheck[id] = struct{}{}
+			}
+		}
+	}
+}
+
+// filesAt returns p if it is a file, else the paths of every file below
+// directory p. The caller holds mu.
+func (m *Master) filesAt(p string) []string {
+	if m.files[p] != nil {
+		return []string{p}
+	}
+	prefix := strings.TrimSuffix(p, "/") + "/"
+	var out []string
+	for fp := range m.files {
+		if strings.HasPrefix(fp, prefix) {
+			out = append(out, fp)
+		}
+	}
+	return out
 }
 
 // ---- helpers ----
@@ -1459,6 +1526,12 @@ func (r *masterRPC) Stat(a *PathArgs, reply *FileInfo) error {
 func (r *masterRPC) List(a *ListArgs, reply *ListReply) error {
 	entries, err := r.m.list(a.Path, a.Recursive)
 	reply.Entries = entries
+	return err
+}
+
+func (r *masterRPC) SetReplication(a *SetReplicationArgs, reply *SetReplicationReply) error {
+	n, err := r.m.setReplication(a.Path, a.Replication)
+	reply.Files = n
 	return err
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -329,5 +330,64 @@ func TestMaster_Replicate_CopyOfRemovedFileGivesBackItsReservation(t *testing.T)
 				t.Errorf("MID-2's load is %d after the copy ended, want %d as before it", got, before)
 			}
 		})
+	}
+}
+
+// setReplication changes the replication of a file, or of every file
+// below a directory: the next tick copies or trims their blocks, and a
+// restart keeps the new replication.
+func TestMaster_SetReplication(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 3)
+	a := putSmallFile(t, m, "/d/a", 1)
+	b := putSmallFile(t, m, "/d/sub/b", 1)
+	c := putSmallFile(t, m, "/c", 3)
+	m.replicate(time.Now())
+	for _, tt := range []struct {
+		p   string
+		n   int
+		err error
+	}{
+		{"/d", 0, ErrBadArg}, {"/d", maxReplication + 1, ErrBadArg}, {"/nope", 2, ErrNotFound}, {"d", 2, ErrBadPath},
+	} {
+		if _, err := m.setReplication(tt.p, tt.n); !errors.Is(err, tt.err) {
+			t.Errorf("setReplication(%s, %d) = %v, want %v", tt.p, tt.n, err, tt.err)
+		}
+	}
+	if n, err := m.setReplication("/d", 3); err != nil || n != 2 {
+		t.Fatalf("setReplication(/d, 3) = %d, %v; want 2 files", n, err)
+	}
+	if n, err := m.setReplication("/c", 1); err != nil || n != 1 {
+		t.Fatalf("setReplication(/c, 1) = %d, %v; want 1 file", n, err)
+	}
+	m.replicate(time.Now())
+	for _, id := range []uint64{a, b} {
+		if live, inflight := m.liveCount(m.blocks[id], time.Now()), len(m.copying[id]); live+inflight != 3 {
+			t.Errorf("%s: %d live replicas and %d copies asked for, want 3 in all", blockName(id), live, inflight)
+		}
+	}
+	if live := m.liveCount(m.blocks[c], time.Now()); live != 1 {
+		t.Errorf("%s: %d live replicas after lowering its replication to 1", blockName(c), live)
+	}
+	deleted := 0
+	for _, mid := range []string{"MID-0", "MID-1", "MID-2"} {
+		if slices.Contains(m.deletes[mid], c) {
+			deleted++
+		}
+	}
+	if deleted != 2 {
+		t.Errorf("%d extra replicas of %s deleted, want 2", deleted, blockName(c))
+	}
+	checkReplicaCounts(t, m)
+	m.edits.close()
+	m2 := newTestMaster(t, dir)
+	for p, want := range map[string]int{"/d/a": 3, "/d/sub/b": 3, "/c": 1} {
+		if fi, err := m2.stat(p); err != nil || fi.Replication != want {
+			t.Errorf("after a restart %s has replication %d (%v), want %d", p, fi.Replication, err, want)
+		}
+	}
+	if got := m2.blocks[a].repl; got != 3 {
+		t.Errorf("after a restart %s has replication %d, want 3", blockName(a), got)
 	}
 }

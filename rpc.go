@@ -366,6 +366,18 @@ type DeleteArgs struct {
 	Recursive bool
 }
 
+// SetReplicationArgs sets the replication of the file at Path, or of every
+// file below it.
+type SetReplicationArgs struct {
+	Path        string
+	Replication int
+}
+
+// SetReplicationReply says how many files were set.
+type SetReplicationReply struct {
+	Files int
+}
+
 // RenameArgs moves Src to Dst, or into Dst when it is a directory.
 type RenameArgs struct {
 	Src, Dst string
