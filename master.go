@@ -454,34 +454,52 @@ func (m *Master) logEdit(e *edit) (uint64, error) {
 // snapshot copies the persisted state. The caller holds mu, so no edit is
 // appended meanwhile and LastSeq is exactly what the copy contains.
 func (m *Master) snapshot() *image {
+	// It runs under mu, which every RPC waits for: the columns are
+	// filled straight from the entries, sized up front, with no value
+	// made per file.
 	img := &image{Version: imageVersion, ClusterID: m.clusterID,
-		Paths: make([]string, 0, len(m.files)), BlockID: make([]uint64, 0, len(m.blocks))}
+		Paths:       make([]string, 0, len(m.files)),
+		Replication: make([]int32, 0, len(m.files)),
+		BlockSize:   make([]int64, 0, len(m.files)),
+		ModTime:     make([]int64, 0, len(m.files)),
+		NumBlocks:   make([]uint32, 0, len(m.files)),
+		BlockID:     make([]uint64, 0, len(m.blocks)),
+		BlockLen:    make([]int64, 0, len(m.blocks)),
+		CRC:         make([]uint32, 0, len(m.blocks)),
+		NumReplicas: make([]uint8, 0, len(m.blocks)),
+		Replicas:    make([]uint32, 0, 3*len(m.blocks)),
+	}
 	if m.edits != nil {
 		m.edits.mu.Lock()
 		img.LastSeq = m.edits.lastSeq
 		m.edits.mu.Unlock()
 	}
-	for _, mn := range m.minions {
+	// Minions in slot order; a replica's slot maps to its index.
+	index := make([]uint32, len(m.bySlot))
+	for s, mn := range m.bySlot[1:] {
+		index[s+1] = uint32(len(img.Minions))
 		img.Minions = append(img.Minions, imageMinion{ID: mn.id, Addr: mn.addr, Decommissioning: mn.decommissioning})
 	}
-	idx := img.minionIndex()
 	for p, f := range m.files {
-		imf := m.imageFileOf(p, f)
-		img.addFile(&imf, idx)
+		ids := f.blocks.list()
+		img.Paths = append(img.Paths, p)
+		img.Replication = append(img.Replication, f.replication)
+		img.BlockSize = append(img.BlockSize, f.blockSize())
+		img.ModTime = append(img.ModTime, f.modTime)
+		img.NumBlocks = append(img.NumBlocks, uint32(len(ids)))
+		for _, id := range ids {
+			b := m.blocks[id]
+			img.BlockID = append(img.BlockID, id)
+			img.BlockLen = append(img.BlockLen, b.size)
+			img.CRC = append(img.CRC, b.crc)
+			slots := b.replicas.list()
+			img.NumReplicas = append(img.NumReplicas, uint8(len(slots)))
+			for _, s := range slots {
+				img.Replicas = append(img.Replicas, index[s])
+			}
+		}
 	}
 	return img
-}
-
-// imageFileOf is the persisted form of the file f at p. The caller holds mu.
-func (m *Master) imageFileOf(p string, f *fileEntry) imageFile {
-	ids := f.blocks.list()
-	imf := imageFile{Path: p, Replication: int(f.replication), BlockSize: f.blockSize(), ModTime: time.Unix(0, f.modTime).UTC(),
-		Blocks: make([]imageBlock, 0, len(ids))}
-	for _, id := range ids {
-		b := m.blocks[id]
-		imf.Blocks = append(imf.Blocks, imageBlock{ID: id, Size: b.size, CRC: b.crc, Replicas: m.replicaIDs(b)})
-	}
-	return imf
 }
 
 // applyPut puts the file imf in the namespace, replacing a file at its
