@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -891,5 +892,66 @@ func TestCluster_Decommission(t *testing.T) {
 	// New blocks avoid it.
 	if _, err := c.Decommission(t.Context(), "127.0.0.1:1"); !errors.Is(err, ErrNoSuchMinion) {
 		t.Errorf("decommission of an unknown minion = %v", err)
+	}
+}
+
+// With a small --checkpoint size, the master checkpoints in the background
+// while puts go on: the log is cut, and the image with the rest of the log
+// holds every file.
+func TestCluster_CheckpointsInTheBackground(t *testing.T) {
+	cl := &DevCluster{Dir: t.TempDir(), Addr: "127.0.0.1:0", Minions: 1, Logger: testLogger(t), Heartbeat: testHeartbeat}
+	cl.Configure = func(m *Master) error {
+		configureTestMaster(m)
+		m.Replication = 1
+		m.CheckpointBytes = 8 << 10
+		return nil
+	}
+	if err := cl.Start(); err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	c := newTestClient(t, cl)
+	dir := cl.Master.Dir
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 50 {
+				p := fmt.Sprintf("/w%d/f%02d", w, i)
+				if _, err := c.Put(t.Context(), bytes.NewReader([]byte(p)), p, PutOptions{}); err != nil {
+					t.Errorf("put %s: %v", p, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// Until the log is cut and no checkpoint runs or is due: the log
+	// stays as it is from then on.
+	waitFor(t, 10*time.Second, "a checkpoint to cut the log", func() bool {
+		img, err := loadImage(imagePath(dir))
+		return err == nil && img != nil && img.numFiles() > 0 &&
+			!cl.Master.checkpointing.Load() && cl.Master.edits.size() <= cl.Master.CheckpointBytes
+	})
+	// What a restart would load: the image, then the log after it.
+	img, err := loadImage(imagePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &Master{Dir: dir, Logger: testLogger(t), DeadAfter: testDeadAfter}
+	ns.reset()
+	if err := ns.applyImage(img); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := replayEdits(dir, img.LastSeq, ns.applyEdit); err != nil {
+		t.Fatal(err)
+	}
+	cl.Master.mu.Lock()
+	want := blocksByPath(cl.Master)
+	cl.Master.mu.Unlock()
+	if got := blocksByPath(ns); len(want) != 200 || !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("image %d + log: %d files, live: %d files (want 200); they differ: %v", img.LastSeq, len(got), len(want), !maps.EqualFunc(got, want, slices.Equal))
+	}
+	if firsts, err := segments(dir); err != nil || firsts[0] != img.LastSeq+1 {
+		t.Errorf("log segments %v (%v): the ones the image covers are not gone", firsts, err)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -250,15 +251,16 @@ func (l *editLog) size() int64 {
 }
 
 // roll closes the current segment and starts a new one; records not yet
-// written go to the new one. Appends go on meanwhile; syncs wait.
-func (l *editLog) roll() error {
+// written go to the new one. Appends go on meanwhile; syncs wait. It
+// returns the last record of the closed segments.
+func (l *editLog) roll() (uint64, error) {
 	l.mu.Lock()
 	for l.syncing {
 		l.cond.Wait()
 	}
 	if l.err != nil {
 		l.mu.Unlock()
-		return l.err
+		return 0, l.err
 	}
 	l.syncing = true // keeps syncs off both files while they change
 	first := l.syncedSeq + 1
@@ -275,9 +277,9 @@ func (l *editLog) roll() error {
 	l.cond.Broadcast()
 	l.mu.Unlock()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return old.Close()
+	return first - 1, old.Close()
 }
 
 // close syncs what is pending and closes the segment.
@@ -345,14 +347,21 @@ func removeSegmentsBefore(dir string, seq uint64) error {
 // returns the last seq found. It cuts a torn record off the end of the last
 // segment, and says so with torn.
 func replayEdits(dir string, after uint64, apply func(*edit) error) (last uint64, torn bool, err error) {
+	return replayEditsUpTo(dir, after, math.MaxUint64, apply)
+}
+
+// replayEditsUpTo is replayEdits of the segments that start at or before
+// upTo only. Short of the end of the log, a torn record is damage.
+func replayEditsUpTo(dir string, after, upTo uint64, apply func(*edit) error) (last uint64, torn bool, err error) {
 	firsts, err := segments(dir)
 	if err != nil {
 		return 0, false, err
 	}
+	firsts = slices.DeleteFunc(firsts, func(first uint64) bool { return first > upTo })
 	last = after
 	for i, first := range firsts {
 		p := filepath.Join(dir, segmentName(first))
-		isLast := i == len(firsts)-1
+		isLast := i == len(firsts)-1 && upTo == math.MaxUint64
 		if first > last+1 {
 			return 0, false, fmt.Errorf("%w: %s starts at record %d but the image and earlier segments end at %d",
 				ErrBadEditLog, p, first, last)

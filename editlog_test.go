@@ -236,7 +236,7 @@ func TestEditLog_RollAndTrim(t *testing.T) {
 	}
 	add("/a")
 	add("/b")
-	if err := l.roll(); err != nil {
+	if _, err := l.roll(); err != nil {
 		t.Fatal(err)
 	}
 	add("/c")

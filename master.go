@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,8 +61,10 @@ type Master struct {
 	wg     sync.WaitGroup
 
 	edits *editLog
-	// ckptMu serialises checkpoints.
-	ckptMu sync.Mutex
+	// ckptMu serialises checkpoints; checkpointing is set while one
+	// runs in the background (see housekeeping).
+	ckptMu        sync.Mutex
+	checkpointing atomic.Bool
 
 	// mu guards everything below.
 	mu        sync.Mutex
@@ -263,21 +266,7 @@ func (m *Master) load() error {
 	if m.CheckpointBytes <= 0 {
 		m.CheckpointBytes = 64 << 20
 	}
-	m.files = make(map[string]*fileEntry)
-	m.dirs = make(map[string]int)
-	m.blocks = make(map[uint64]*blockEntry)
-	m.minions = make(map[string]*minionEntry)
-	m.bySlot = []*minionEntry{nil} // slot 0 is no minion
-	m.grown = make(map[uint64]int64)
-	m.writes = make(map[uint64]*writeEntry)
-	m.writing = make(map[string]uint64)
-	m.deletes = make(map[string][]uint64)
-	m.handed = make(map[string]map[uint64]bool)
-	m.copying = make(map[uint64][]pendingCopy)
-	m.corrupt = make(map[uint64][]string)
-	m.copyCmds = make(map[string][]CopyCommand)
-	m.recheck = make(map[uint64]struct{})
-	m.rescan = true
+	m.reset()
 	if img == nil { // a new cluster
 		if firsts, err := segments(m.Dir); err != nil || len(firsts) > 0 {
 			return fmt.Errorf("%w: %s has edit log segments but no image", ErrBadEditLog, m.Dir)
@@ -289,16 +278,8 @@ func (m *Master) load() error {
 		m.edits, err = openEditLog(m.Dir, 0)
 		return err
 	}
-	m.clusterID = img.ClusterID
-	for _, mn := range img.Minions {
-		if err := m.applyMinion(mn); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
-		}
-	}
-	m.files = make(map[string]*fileEntry, img.numFiles())
-	m.blocks = make(map[uint64]*blockEntry, len(img.BlockID))
-	if err := img.eachFile(m.applyPut); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
+	if err := m.applyImage(img); err != nil {
+		return err
 	}
 	last, torn, err := replayEdits(m.Dir, img.LastSeq, m.applyEdit)
 	if err != nil {
@@ -318,6 +299,43 @@ func (m *Master) load() error {
 	if last > img.LastSeq {
 		m.Logger.Info("replayed edit log", "records", last-img.LastSeq)
 		return m.checkpoint()
+	}
+	return nil
+}
+
+// reset empties the master's state. The caller holds mu or has not
+// started serving.
+func (m *Master) reset() {
+	m.files = make(map[string]*fileEntry)
+	m.dirs = make(map[string]int)
+	m.blocks = make(map[uint64]*blockEntry)
+	m.minions = make(map[string]*minionEntry)
+	m.bySlot = []*minionEntry{nil} // slot 0 is no minion
+	m.grown = make(map[uint64]int64)
+	m.writes = make(map[uint64]*writeEntry)
+	m.writing = make(map[string]uint64)
+	m.deletes = make(map[string][]uint64)
+	m.handed = make(map[string]map[uint64]bool)
+	m.copying = make(map[uint64][]pendingCopy)
+	m.corrupt = make(map[uint64][]string)
+	m.copyCmds = make(map[string][]CopyCommand)
+	m.recheck = make(map[uint64]struct{})
+	m.rescan = true
+}
+
+// applyImage loads img into the reset state. The caller holds mu or has
+// not started serving.
+func (m *Master) applyImage(img *image) error {
+	m.clusterID = img.ClusterID
+	for _, mn := range img.Minions {
+		if err := m.applyMinion(mn); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
+		}
+	}
+	m.files = make(map[string]*fileEntry, img.numFiles())
+	m.blocks = make(map[uint64]*blockEntry, len(img.BlockID))
+	if err := img.eachFile(m.applyPut); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
 	}
 	return nil
 }
@@ -400,10 +418,15 @@ func (m *Master) housekeeping(ctx context.Context) {
 			m.expireWrites(now)
 			m.expireGrown(now)
 			m.replicate(now)
-			if m.edits.size() > m.CheckpointBytes {
-				if err := m.checkpoint(); err != nil {
-					m.Logger.Error("checkpoint", "err", err)
-				}
+			if m.edits.size() > m.CheckpointBytes && m.checkpointing.CompareAndSwap(false, true) {
+				m.wg.Add(1)
+				go func() {
+					defer m.wg.Done()
+					defer m.checkpointing.Store(false)
+					if err := m.checkpointBehind(); err != nil {
+						m.Logger.Error("checkpoint", "err", err)
+					}
+				}()
 			}
 		}
 	}
@@ -429,7 +452,7 @@ func (m *Master) expireWrites(now time.Time) {
 func (m *Master) checkpoint() error {
 	m.ckptMu.Lock()
 	defer m.ckptMu.Unlock()
-	if err := m.edits.roll(); err != nil {
+	if _, err := m.edits.roll(); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -439,6 +462,53 @@ func (m *Master) checkpoint() error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return removeSegmentsBefore(m.Dir, img.LastSeq)
+}
+
+// checkpointBehind writes an image without the master's lock, as HDFS's
+// secondary namenode does: it rolls the log, then loads the last image
+// into a namespace of its own, replays the closed segments into it, and
+// saves that as the new image, dropping the segments it covers. Puts and
+// reads go on meanwhile; the lock is taken only by the roll's append
+// lock, for an instant. It costs a second namespace in memory while it
+// runs. The image's replica lists are those of the last image and of the
+// puts since (copies made since are not logged); after a restart they are
+// hints until the minions report, as always. checkpoint, at a clean stop,
+// writes the live lists.
+func (m *Master) checkpointBehind() error {
+	m.ckptMu.Lock()
+	defer m.ckptMu.Unlock()
+	upTo, err := m.edits.roll()
+	if err != nil {
+		return err
+	}
+	img, err := loadImage(imagePath(m.Dir))
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if img == nil {
+		return fmt.Errorf("checkpoint: %w: %s is gone", ErrBadImage, imagePath(m.Dir))
+	}
+	if img.LastSeq >= upTo {
+		return nil // nothing logged since the last image
+	}
+	ns := &Master{Dir: m.Dir, Logger: m.Logger, DeadAfter: m.DeadAfter}
+	ns.reset()
+	if err := ns.applyImage(img); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	last, _, err := replayEditsUpTo(m.Dir, img.LastSeq, upTo, ns.applyEdit)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if last != upTo {
+		return fmt.Errorf("checkpoint: %w: the closed segments end at record %d, want %d", ErrBadEditLog, last, upTo)
+	}
+	next := ns.snapshot()
+	next.LastSeq = upTo
+	if err := saveImage(imagePath(m.Dir), next); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return removeSegmentsBefore(m.Dir, upTo)
 }
 
 // logEdit appends e to the edit log. The caller holds mu and applies the

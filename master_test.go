@@ -581,3 +581,66 @@ func TestMaster_Rename_Busy(t *testing.T) {
 		}
 	}
 }
+
+// checkpointBehind writes an image without the master's lock (the test
+// holds it throughout), from the last image and the closed log segments;
+// a restart from it and the rest of the log has the live namespace.
+func TestMaster_CheckpointBehind(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 3)
+	for i := range 20 {
+		putSmallFile(t, m, fmt.Sprintf("/d/f%02d", i), 2)
+	}
+	if err := m.checkpoint(); err != nil { // an image with files in it
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		putSmallFile(t, m, fmt.Sprintf("/e/g%02d", i), 3)
+	}
+	if _, _, err := m.rename("/d", "/moved", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.setReplication("/e", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.remove("/moved/f03", false); err != nil {
+		t.Fatal(err)
+	}
+
+	m.mu.Lock()
+	done := make(chan error, 1)
+	go func() { done <- m.checkpointBehind() }()
+	select {
+	case err := <-done:
+		m.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("checkpointBehind waits for the master's lock")
+	}
+	img, err := loadImage(imagePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.numFiles() != 29 {
+		t.Errorf("the new image has %d files, want 29", img.numFiles())
+	}
+	if firsts, err := segments(dir); err != nil || len(firsts) != 1 || firsts[0] != img.LastSeq+1 {
+		t.Errorf("segments %v (%v) after a checkpoint up to record %d, want only the one after it", firsts, err, img.LastSeq)
+	}
+
+	putSmallFile(t, m, "/after", 2) // in the segment after the image
+	want := blocksByPath(m)
+	m.edits.close()
+	m2 := newTestMaster(t, dir)
+	if got := blocksByPath(m2); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("after a restart: %v, want %v", got, want)
+	}
+	for p, f := range m.files {
+		if g := m2.files[p]; g != nil && g.replication != f.replication {
+			t.Errorf("%s: replication %d after a restart, want %d", p, g.replication, f.replication)
+		}
+	}
+}
