@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/rpc"
+	"reflect"
 	"sync"
 	"time"
 )
@@ -31,16 +32,17 @@ func newPool() *pool {
 // errPoolClosed is returned by calls made after close.
 var errPoolClosed = errors.New("connection pool closed")
 
-// get returns the client for addr, dialing it if there is none.
-func (p *pool) get(ctx context.Context, addr string) (*rpc.Client, error) {
+// get returns the client for addr, dialing it if there is none; pooled is
+// true if it was there already.
+func (p *pool) get(ctx context.Context, addr string) (_ *rpc.Client, pooled bool, _ error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return nil, errPoolClosed
+		return nil, false, errPoolClosed
 	}
 	if c, ok := p.clients[addr]; ok {
 		p.mu.Unlock()
-		return c, nil
+		return c, true, nil
 	}
 	p.mu.Unlock()
 
@@ -49,7 +51,7 @@ func (p *pool) get(ctx context.Context, addr string) (*rpc.Client, error) {
 	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c := rpc.NewClientWithCodec(newClientCodec(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout}))
 
@@ -57,14 +59,14 @@ func (p *pool) get(ctx context.Context, addr string) (*rpc.Client, error) {
 	defer p.mu.Unlock()
 	if p.closed {
 		c.Close()
-		return nil, errPoolClosed
+		return nil, false, errPoolClosed
 	}
 	if old, ok := p.clients[addr]; ok { // another caller dialed first
 		c.Close()
-		return old, nil
+		return old, true, nil
 	}
 	p.clients[addr] = c
-	return c, nil
+	return c, false, nil
 }
 
 // drop closes c and forgets it, if it is still the client for addr. Calls
@@ -92,22 +94,43 @@ func (p *pool) close() {
 
 // call invokes method on addr and waits at most timeout for the reply. A
 // connection that was found dead before the request went out is redialed
-// once, so a restarted server is reached again. Remote errors come back
-// through fromRemote, so errors.Is works on the sentinels.
+// once, so a restarted server is reached again; so is a pooled one that
+// broke with the request in flight, if the method only reads (its peer may
+// have gone before it saw the request, or after: the answer is the same).
+// Remote errors come back through fromRemote, so errors.Is works on the
+// sentinels.
 func (p *pool) call(ctx context.Context, addr, method string, args, reply any, timeout time.Duration) error {
-	pc, err := p.start(ctx, addr, method, args, reply)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		pc, err := p.start(ctx, addr, method, args, reply)
+		if err != nil {
+			return err
+		}
+		err = pc.wait(ctx, timeout)
+		if err == nil || !pc.broken || !pc.pooled || attempt > 0 || !readOnly[method] {
+			return err
+		}
+		// The reply may hold part of an answer cut short: gob would
+		// leave it where the next answer has zero values.
+		if v := reflect.ValueOf(reply); v.Kind() == reflect.Pointer && !v.IsNil() {
+			v.Elem().SetZero()
+		}
 	}
-	return pc.wait(ctx, timeout)
+}
+
+// readOnly are the methods that change nothing, which call may send again.
+var readOnly = map[string]bool{
+	masterService + ".Ping": true, masterService + ".Stat": true, masterService + ".List": true,
+	masterService + ".Report": true, masterService + ".Fsck": true, minionService + ".ReadBlock": true,
 }
 
 // pendingCall is a call in flight, started by start.
 type pendingCall struct {
-	p    *pool
-	addr string
-	c    *rpc.Client
-	call *rpc.Call
+	p      *pool
+	addr   string
+	c      *rpc.Client
+	call   *rpc.Call
+	pooled bool // c was in the pool before the call
+	broken bool // c failed: a transport error, not the peer's answer
 
 	// deadline, prev and next belong to p.waiting while the call waits.
 	deadline   time.Time
@@ -122,11 +145,11 @@ type pendingCall struct {
 // is not taken for a failed one.
 func (p *pool) start(ctx context.Context, addr, method string, args, reply any) (*pendingCall, error) {
 	for attempt := 0; ; attempt++ {
-		c, err := p.get(ctx, addr)
+		c, pooled, err := p.get(ctx, addr)
 		if err != nil {
 			return nil, err
 		}
-		pc := &pendingCall{p: p, addr: addr, c: c, call: c.Go(method, args, reply, make(chan *rpc.Call, 1))}
+		pc := &pendingCall{p: p, addr: addr, c: c, pooled: pooled, call: c.Go(method, args, reply, make(chan *rpc.Call, 1))}
 		select {
 		case call := <-pc.call.Done: // over already: perhaps never sent
 			if errors.Is(call.Error, rpc.ErrShutdown) && attempt == 0 {
@@ -160,6 +183,7 @@ func (pc *pendingCall) wait(ctx context.Context, timeout time.Duration) error {
 		var se rpc.ServerError
 		if !errors.As(err, &se) {
 			// A transport error: the connection is no good any more.
+			pc.broken = true
 			pc.p.drop(pc.addr, pc.c)
 		}
 		return fromRemote(err)

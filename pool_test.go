@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/rpc"
 	"strings"
 	"sync"
 	"testing"
@@ -80,5 +81,72 @@ func TestPool_ContextCanceled(t *testing.T) {
 	}
 	if p.waiting.head != nil {
 		t.Error("a call that returned is still in the deadlines")
+	}
+}
+
+// breaker is a service whose second call of each method closes every
+// connection to it before it answers, as a server that restarts does.
+type breaker struct {
+	mu    sync.Mutex
+	calls map[string]int
+	conns *[]net.Conn
+}
+
+func (b *breaker) call(method string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.calls[method]++; b.calls[method] == 2 {
+		for _, c := range *b.conns {
+			c.Close()
+		}
+	}
+}
+
+func (b *breaker) Stat(a *PathArgs, reply *FileInfo) error {
+	b.call("Stat")
+	reply.Path = a.Path
+	return nil
+}
+
+func (b *breaker) Delete(a *DeleteArgs, reply *DeleteReply) error {
+	b.call("Delete")
+	reply.Removed = 1
+	return nil
+}
+
+// A pooled connection that breaks with a call in flight is redialed and the
+// call sent again if it only reads; a call that changes something fails
+// rather than risk being done twice.
+func TestPool_BrokenConnection_ReadsRetried(t *testing.T) {
+	var conns []net.Conn // guarded by b.mu
+	b := &breaker{calls: map[string]int{}, conns: &conns}
+	srv := rpc.NewServer()
+	if err := srv.RegisterName(masterService, b); err != nil {
+		t.Fatal(err)
+	}
+	addr := listen(t, func(c net.Conn) {
+		b.mu.Lock()
+		conns = append(conns, c)
+		b.mu.Unlock()
+		srv.ServeCodec(newServerCodec(c))
+	})
+	p := newPool()
+	defer p.close()
+	for i := range 2 {
+		var fi FileInfo
+		if err := p.call(t.Context(), addr, masterService+".Stat", &PathArgs{Path: "/f"}, &fi, 5*time.Second); err != nil || fi.Path != "/f" {
+			t.Fatalf("Stat %d: %+v, %v", i, fi, err)
+		}
+	}
+	for i, wantErr := range []bool{false, true} {
+		var r DeleteReply
+		if err := p.call(t.Context(), addr, masterService+".Delete", &DeleteArgs{Path: "/f"}, &r, 5*time.Second); (err != nil) != wantErr {
+			t.Fatalf("Delete %d: %v, want an error: %v", i, err, wantErr)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.calls["Stat"] != 3 || b.calls["Delete"] != 2 {
+		t.Errorf("the server saw %d Stats and %d Deletes, want 3 (one sent again) and 2", b.calls["Stat"], b.calls["Delete"])
 	}
 }
