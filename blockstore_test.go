@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"errors"
-	"flag"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -16,16 +15,6 @@ import (
 	"testing"
 	"time"
 )
-
-var runBugs = flag.Bool("bugs", false, "run the tests of known bugs instead of skipping them")
-
-// knownBug skips a test that exposes a reported bug, unless -bugs is given.
-func knownBug(t *testing.T, msg string) {
-	t.Helper()
-	if !*runBugs {
-		t.Skip("BUG: " + msg + " (run with -bugs to see it fail)")
-	}
-}
 
 // mustOpenStore opens a block store in a new temp dir and closes it at cleanup.
 func mustOpenStore(t *testing.T) *blockStore {
@@ -640,7 +629,6 @@ func TestBlockStore_Reopen(t *testing.T) {
 // The cleanup of orphan .meta files at start must only touch the store's own
 // files, as it does for every other name in blocks/.
 func TestBlockStore_Reopen_ForeignMetaFile(t *testing.T) {
-	knownBug(t, "openBlockStore deletes any *.meta in blocks/ without a sibling, not only blk_<id>.meta")
 	dir := t.TempDir()
 	mustReopenStore(t, dir)
 	foreign := filepath.Join(dir, "blocks", "01", "notes.meta")
@@ -753,7 +741,6 @@ func TestBlockStore_Expire(t *testing.T) {
 // writer's; finalize holds a writer's lock through the fsyncs and then takes
 // the store's. When both meet, neither returns and the minion's store hangs.
 func TestBlockStore_Finalize_ConcurrentExpire(t *testing.T) {
-	knownBug(t, "finalize (w.mu then s.mu) and expire (s.mu then w.mu) lock in opposite orders and deadlock")
 	// No close at cleanup: after a deadlock it would block on s.mu too.
 	s, err := openBlockStore(t.TempDir(), 0, testLogger(t))
 	if err != nil {

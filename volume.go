@@ -867,7 +867,13 @@ func (s *blockStore) compact(v *volume) error {
 	}
 	for _, m := range moves {
 		data := make([]byte, m.size)
+		v.mu.RLock() // a delete punches its hole with v.mu held for writing
+		if !s.stillPacked(m.id, m.loc) {
+			v.mu.RUnlock()
+			continue // deleted since it was listed: its data may be a hole
+		}
 		crcs, err := readRecordRange(v.f, m.loc.off, m.size, 0, data)
+		v.mu.RUnlock()
 		if err == nil {
 			err = verifyChecksums(data, crcs, 0)
 		}
