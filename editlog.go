@@ -243,6 +243,13 @@ func fdatasync(f *os.File) error {
 	}
 }
 
+// synced is the last record on disk.
+func (l *editLog) synced() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.syncedSeq
+}
+
 // size is the number of bytes written to the current segment.
 func (l *editLog) size() int64 {
 	l.mu.Lock()

@@ -81,6 +81,13 @@ type Master struct {
 	writes  map[uint64]*writeEntry // puts in progress, by handle
 	writing map[string]uint64      // path -> handle of its put in progress
 	deletes map[string][]uint64    // minion id -> blocks it should delete
+	// held are deletes of the blocks of files that a logged change
+	// (rm, or a file replaced by put or mv --force) took out of the
+	// namespace, kept back until its record is on disk: a crash before
+	// that brings the file back, and its blocks must still be there.
+	// holdUntil is the seq of the change being applied, 0 if none.
+	held      []heldDelete
+	holdUntil uint64
 	// handed are the deletes given to a minion and not yet confirmed by a
 	// block report that leaves them out: if the heartbeat reply was lost,
 	// the block is deleted again rather than taken for a good replica.
@@ -642,9 +649,12 @@ func (m *Master) applyDelete(p string, recursive bool) (int, error) {
 
 // ---- namespace ----
 
+// maxPathLen is the longest path the namespace takes, in bytes.
+const maxPathLen = 4096
+
 // checkPath returns ErrBadPath unless p is absolute and clean.
 func checkPath(p string) error {
-	if p == "" || !strings.HasPrefix(p, "/") || path.Clean(p) != p || len(p) > 4096 {
+	if p == "" || !strings.HasPrefix(p, "/") || path.Clean(p) != p || len(p) > maxPathLen {
 		return fmt.Errorf("%w: %q (want a clean absolute path such as /dir/name)", ErrBadPath, p)
 	}
 	if strings.ContainsFunc(p, func(r rune) bool { return r < ' ' || r == 0x7f }) {
@@ -715,7 +725,7 @@ func (m *Master) removeFile(p string) {
 		if b := m.blocks[id]; b != nil {
 			for _, s := range b.replicas.list() {
 				mn := m.minionAt(s)
-				m.deletes[mn.id] = append(m.deletes[mn.id], id)
+				m.queueDeleteOn(id, mn.id)
 				mn.load -= b.size
 				mn.replicas--
 			}
@@ -736,10 +746,49 @@ func (m *Master) addLoad(minions []string, delta int64) {
 	}
 }
 
+// queueDelete asks the given minions to delete block id, at once or, while
+// a logged change is applied (holdUntil), once its record is on disk. The
+// caller holds mu.
 func (m *Master) queueDelete(id uint64, minions []string) {
 	for _, mid := range minions {
+		m.queueDeleteOn(id, mid)
+	}
+}
+
+// queueDeleteOn is queueDelete on the one minion mid.
+func (m *Master) queueDeleteOn(id uint64, mid string) {
+	if m.holdUntil > 0 {
+		m.held = append(m.held, heldDelete{m.holdUntil, mid, id})
+	} else {
 		m.deletes[mid] = append(m.deletes[mid], id)
 	}
+}
+
+// heldDelete is a delete kept back until record seq is on disk.
+type heldDelete struct {
+	seq uint64
+	mid string
+	id  uint64
+}
+
+// releaseHeld queues the held deletes whose records are on disk. The
+// caller holds mu.
+func (m *Master) releaseHeld() {
+	if len(m.held) == 0 {
+		return
+	}
+	synced := m.edits.synced()
+	n := 0
+	for _, h := range m.held {
+		if h.seq <= synced {
+			m.deletes[h.mid] = append(m.deletes[h.mid], h.id)
+		} else {
+			m.held[n] = h
+			n++
+		}
+	}
+	clear(m.held[n:])
+	m.held = m.held[:n]
 }
 
 // dropWrite forgets a put in progress and deletes its blocks. The caller holds mu.
@@ -911,7 +960,17 @@ func (m *Master) expireGrown(now time.Time) {
 // block report and returns the reported blocks mn should delete. The
 // caller holds mu.
 func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time) []uint64 {
+	m.releaseHeld()
 	pending := m.pendingBlocks()
+	// Blocks of files a change not yet on disk removed: a crash would
+	// bring them back, so they are kept until their delete is queued.
+	var held map[uint64]bool
+	if len(m.held) > 0 {
+		held = make(map[uint64]bool, len(m.held))
+		for _, h := range m.held {
+			held[h.id] = true
+		}
+	}
 	// Deletes queued for mn and not yet handed over: a trimmed or
 	// corrupt replica must not be adopted again because it is reported.
 	queued := make(map[uint64]bool, len(m.deletes[mn.id]))
@@ -944,6 +1003,8 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			}
 		case b == nil && pending[r.ID]:
 			// Part of a put in progress: Complete will record it.
+		case b == nil && held[r.ID]:
+			// Its delete is held back until the change is on disk.
 		case b == nil && m.safeMode:
 			// Perhaps an orphan; but until every minion has reported,
 			// the master deletes nothing. It is queued when safe mode ends.
@@ -1007,6 +1068,7 @@ func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
 		return &HeartbeatReply{Reregister: true}
 	}
 	m.updateStats(mn, a.Capacity, a.Free, a.Used, a.NumBlocks)
+	m.releaseHeld()
 	reply := &HeartbeatReply{Copy: m.copyCmds[mn.id]}
 	delete(m.copyCmds, mn.id)
 	// A bounded batch per heartbeat (as HDFS's invalidate limit), so that
@@ -1162,7 +1224,11 @@ func (m *Master) complete(a *CompleteArgs) error {
 	}
 	delete(m.writes, a.Handle)
 	delete(m.writing, w.path)
+	held := len(m.held)
+	m.holdUntil = seq
 	m.applyPut(&imf) // replaces the file at the path with --force
+	m.holdUntil = 0
+	replaced := len(m.held) > held
 	now := time.Now().UnixNano()
 	for _, b := range imf.Blocks {
 		m.grown[b.ID] = now
@@ -1171,6 +1237,9 @@ func (m *Master) complete(a *CompleteArgs) error {
 		m.queueDelete(d.id, d.pipeline) // whatever part of the block they got
 	}
 	m.mu.Unlock()
+	if replaced {
+		return m.syncThenRelease(seq)
+	}
 	return m.edits.sync(seq)
 }
 
@@ -1192,8 +1261,8 @@ func (m *Master) checkComplete(w *writeEntry, blocks []BlockInfo) error {
 		}
 	}
 	// Another put may have made a directory of this path, or a file of
-	// one of its parents, since create.
-	return m.checkCreate(w.path, true)
+	// one of its parents, since create; a move may have put a file there.
+	return m.checkCreate(w.path, w.force)
 }
 
 // pipelineIDs maps the addresses of the minions that hold a block, as the
@@ -1299,12 +1368,26 @@ func (m *Master) remove(p string, recursive bool) (int, error) {
 		m.mu.Unlock()
 		return 0, err
 	}
+	m.holdUntil = seq
 	n, err := m.applyDelete(p, recursive)
+	m.holdUntil = 0
 	m.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	return n, m.edits.sync(seq)
+	return n, m.syncThenRelease(seq)
+}
+
+// syncThenRelease waits until record seq is on disk, then queues the
+// deletes held back until it was.
+func (m *Master) syncThenRelease(seq uint64) error {
+	if err := m.edits.sync(seq); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.releaseHeld()
+	m.mu.Unlock()
+	return nil
 }
 
 // rename moves the file or directory at src to dst, or into dst when dst
@@ -1341,9 +1424,11 @@ func (m *Master) rename(src, dst string, force bool) (string, int, error) {
 		m.mu.Unlock()
 		return "", 0, err
 	}
+	m.holdUntil = seq // a file replaced with force
 	n := m.applyRename(src, to)
+	m.holdUntil = 0
 	m.mu.Unlock()
-	return to, n, m.edits.sync(seq)
+	return to, n, m.syncThenRelease(seq)
 }
 
 // checkRename says whether the file or directory at src may move to the
@@ -1365,6 +1450,18 @@ func (m *Master) checkRename(src, to string, force bool) error {
 		return fmt.Errorf("%w: %s (moving directory %s)", ErrNotDir, to, src)
 	case m.files[to] != nil && !force:
 		return fmt.Errorf("%w: %s (use --force to replace it)", ErrExists, to)
+	}
+	// A move into a directory makes a path of its own, and a directory's
+	// move one per file below it: none may be longer than a put's.
+	if err := checkPath(to); err != nil {
+		return err
+	}
+	if !isFile {
+		for _, p := range m.filesAt(src) {
+			if q := to + strings.TrimPrefix(p, src); len(q) > maxPathLen {
+				return fmt.Errorf("%w: moving %s to %s makes a path of %d bytes (at most %d)", ErrBadPath, p, q[:64]+"...", len(q), maxPathLen)
+			}
+		}
 	}
 	var err error
 	ancestors(to, func(d string) bool {
@@ -1388,6 +1485,9 @@ func (m *Master) checkRenameBusy(src, to string) error {
 		for p := range m.writing {
 			if strings.HasPrefix(p, src+"/") {
 				return fmt.Errorf("%w: %s, below %s", ErrBusy, p, src)
+			}
+			if rel, ok := strings.CutPrefix(p, to+"/"); ok && m.files[src+"/"+rel] != nil {
+				return fmt.Errorf("%w: %s, where %s/%s would go", ErrBusy, p, src, rel)
 			}
 		}
 	}

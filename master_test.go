@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -641,6 +642,132 @@ func TestMaster_CheckpointBehind(t *testing.T) {
 	for p, f := range m.files {
 		if g := m2.files[p]; g != nil && g.replication != f.replication {
 			t.Errorf("%s: replication %d after a restart, want %d", p, g.replication, f.replication)
+		}
+	}
+}
+
+// A directory move that would land a file on the path a put is writing is
+// refused, as a move onto that path is: the put, completing, would replace
+// the moved file. A put without --force does not replace a file a move put
+// on its path meanwhile.
+func TestMaster_Rename_DirOntoPutInProgress(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	moved := putSmallFile(t, m, "/d/x", 1)
+	cr, err := m.create(&CreateArgs{Path: "/n/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, err := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.rename("/d", "/n", false); !errors.Is(err, ErrBusy) {
+		t.Errorf("rename(/d, /n) with a put writing /n/x = %v, want ErrBusy", err)
+	}
+	if _, _, err := m.rename("/d/x", "/n/x", true); !errors.Is(err, ErrBusy) {
+		t.Errorf("rename(/d/x, /n/x) with a put writing /n/x = %v, want ErrBusy", err)
+	}
+	// Were a file there (as from an older master that allowed the move),
+	// the put without --force fails rather than replace it.
+	m.mu.Lock()
+	m.addFile("/n/x", m.unlinkFile("/d/x"))
+	m.mu.Unlock()
+	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); !errors.Is(err, ErrExists) {
+		t.Errorf("complete of a put without --force onto a file = %v, want ErrExists", err)
+	}
+	if m.blocks[moved] == nil {
+		t.Errorf("the block of the moved file was deleted by a put without --force")
+	}
+}
+
+// The blocks of a file that rm, mv --force or put --force takes out of the
+// namespace are handed to minions for deletion only once the change is on
+// disk: a crash before that brings the file back, and it must still have
+// its data. Here another sync holds the log while a heartbeat comes.
+func TestMaster_DeletesWaitForTheirRecord(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(m *Master) error
+	}{
+		{"Rm", func(m *Master) error { _, err := m.remove("/b", false); return err }},
+		{"MvForce", func(m *Master) error { _, _, err := m.rename("/a", "/b", true); return err }},
+		{"PutForce", func(m *Master) error {
+			cr, err := m.create(&CreateArgs{Path: "/b", Force: true, FirstBlock: true})
+			if err != nil {
+				return err
+			}
+			return m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: cr.First.BlockID, Size: 10}}})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			m := newTestMaster(t, dir)
+			addMinions(t, m, 1)
+			putSmallFile(t, m, "/a", 1)
+			victim := putSmallFile(t, m, "/b", 1)
+
+			m.edits.mu.Lock()
+			m.edits.syncing = true // a slow fdatasync of other records
+			m.edits.mu.Unlock()
+			done := make(chan error, 1)
+			go func() { done <- tt.change(m) }()
+			waitFor(t, 5*time.Second, "the change applied in memory", func() bool {
+				m.mu.Lock()
+				defer m.mu.Unlock()
+				f := m.files["/b"]
+				return f == nil || !slices.Equal(f.blocks.list(), []uint64{victim})
+			})
+			hb := m.heartbeat(&HeartbeatArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000"})
+			reply, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+				Blocks: []BlockReport{{ID: victim, Size: 10}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(hb.Delete, victim) || slices.Contains(reply.Delete, victim) {
+				t.Errorf("the minion was told to delete %s before the change that removed its file was on disk", blockName(victim))
+			}
+
+			// kill -9 now: the change never reached the disk.
+			m2 := NewMaster(dir, "127.0.0.1:0")
+			m2.Logger = testLogger(t)
+			configureTestMaster(m2)
+			if err := m2.load(); err != nil {
+				t.Fatal(err)
+			}
+			m2.edits.close()
+			if f := m2.files["/b"]; f == nil || !slices.Equal(f.blocks.list(), []uint64{victim}) {
+				t.Errorf("after the crash /b is %v, want the old /b", f)
+			}
+
+			m.edits.mu.Lock()
+			m.edits.syncing = false
+			m.edits.cond.Broadcast()
+			m.edits.mu.Unlock()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(m.deletes["MID-0"], victim) {
+				t.Errorf("once the change is on disk, the delete of %s is not queued", blockName(victim))
+			}
+		})
+	}
+}
+
+// A move may not make a path longer than a put may.
+func TestMaster_Rename_OverlongPath(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 1)
+	long := "/" + strings.Repeat("d", 3000)
+	putSmallFile(t, m, long+"/f", 1)
+	putSmallFile(t, m, "/"+strings.Repeat("n", 2000), 1)
+	putSmallFile(t, m, "/e/"+strings.Repeat("x", 2000), 1)
+	for _, c := range [][2]string{
+		{"/" + strings.Repeat("n", 2000), long},        // into a directory
+		{"/e", long + "/" + strings.Repeat("y", 1000)}, // a directory
+	} {
+		if _, _, err := m.rename(c[0], c[1], false); !errors.Is(err, ErrBadPath) {
+			t.Errorf("rename(%.20s..., %.20s...) = %v, want ErrBadPath", c[0], c[1], err)
 		}
 	}
 }
