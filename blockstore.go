@@ -590,37 +590,57 @@ func readAt(path string, buf []byte, off int64) error {
 // forget takes block id out of the index and reports whether it was there
 // and whether it was packed: then its record is marked deleted.
 func (s *blockStore) forget(id uint64) (found, packed bool) {
+	found, rec, packed := s.unindex(id)
+	if packed {
+		s.deletePacked([]packedRec{rec})
+	}
+	return found, packed
+}
+
+// unindex takes block id out of the index and reports whether it was there
+// and, if it was packed, where its record is, for the caller to delete.
+func (s *blockStore) unindex(id uint64) (found bool, rec packedRec, packed bool) {
 	s.mu.Lock()
-	size, ok := s.blocks[id]
+	defer s.mu.Unlock()
+	size, found := s.blocks[id]
 	delete(s.blocks, id)
 	s.used -= size
 	loc, packed := s.unpackLocked(id, size)
-	s.mu.Unlock()
-	if packed {
-		s.markDeleted(loc, size)
-	}
-	return ok, packed
+	return found, packedRec{loc, size}, packed
 }
 
 // remove deletes block id. Removing a block that is not there is not an error.
 func (s *blockStore) remove(id uint64) error {
-	found, packed := s.forget(id)
-	if !found {
-		s.abort(id)
-		return nil
+	return s.removeAll([]uint64{id})
+}
+
+// removeAll deletes the blocks ids, as a minion does with the deletes of a
+// heartbeat: the records of packed ones are deleted together, with one
+// fdatasync per volume (see deletePacked). Removing a block that is not
+// there is not an error.
+func (s *blockStore) removeAll(ids []uint64) error {
+	var recs []packedRec
+	var errs []error
+	for _, id := range ids {
+		found, rec, packed := s.unindex(id)
+		switch {
+		case !found:
+			s.abort(id)
+		case packed:
+			recs = append(recs, rec)
+		default:
+			p := s.dataPath(id)
+			// Data first: a .meta left alone is cleaned at the next start.
+			for _, f := range []string{p, p + ".meta"} {
+				if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					errs = append(errs, err)
+					break
+				}
+			}
+		}
 	}
-	if packed {
-		return nil
-	}
-	p := s.dataPath(id)
-	// Data first: a .meta left alone is cleaned at the next start.
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if err := os.Remove(p + ".meta"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
+	s.deletePacked(recs)
+	return errors.Join(errs...)
 }
 
 // corruptDir returns DIR/corrupt/, made if need be, where damaged blocks

@@ -316,10 +316,8 @@ func (m *Minion) heartbeat() error {
 }
 
 func (m *Minion) deleteBlocks(ids []uint64) {
-	for _, id := range ids {
-		if err := m.store.remove(id); err != nil {
-			m.Logger.Warn("delete block", "block", blockName(id), "err", err)
-		}
+	if err := m.store.removeAll(ids); err != nil {
+		m.Logger.Warn("delete blocks", "err", err)
 	}
 	if len(ids) > 0 {
 		m.Logger.Debug("deleted blocks", "count", len(ids))

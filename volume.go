@@ -667,7 +667,7 @@ func (s *blockStore) packBlock(id uint64, data []byte, crcs []uint32) error {
 		loc.vol.live += recordSize(size)
 	})
 	if err == nil && dup.vol != nil {
-		s.markDeleted(dup, size)
+		s.deletePacked([]packedRec{{dup, size}})
 	}
 	return err
 }
@@ -688,22 +688,60 @@ func (s *blockStore) unpackLocked(id uint64, size int64) (packedLoc, bool) {
 	return loc, true
 }
 
-// markDeleted marks the record at loc (of a block of size bytes) deleted
-// and gives the disk space of its data back at once, by punching a hole in
-// the volume there: a full disk need not wait for compaction, which itself
-// needs room to copy. Both are skipped if the volume is gone. It takes v.mu
-// for writing, so readers that found the record before it left the index
-// are done with it, or see that it left (readPacked).
-func (s *blockStore) markDeleted(loc packedLoc, size int64) {
-	v := loc.vol
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closed {
-		return
+// packedRec is the record at loc of a block of size bytes.
+type packedRec struct {
+	loc  packedLoc
+	size int64
+}
+
+// deletePacked marks the records recs deleted, out of the index already,
+// and gives the disk space of their data back at once, by punching holes
+// in their volumes: a full disk need not wait for compaction, which itself
+// needs room to copy. The marks are made durable first, with one
+// fdatasync per volume: a hole under a record still marked live after a
+// power loss would come back, in a volume read by its headers only, as a
+// block of zeros. If a mark cannot be made durable, no hole is punched
+// (compaction frees the space). Volumes gone meanwhile are skipped. Holes
+// are punched with v.mu held for writing, so readers that found a record
+// before it left the index are done with it, or see that it left
+// (readPacked).
+func (s *blockStore) deletePacked(recs []packedRec) {
+	var vols []*volume
+	for _, r := range recs {
+		v := r.loc.vol
+		v.mu.RLock()
+		if !v.closed {
+			markDeleted(v.f, r.loc.off)
+		}
+		v.mu.RUnlock()
+		if !slices.Contains(vols, v) {
+			vols = append(vols, v)
+		}
 	}
-	markDeleted(v.f, loc.off)
-	if err := punchHole(v.f, loc.off+volumeHeaderSize, recordSize(size)-volumeHeaderSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
-		s.logger.Warn("volume: could not free a deleted block's space; compaction will", "volume", volumeName(v.seq), "err", err)
+	synced := make(map[*volume]bool, len(vols))
+	for _, v := range vols {
+		v.mu.RLock()
+		if !v.closed {
+			if err := fdatasync(v.f); err != nil {
+				s.logger.Warn("volume: could not sync delete marks; compaction will free their space", "volume", volumeName(v.seq), "err", err)
+			} else {
+				synced[v] = true
+			}
+		}
+		v.mu.RUnlock()
+	}
+	for _, r := range recs {
+		v := r.loc.vol
+		if !synced[v] {
+			continue
+		}
+		v.mu.Lock()
+		if !v.closed {
+			if err := punchHole(v.f, r.loc.off+volumeHeaderSize, recordSize(r.size)-volumeHeaderSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+				s.logger.Warn("volume: could not free a deleted block's space; compaction will", "volume", volumeName(v.seq), "err", err)
+			}
+		}
+		v.mu.Unlock()
 	}
 }
 
@@ -849,11 +887,7 @@ func (s *blockStore) compact(v *volume) error {
 	// Appended in groups of up to maxBatchBytes, waited for together:
 	// one fdatasync a group rather than one a block.
 	var waits []func() error
-	type copied struct {
-		loc  packedLoc
-		size int64
-	}
-	var gone []copied // new copies of blocks deleted while they moved
+	var gone []packedRec // new copies of blocks deleted while they moved
 	var queued int64
 	flush := func() error {
 		var first error
@@ -899,7 +933,7 @@ func (s *blockStore) compact(v *volume) error {
 		rec := appendRecord(make([]byte, 0, recordSize(m.size)), m.id, data, crcs)
 		waits = append(waits, s.pack.queue(rec, func(nloc packedLoc) {
 			if s.packed[m.id] != m.loc {
-				gone = append(gone, copied{nloc, m.size}) // deleted while it moved
+				gone = append(gone, packedRec{nloc, m.size}) // deleted while it moved
 				return
 			}
 			s.packed[m.id] = nloc
@@ -915,9 +949,7 @@ func (s *blockStore) compact(v *volume) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	for _, c := range gone { // read after the waits: the packer is done with it
-		s.markDeleted(c.loc, c.size)
-	}
+	s.deletePacked(gone) // read after the waits: the packer is done with it
 	s.mu.Lock()
 	delete(s.volumes, v.seq)
 	s.mu.Unlock()
