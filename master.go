@@ -964,11 +964,16 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 	pending := m.pendingBlocks()
 	// Blocks of files a change not yet on disk removed: a crash would
 	// bring them back, so they are kept until their delete is queued.
-	var held map[uint64]bool
+	var held map[uint64]uint64 // block -> seq of its hold
+	var heldHere map[uint64]bool
 	if len(m.held) > 0 {
-		held = make(map[uint64]bool, len(m.held))
+		held = make(map[uint64]uint64, len(m.held))
+		heldHere = make(map[uint64]bool)
 		for _, h := range m.held {
-			held[h.id] = true
+			held[h.id] = max(held[h.id], h.seq)
+			if h.mid == mn.id {
+				heldHere[h.id] = true
+			}
 		}
 	}
 	// Deletes queued for mn and not yet handed over: a trimmed or
@@ -1003,8 +1008,13 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			}
 		case b == nil && pending[r.ID]:
 			// Part of a put in progress: Complete will record it.
-		case b == nil && held[r.ID]:
-			// Its delete is held back until the change is on disk.
+		case b == nil && held[r.ID] > 0:
+			// Its delete is held back until the change is on disk;
+			// a copy the change did not know of goes then too.
+			if !heldHere[r.ID] {
+				m.held = append(m.held, heldDelete{held[r.ID], mn.id, r.ID})
+				heldHere[r.ID] = true
+			}
 		case b == nil && m.safeMode:
 			// Perhaps an orphan; but until every minion has reported,
 			// the master deletes nothing. It is queued when safe mode ends.
@@ -1411,6 +1421,10 @@ func (m *Master) rename(src, dst string, force bool) (string, int, error) {
 		m.mu.Unlock()
 		return "", 0, err
 	}
+	if err := m.checkRenameLength(src, to); err != nil {
+		m.mu.Unlock()
+		return "", 0, err
+	}
 	if err := m.checkRenameBusy(src, to); err != nil {
 		m.mu.Unlock()
 		return "", 0, err
@@ -1451,18 +1465,6 @@ func (m *Master) checkRename(src, to string, force bool) error {
 	case m.files[to] != nil && !force:
 		return fmt.Errorf("%w: %s (use --force to replace it)", ErrExists, to)
 	}
-	// A move into a directory makes a path of its own, and a directory's
-	// move one per file below it: none may be longer than a put's.
-	if err := checkPath(to); err != nil {
-		return err
-	}
-	if !isFile {
-		for _, p := range m.filesAt(src) {
-			if q := to + strings.TrimPrefix(p, src); len(q) > maxPathLen {
-				return fmt.Errorf("%w: moving %s to %s makes a path of %d bytes (at most %d)", ErrBadPath, p, q[:64]+"...", len(q), maxPathLen)
-			}
-		}
-	}
 	var err error
 	ancestors(to, func(d string) bool {
 		if m.files[d] != nil {
@@ -1472,6 +1474,22 @@ func (m *Master) checkRename(src, to string, force bool) error {
 		return true
 	})
 	return err
+}
+
+// checkRenameLength refuses a move that makes a path longer than a put
+// may. Not checked at replay: older masters logged such moves.
+func (m *Master) checkRenameLength(src, to string) error {
+	if err := checkPath(to); err != nil {
+		return err
+	}
+	if m.files[src] == nil {
+		for _, p := range m.filesAt(src) {
+			if q := to + strings.TrimPrefix(p, src); len(q) > maxPathLen {
+				return fmt.Errorf("%w: moving %s to %s makes a path of %d bytes (at most %d)", ErrBadPath, p, q[:64]+"...", len(q), maxPathLen)
+			}
+		}
+	}
+	return nil
 }
 
 // checkRenameBusy refuses a move onto a path a put is writing (it would

@@ -647,8 +647,9 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) 
 // markDeleted marks the record at off of f deleted, in place. It is best
 // effort: an unmarked record comes back as an orphan, which the master
 // deletes again.
-func markDeleted(f *os.File, off int64) {
-	f.WriteAt([]byte{stateDeleted}, off+5)
+func markDeleted(f *os.File, off int64) error {
+	_, err := f.WriteAt([]byte{stateDeleted}, off+5)
+	return err
 }
 
 // packBlock appends block id to a volume and indexes it, once it is durable.
@@ -707,11 +708,16 @@ type packedRec struct {
 // (readPacked).
 func (s *blockStore) deletePacked(recs []packedRec) {
 	var vols []*volume
-	for _, r := range recs {
+	marked := make([]bool, len(recs))
+	for i, r := range recs {
 		v := r.loc.vol
 		v.mu.RLock()
 		if !v.closed {
-			markDeleted(v.f, r.loc.off)
+			if err := markDeleted(v.f, r.loc.off); err != nil {
+				s.logger.Warn("volume: could not mark a deleted block; compaction will free its space", "volume", volumeName(v.seq), "err", err)
+			} else {
+				marked[i] = true
+			}
 		}
 		v.mu.RUnlock()
 		if !slices.Contains(vols, v) {
@@ -730,9 +736,9 @@ func (s *blockStore) deletePacked(recs []packedRec) {
 		}
 		v.mu.RUnlock()
 	}
-	for _, r := range recs {
+	for i, r := range recs {
 		v := r.loc.vol
-		if !synced[v] {
+		if !synced[v] || !marked[i] {
 			continue
 		}
 		v.mu.Lock()
