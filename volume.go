@@ -73,8 +73,13 @@ type volume struct {
 	seq  uint32
 	path string
 
-	mu     sync.RWMutex
-	f      *os.File
+	mu sync.RWMutex
+	f  *os.File
+	// marks is a second handle, for delete marks and their syncs only:
+	// Linux reports a writeback error to one sync per open file, and a
+	// packer's sync on f must not take the error of a mark's page, which
+	// would let its delete punch a hole under a mark that is not on disk.
+	marks  *os.File
 	closed bool
 
 	// Guarded by the store's mu.
@@ -498,8 +503,14 @@ func (p *packer) create() (*volume, error) {
 		os.Remove(path)
 		return nil, err
 	}
+	marks, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
 	p.nextSeq++
-	v := &volume{seq: seq, path: path, f: f}
+	v := &volume{seq: seq, path: path, f: f, marks: marks}
 	p.lock.Lock()
 	p.opened(v)
 	p.lock.Unlock()
@@ -536,7 +547,7 @@ func (s *blockStore) openVolumes() error {
 		v, whole, err := s.loadVolume(seq, i == len(seqs)-1)
 		if err != nil {
 			for _, v := range s.volumes {
-				v.f.Close()
+				v.closeFiles()
 			}
 			return err
 		}
@@ -583,7 +594,12 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) 
 		f.Close()
 		return nil, false, err
 	}
-	v := &volume{seq: seq, path: path, f: f}
+	marks, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	v := &volume{seq: seq, path: path, f: f, marks: marks}
 	var damaged []int64
 	sc := &volumeScan{f: f, size: fi.Size(), headersOnly: !newest}
 	end, err := sc.scan(volumeName(seq), s.logger, func(h volumeHeader, off int64) {
@@ -628,14 +644,14 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) 
 			s.logger.Warn("volume: cut off a torn tail (a write that was never acknowledged)",
 				"volume", volumeName(seq), "at", end, "size", fi.Size())
 			if err := f.Truncate(end); err != nil {
-				f.Close()
+				v.closeFiles()
 				return nil, false, fmt.Errorf("truncate %s: %w", path, err)
 			}
 			v.size = end
 		}
 		if len(damaged) > 0 || end < fi.Size() {
 			if err := f.Sync(); err != nil {
-				f.Close()
+				v.closeFiles()
 				return nil, false, fmt.Errorf("sync %s: %w", path, err)
 			}
 		}
@@ -713,7 +729,7 @@ func (s *blockStore) deletePacked(recs []packedRec) {
 		v := r.loc.vol
 		v.mu.RLock()
 		if !v.closed {
-			if err := markDeleted(v.f, r.loc.off); err != nil {
+			if err := markDeleted(v.marks, r.loc.off); err != nil {
 				s.logger.Warn("volume: could not mark a deleted block; compaction will free its space", "volume", volumeName(v.seq), "err", err)
 			} else {
 				marked[i] = true
@@ -728,7 +744,7 @@ func (s *blockStore) deletePacked(recs []packedRec) {
 	for _, v := range vols {
 		v.mu.RLock()
 		if !v.closed {
-			if err := fdatasync(v.f); err != nil {
+			if err := fdatasync(v.marks); err != nil {
 				s.logger.Warn("volume: could not sync delete marks; compaction will free their space", "volume", volumeName(v.seq), "err", err)
 			} else {
 				synced[v] = true
@@ -961,7 +977,7 @@ func (s *blockStore) compact(v *volume) error {
 	s.mu.Unlock()
 	v.mu.Lock()
 	v.closed = true
-	v.f.Close()
+	v.closeFiles()
 	v.mu.Unlock()
 	if err := os.Remove(v.path); err != nil {
 		return err
@@ -983,8 +999,14 @@ func (s *blockStore) closeVolumes() {
 		for _, v := range vols {
 			v.mu.Lock()
 			v.closed = true
-			v.f.Close()
+			v.closeFiles()
 			v.mu.Unlock()
 		}
 	})
+}
+
+// closeFiles closes v's file handles.
+func (v *volume) closeFiles() {
+	v.f.Close()
+	v.marks.Close()
 }

@@ -769,14 +769,14 @@ func TestVolume_NoHoleUnderAFailedMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.mu.Lock()
-	orig := v.f
-	v.f = bad
+	orig := v.marks
+	v.marks = bad
 	v.mu.Unlock()
 	if err := s.remove(2); err != nil {
 		t.Fatal(err)
 	}
 	v.mu.Lock()
-	v.f = orig
+	v.marks = orig
 	v.mu.Unlock()
 	bad.Close()
 	if at, ok := volumeBlocks(t, dir)[2]; ok {
