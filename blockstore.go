@@ -94,10 +94,10 @@ type blockStore struct {
 	mu      sync.Mutex
 	blocks  map[uint64]int64 // finalized block -> size in bytes
 	writers map[uint64]*blockWriter
-	// refused holds, with when, the blocks whose writing failed here (a
-	// full disk, an I/O error): packets of them still in flight are
-	// refused rather than starting them again (see writeFailed).
-	refused map[uint64]time.Time
+	// refused holds the blocks whose writing failed here (a full disk,
+	// an I/O error): packets of them still in flight are refused rather
+	// than starting them again (see writeFailed).
+	refused map[uint64]refusal
 	used    int64                // bytes of finalized blocks
 	packed  map[uint64]packedLoc // the finalized blocks kept in volumes
 	volumes map[uint32]*volume
@@ -128,7 +128,7 @@ type blockWriter struct {
 // up to packMax bytes that arrive whole are packed into volumes.
 func openBlockStore(dir string, packMax int64, logger *slog.Logger) (*blockStore, error) {
 	s := &blockStore{dir: dir, packMax: packMax, logger: logger, blocks: make(map[uint64]int64),
-		writers: make(map[uint64]*blockWriter), refused: make(map[uint64]time.Time), packed: make(map[uint64]packedLoc), volumes: make(map[uint32]*volume)}
+		writers: make(map[uint64]*blockWriter), refused: make(map[uint64]refusal), packed: make(map[uint64]packedLoc), volumes: make(map[uint32]*volume)}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
 	}
@@ -190,8 +190,8 @@ func (s *blockStore) writer(id uint64) (*blockWriter, error) {
 	if w, ok := s.writers[id]; ok {
 		return w, nil
 	}
-	if _, ok := s.refused[id]; ok {
-		return nil, fmt.Errorf("block %s: a write of it failed here", blockName(id))
+	if r, ok := s.refused[id]; ok {
+		return nil, fmt.Errorf("block %s: an earlier write of it failed here: %w", blockName(id), r.err)
 	}
 	tmp := filepath.Join(s.tmpDir(), blockName(id))
 	data, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
@@ -315,6 +315,12 @@ func (s *blockStore) write(id uint64, off int64, data []byte, crcs []uint32) err
 // refused: far longer than a packet stays in flight.
 const refuseFor = 10 * time.Minute
 
+// refusal is why and since when packets of a block are refused.
+type refusal struct {
+	at  time.Time
+	err error
+}
+
 // writeFailed gives block w up after a write of it failed with err: with a
 // hole in it, it can never be finalized here (the writer drops this minion
 // from its pipeline). Its files go now, giving their space back (on a full
@@ -326,7 +332,9 @@ func (s *blockStore) writeFailed(w *blockWriter, err error) error {
 	if s.writers[w.id] == w {
 		delete(s.writers, w.id)
 	}
-	s.refused[w.id] = time.Now()
+	if _, ok := s.refused[w.id]; !ok { // the first error says why
+		s.refused[w.id] = refusal{time.Now(), err}
+	}
 	s.mu.Unlock()
 	w.abort()
 	return err
@@ -456,8 +464,8 @@ func (s *blockStore) expire(idle time.Duration) []uint64 {
 	// Lock order is w.mu before s.mu (see finalize), so look at the
 	// writers without holding s.mu.
 	s.mu.Lock()
-	for id, t := range s.refused {
-		if time.Since(t) > refuseFor {
+	for id, r := range s.refused {
+		if time.Since(r.at) > refuseFor {
 			delete(s.refused, id)
 		}
 	}
