@@ -326,18 +326,22 @@ type refusal struct {
 // from its pipeline). Its files go now, giving their space back (on a full
 // disk, at once rather than when the writer's idle time runs out), and
 // packets of it still in flight are refused for refuseFor rather than
-// starting it again.
+// starting it again. It returns the block's first error.
 func (s *blockStore) writeFailed(w *blockWriter, err error) error {
 	s.mu.Lock()
 	if s.writers[w.id] == w {
 		delete(s.writers, w.id)
 	}
-	if _, ok := s.refused[w.id]; !ok { // the first error says why
-		s.refused[w.id] = refusal{time.Now(), err}
+	r, ok := s.refused[w.id]
+	if !ok {
+		r = refusal{time.Now(), err}
+		s.refused[w.id] = r
 	}
 	s.mu.Unlock()
 	w.abort()
-	return err
+	// The first error says why: the packets that failed after it, on the
+	// files it closed, say so too.
+	return r.err
 }
 
 // complete reports whether exactly the bytes [0, size) were received.
