@@ -365,7 +365,7 @@ func (m *Master) applyEdit(e *edit) error {
 	case opMinion:
 		return m.applyMinion(e.Minion)
 	case opSetReplication:
-		if _, err := m.setReplicationCheck(e.Path, e.Replication); err != nil {
+		if err := m.setReplicationCheck(e.Path, e.Replication); err != nil {
 			return err
 		}
 		m.applySetReplication(e.Path, e.Replication)
@@ -634,15 +634,11 @@ func (m *Master) applyDelete(p string, recursive bool) (int, error) {
 		if !recursive {
 			return 0, fmt.Errorf("%w: %s (use -r to remove it and everything below)", ErrIsDir, p)
 		}
-		prefix := strings.TrimSuffix(p, "/") + "/"
-		n := 0
-		for fp := range m.files {
-			if strings.HasPrefix(fp, prefix) {
-				m.removeFile(fp)
-				n++
-			}
+		below := m.filesAt(p)
+		for _, fp := range below {
+			m.removeFile(fp)
 		}
-		return n, nil
+		return len(below), nil
 	}
 	return 0, fmt.Errorf("%w: %s", ErrNotFound, p)
 }
@@ -1541,8 +1537,7 @@ func (m *Master) setReplication(p string, n int) (int, error) {
 		return 0, err
 	}
 	m.mu.Lock()
-	paths, err := m.setReplicationCheck(p, n)
-	if err != nil {
+	if err := m.setReplicationCheck(p, n); err != nil {
 		m.mu.Unlock()
 		return 0, err
 	}
@@ -1551,28 +1546,29 @@ func (m *Master) setReplication(p string, n int) (int, error) {
 		m.mu.Unlock()
 		return 0, err
 	}
-	m.applySetReplication(p, n)
+	files := m.applySetReplication(p, n)
 	m.mu.Unlock()
-	return len(paths), m.edits.sync(seq)
+	return files, m.edits.sync(seq)
 }
 
-// setReplicationCheck returns the files whose replication a set of p to n
-// changes, or why it may not. The caller holds mu.
-func (m *Master) setReplicationCheck(p string, n int) ([]string, error) {
+// setReplicationCheck says whether the replication of p may be set to n.
+// The caller holds mu.
+func (m *Master) setReplicationCheck(p string, n int) error {
 	if n < 1 || n > maxReplication {
-		return nil, fmt.Errorf("%w: replication %d (want 1 to %d)", ErrBadArg, n, maxReplication)
+		return fmt.Errorf("%w: replication %d (want 1 to %d)", ErrBadArg, n, maxReplication)
 	}
 	if m.files[p] == nil && p != "/" && m.dirs[p] == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+		return fmt.Errorf("%w: %s", ErrNotFound, p)
 	}
-	return m.filesAt(p), nil
+	return nil
 }
 
 // applySetReplication sets the replication of the files at or below p to
-// n, and of their blocks, for the next replication tick to look at. The
-// caller holds mu.
-func (m *Master) applySetReplication(p string, n int) {
-	for _, fp := range m.filesAt(p) {
+// n, and of their blocks, for the next replication tick to look at, and
+// returns how many files it set. The caller holds mu.
+func (m *Master) applySetReplication(p string, n int) int {
+	paths := m.filesAt(p)
+	for _, fp := range paths {
 		f := m.files[fp]
 		f.replication = int32(n)
 		for _, id := range f.blocks.list() {
@@ -1582,6 +1578,7 @@ func (m *Master) applySetReplication(p string, n int) {
 			}
 		}
 	}
+	return len(paths)
 }
 
 // filesAt returns p if it is a file, else the paths of every file below

@@ -440,20 +440,11 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var paths []string
-	if m.files[p] != nil {
-		paths = []string{p}
-	} else if p == "/" || m.dirs[p] > 0 {
-		prefix := strings.TrimSuffix(p, "/") + "/"
-		for fp := range m.files {
-			if strings.HasPrefix(fp, prefix) {
-				paths = append(paths, fp)
-			}
-		}
-		slices.Sort(paths)
-	} else {
+	if m.files[p] == nil && p != "/" && m.dirs[p] == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
 	}
+	paths := m.filesAt(p)
+	slices.Sort(paths)
 	now := time.Now()
 	r := &FsckReply{SafeMode: m.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
 	for _, fp := range paths {
