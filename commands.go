@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -465,21 +466,21 @@ func setrepCommand(e *env) *cli.Command {
 			if !c.Bool("wait") {
 				return nil
 			}
-			for {
+			err = pollUntil(c.Context, 500*time.Millisecond, func() (bool, error) {
 				r, err := cl.Fsck(c.Context, p)
 				if err != nil {
-					return fmt.Errorf("setrep %s: %w", p, err)
+					return false, err
 				}
-				if !slices.ContainsFunc(r.Blocks, func(b FsckBlock) bool { return b.Live != n || len(b.Replicas) != n }) {
-					fmt.Fprintf(e.stdout, "%s: %d replicas of each of %d blocks\n", p, n, len(r.Blocks))
-					return nil
+				if slices.ContainsFunc(r.Blocks, func(b FsckBlock) bool { return b.Live != n || len(b.Replicas) != n }) {
+					return false, nil
 				}
-				select {
-				case <-c.Context.Done():
-					return fmt.Errorf("setrep %s: %w", p, c.Context.Err())
-				case <-time.After(500 * time.Millisecond):
-				}
+				fmt.Fprintf(e.stdout, "%s: %d replicas of each of %d blocks\n", p, n, len(r.Blocks))
+				return true, nil
+			})
+			if err != nil {
+				return fmt.Errorf("setrep %s: %w", p, err)
 			}
+			return nil
 		},
 	}
 }
@@ -609,24 +610,38 @@ func decommissionCommand(e *env) *cli.Command {
 				fmt.Fprintf(e.stdout, "decommissioning %s; 'dfs report' shows when it is safe to stop\n", addr)
 				return nil
 			}
-			for {
+			err = pollUntil(c.Context, time.Second, func() (bool, error) {
 				r, err := cl.Report(c.Context)
 				if err != nil {
-					return fmt.Errorf("decommission %s: %w", addr, err)
+					return false, err
 				}
-				for _, mn := range r.Minions {
-					if mn.Addr == addr && mn.State == stateDecommissioned {
-						fmt.Fprintf(e.stdout, "%s is decommissioned: safe to stop\n", addr)
-						return nil
-					}
+				if !slices.ContainsFunc(r.Minions, func(mn MinionInfo) bool { return mn.Addr == addr && mn.State == stateDecommissioned }) {
+					return false, nil
 				}
-				select {
-				case <-c.Context.Done():
-					return fmt.Errorf("decommission %s: %w", addr, c.Context.Err())
-				case <-time.After(time.Second):
-				}
+				fmt.Fprintf(e.stdout, "%s is decommissioned: safe to stop\n", addr)
+				return true, nil
+			})
+			if err != nil {
+				return fmt.Errorf("decommission %s: %w", addr, err)
 			}
+			return nil
 		},
+	}
+}
+
+// pollUntil calls done every interval until it reports true or an error,
+// or ctx ends.
+func pollUntil(ctx context.Context, every time.Duration, done func() (bool, error)) error {
+	for {
+		ok, err := done()
+		if ok || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
 	}
 }
 
