@@ -593,8 +593,11 @@ func (m *Master) applyPut(imf *imageFile) {
 			mn.replicas++
 		}
 		m.blocks[b.ID] = be
-		if m.liveCount(be, time.Now()) < int(be.repl) {
-			m.recheck[b.ID] = struct{}{} // a pipeline lost minions, or one is dead or draining now
+		// A pipeline lost minions, or one is dead or draining now. Not
+		// while a look at every block is due anyway (at start, where it
+		// would cost a count per block of the image).
+		if !m.rescan && m.liveCount(be, time.Now()) < int(be.repl) {
+			m.recheck[b.ID] = struct{}{}
 		}
 	}
 	f := &fileEntry{blocks: blockListOf(imf.Blocks), modTime: imf.ModTime.UnixNano(),
