@@ -12,10 +12,11 @@ build:
 test: check
 	$(GO) test -race -count=1 -timeout 10m ./...
 
-## check: gofmt and go vet
+## check: gofmt, go vet, and go.mod as go mod tidy would leave it
 check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 
 ## lint: staticcheck (fetched through the Go module proxy; not part of test)
 lint:
