@@ -264,8 +264,8 @@ func BenchmarkMaster_MillionFiles(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(time.Since(start).Seconds(), "restart-s")
-		if len(m2.files) != files {
-			b.Fatalf("%d files after restart", len(m2.files))
+		if m2.ns.files != files {
+			b.Fatalf("%d files after restart", m2.ns.files)
 		}
 		m2.edits.close()
 	}
@@ -277,13 +277,16 @@ func fillMaster(m *Master, files int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i := range 3 {
-		m.applyMinion(imageMinion{ID: fmt.Sprintf("MID-%d", i), Addr: fmt.Sprintf("10.0.0.%d:8888", i)})
+		m.reg.apply(imageMinion{ID: fmt.Sprintf("MID-%d", i), Addr: fmt.Sprintf("10.0.0.%d:8888", i)})
 	}
 	replicas := []string{"MID-0", "MID-1", "MID-2"}
 	for i := range files {
 		p := fmt.Sprintf("/data/d%03d/file-%07d", i%1000, i)
-		m.applyPut(&imageFile{Path: p, Replication: 3, BlockSize: 64 << 20,
-			Blocks: []imageBlock{{ID: uint64(i + 1), Size: 1 << 20, CRC: uint32(i), Replicas: replicas}}})
+		f := imageFile{Path: p, Replication: 3, BlockSize: 64 << 20,
+			Blocks: []imageBlock{{ID: uint64(i + 1), Size: 1 << 20, CRC: uint32(i), Replicas: replicas}}}
+		if _, err := m.ns.apply(&edit{Op: opPut, V: editVersion, Path: p, File: f}); err != nil {
+			panic(err)
+		}
 	}
 }
 
@@ -313,7 +316,7 @@ func BenchmarkMaster_ReplicateTick(b *testing.B) {
 	})
 	b.Run("Rescan", func(b *testing.B) {
 		for b.Loop() {
-			m.rescan = true
+			m.repl.rescan = true
 			m.replicate(time.Now())
 		}
 	})
@@ -336,8 +339,8 @@ func BenchmarkMaster_Snapshot(b *testing.B) {
 // lock throughout.
 func BenchmarkMaster_BlockReport(b *testing.B) {
 	m := millionFileMaster(b)
-	report := make([]BlockReport, 0, len(m.blocks))
-	for id := range m.blocks {
+	report := make([]BlockReport, 0, len(m.ns.blocks))
+	for id := range m.ns.blocks {
 		report = append(report, BlockReport{ID: id, Size: 1 << 20})
 	}
 	args := &RegisterArgs{MinionID: "MID-0", Addr: "10.0.0.0:8888", Free: 1 << 40, Blocks: report}

@@ -582,6 +582,16 @@ func (c *Client) Remove(ctx context.Context, remote string, recursive bool) (int
 	return reply.Removed, err
 }
 
+// Mkdir makes the directory remote; with parents, its missing parents too,
+// and an existing directory is no error.
+func (c *Client) Mkdir(ctx context.Context, remote string, parents bool) error {
+	remote, err := RemotePath(remote)
+	if err != nil {
+		return err
+	}
+	return c.meta(ctx, "Mkdir", &MkdirArgs{Path: remote, Parents: parents}, &Empty{})
+}
+
 // SetReplication sets the replication of the file at remote, or of every
 // file below it, and returns how many files it set. The master copies or
 // trims their blocks in the background; Fsck shows when they are done.

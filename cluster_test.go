@@ -177,7 +177,7 @@ func TestCluster_ListStatRemove(t *testing.T) {
 	check("/", false, "/a/", "/b")
 	check("/a", false, "/a/sub/", "/a/x", "/a/y")
 	check("a/", false, "/a/sub/", "/a/x", "/a/y")
-	check("/", true, "/a/sub/z", "/a/x", "/a/y", "/b")
+	check("/", true, "/a/", "/a/sub/", "/a/sub/z", "/a/x", "/a/y", "/b")
 	check("/b", false, "/b")
 
 	fi, err := c.Stat(t.Context(), "/a")
@@ -510,7 +510,7 @@ func TestCluster_MasterRestart_KeepsFiles(t *testing.T) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		n := 0
-		for _, mn := range m.minions {
+		for _, mn := range m.reg.minions {
 			if mn.numBlocks > 0 {
 				n++
 			}
@@ -746,10 +746,10 @@ func testPipelineRecovery(t *testing.T, bs int64, victim int) {
 		once.Do(func() {
 			cl.Master.mu.Lock()
 			var mid string
-			for _, w := range cl.Master.writes {
+			for _, w := range cl.Master.leases.writes {
 				mid = w.blocks[len(w.blocks)-1].pipeline[victim]
 			}
-			killed = cl.Master.minions[mid].addr
+			killed = cl.Master.reg.minions[mid].addr
 			cl.Master.mu.Unlock()
 			minionAt(t, cl, killed).Close()
 		})
@@ -946,7 +946,7 @@ func TestCluster_CheckpointsInTheBackground(t *testing.T) {
 	if err := ns.applyImage(img); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := replayEdits(dir, img.LastSeq, ns.applyEdit); err != nil {
+	if _, _, err := replayEdits(dir, img.LastSeq, ns.replay); err != nil {
 		t.Fatal(err)
 	}
 	cl.Master.mu.Lock()

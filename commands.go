@@ -305,7 +305,7 @@ func lsCommand(e *env) *cli.Command {
 		Description: "Columns: type (- file, d directory), replication, size in bytes, modified, path.",
 		Flags: []cli.Flag{
 			masterFlag(),
-			&cli.BoolFlag{Name: "recursive", Aliases: []string{"R"}, Usage: "list every file below PATH"},
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"R"}, Usage: "list every file and directory below PATH"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array"},
 		},
 		Action: func(c *cli.Context) error {
@@ -393,7 +393,7 @@ func statCommand(e *env) *cli.Command {
 func rmCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:      "rm",
-		Usage:     "remove a file (or with -r a directory and all below it)",
+		Usage:     "remove a file or an empty directory (with -r, a directory and all below it)",
 		ArgsUsage: "PATH...",
 		Flags: []cli.Flag{
 			masterFlag(),
@@ -409,6 +409,33 @@ func rmCommand(e *env) *cli.Command {
 			for _, p := range c.Args().Slice() {
 				if _, err := cl.Remove(c.Context, p, c.Bool("recursive")); err != nil {
 					errs = append(errs, fmt.Errorf("rm %s: %w", p, err))
+				}
+			}
+			return errors.Join(errs...)
+		},
+	}
+}
+
+func mkdirCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "mkdir",
+		Usage:       "make directories",
+		ArgsUsage:   "PATH...",
+		Description: "Example: dfs mkdir -p /logs/2026/12",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "parents", Aliases: []string{"p"}, Usage: "make missing parents too; an existing directory is no error"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 {
+				return usagef(c, "mkdir takes PATH...")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			var errs []error
+			for _, p := range c.Args().Slice() {
+				if err := cl.Mkdir(c.Context, p, c.Bool("parents")); err != nil {
+					errs = append(errs, fmt.Errorf("mkdir %s: %w", p, err))
 				}
 			}
 			return errors.Join(errs...)
@@ -565,6 +592,9 @@ func fsckCommand(e *env) *cli.Command {
 						b.Status, b.Live, b.Expected, strings.Join(b.Replicas, " "))
 					if len(b.Corrupt) > 0 {
 						fmt.Fprintf(e.stdout, " corrupt: %s", strings.Join(b.Corrupt, " "))
+					}
+					if b.Note != "" {
+						fmt.Fprintf(e.stdout, " (%s)", b.Note)
 					}
 					fmt.Fprintln(e.stdout)
 				}
@@ -777,6 +807,7 @@ type jsonFsckBlock struct {
 	Live     int      `json:"live_replicas"`
 	Replicas []string `json:"replicas"`
 	Corrupt  []string `json:"corrupt_replicas,omitempty"`
+	Note     string   `json:"note,omitempty"`
 }
 
 func toJSONFsck(r *FsckReply) jsonFsck {
@@ -784,7 +815,7 @@ func toJSONFsck(r *FsckReply) jsonFsck {
 	for _, b := range r.Blocks {
 		j.Healthy = j.Healthy && b.Status == statusHealthy
 		j.Blocks = append(j.Blocks, jsonFsckBlock{Path: b.Path, Index: b.Index, ID: blockName(b.ID), Size: b.Size, Status: b.Status,
-			Expected: b.Expected, Live: b.Live, Replicas: b.Replicas, Corrupt: b.Corrupt})
+			Expected: b.Expected, Live: b.Live, Replicas: b.Replicas, Corrupt: b.Corrupt, Note: b.Note})
 	}
 	return j
 }

@@ -593,7 +593,9 @@ func e2eLsPaths(t *testing.T, master, path string) []string {
 	t.Helper()
 	var ps []string
 	for _, f := range e2eLs(t, master, path, true) {
-		ps = append(ps, f.Path)
+		if f.Type == "file" {
+			ps = append(ps, f.Path)
+		}
 	}
 	return ps
 }

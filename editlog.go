@@ -67,18 +67,34 @@ const (
 	// opSetReplication records a new replication for the file at Path, or
 	// every file below it.
 	opSetReplication editOp = 5
+	// opMkdir records a new directory at Path (with its missing parents
+	// if Parents).
+	opMkdir editOp = 6
 )
 
-// edit is one namespace change.
+// editVersion is the V of the records this master writes. Records of
+// version 0 were written before real directories: their puts always
+// replaced a file at their path.
+const editVersion = 1
+
+// edit is one change of the master's persisted state: of the namespace
+// (namespace.go applies it) or of the minion registry (opMinion). It
+// carries everything its apply needs, times included, so that applying it
+// is deterministic.
 type edit struct {
 	Op          editOp
+	V           uint8 // editVersion when written
 	Path        string
 	File        imageFile   // opPut
 	Recursive   bool        // opDelete
 	Minion      imageMinion // opMinion
 	Dst         string      // opRename
-	Force       bool        // opRename
+	Force       bool        // opPut, opRename: replace a file there
 	Replication int         // opSetReplication
+	Parents     bool        // opMkdir
+	// Time is when the change was made (Unix nanoseconds): the new
+	// modification time of the directories it changes.
+	Time int64
 }
 
 // editLog appends edits to the current segment. It is safe for concurrent use.
@@ -248,6 +264,13 @@ func (l *editLog) synced() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.syncedSeq
+}
+
+// last is the last record appended.
+func (l *editLog) last() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastSeq
 }
 
 // size is the number of bytes written to the current segment.

@@ -83,7 +83,7 @@ func newApp(e *env) *cli.App {
 	onUsage := func(c *cli.Context, err error, _ bool) error { return usagef(c, "%v", err) }
 	cmds := []*cli.Command{
 		masterCommand(e), minionCommand(e), devCommand(e),
-		putCommand(e), getCommand(e), lsCommand(e), statCommand(e), mvCommand(e), rmCommand(e), setrepCommand(e),
+		putCommand(e), getCommand(e), lsCommand(e), statCommand(e), mkdirCommand(e), mvCommand(e), rmCommand(e), setrepCommand(e),
 		reportCommand(e), fsckCommand(e), decommissionCommand(e), benchCommand(e),
 	}
 	for _, c := range cmds {

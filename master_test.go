@@ -147,10 +147,10 @@ func TestMaster_Complete_RechecksNamespace(t *testing.T) {
 	if !errors.Is(err, ErrIsDir) {
 		t.Fatalf("complete over a new directory = %v, want ErrIsDir", err)
 	}
-	if !slices.Contains(m.deletes["MID-0"], ab.BlockID) {
+	if !slices.Contains(m.deletes.pendingOn("MID-0"), ab.BlockID) {
 		t.Errorf("block of the failed put not queued for deletion: %v", m.deletes)
 	}
-	if _, ok := m.writes[cr.Handle]; ok {
+	if _, ok := m.leases.writes[cr.Handle]; ok {
 		t.Error("failed put still registered")
 	}
 }
@@ -210,7 +210,7 @@ func TestMaster_ExpireWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.expireWrites(time.Now()) // not yet
-	if _, ok := m.writes[cr.Handle]; !ok {
+	if _, ok := m.leases.writes[cr.Handle]; !ok {
 		t.Fatal("fresh put expired")
 	}
 	m.expireWrites(time.Now().Add(m.LeaseTimeout + time.Second))
@@ -218,7 +218,7 @@ func TestMaster_ExpireWrites(t *testing.T) {
 		t.Fatalf("addBlock after expiry = %v, want ErrLease", err)
 	}
 	for _, mid := range []string{"MID-0", "MID-1"} {
-		if !slices.Contains(m.deletes[mid], ab.BlockID) {
+		if !slices.Contains(m.deletes.pendingOn(mid), ab.BlockID) {
 			t.Errorf("block of the expired put not queued for deletion on %s", mid)
 		}
 	}
@@ -231,16 +231,16 @@ func TestMaster_ExpireWrites(t *testing.T) {
 func TestMaster_Place(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 3)
-	m.minions["MID-2"].free = 10 // full disk
-	m.minions["MID-1"].lastSeen = time.Now().Add(-2 * m.DeadAfter)
+	m.reg.minions["MID-2"].free = 10 // full disk
+	m.reg.minions["MID-1"].lastSeen = time.Now().Add(-2 * m.DeadAfter)
 
-	got := m.place(3, testBlockSize, nil)
+	got := m.reg.place(3, testBlockSize, nil)
 	if len(got) != 1 || got[0].id != "MID-0" {
 		t.Fatalf("place = %v, want only MID-0 (MID-1 dead, MID-2 full)", got)
 	}
-	m.minions["MID-1"].lastSeen = time.Now()
+	m.reg.minions["MID-1"].lastSeen = time.Now()
 	// MID-0 now carries one allocation, so MID-1 comes first.
-	got = m.place(2, testBlockSize, nil)
+	got = m.reg.place(2, testBlockSize, nil)
 	if len(got) != 2 || got[0].id != "MID-1" || got[1].id != "MID-0" {
 		t.Fatalf("place = %v, want MID-1 then MID-0", got)
 	}
@@ -252,9 +252,9 @@ func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
 	if err := putFile(t, m, "/f", testBlockSize, 100); err != nil {
 		t.Fatal(err)
 	}
-	f := m.files["/f"]
+	f := m.ns.file("/f")
 	b0, b1 := f.blocks.list()[0], f.blocks.list()[1]
-	clear(m.grown) // the replicas grew before any report in flight
+	clear(m.repl.grown) // the replicas grew before any report in flight
 	cr, _ := m.create(&CreateArgs{Path: "/inflight"})
 	pending, _ := m.addBlock(&AddBlockArgs{Handle: cr.Handle})
 
@@ -271,10 +271,10 @@ func TestMaster_Register_ReconcilesBlockReport(t *testing.T) {
 	if !slices.Equal(reply.Delete, []uint64{777}) {
 		t.Errorf("delete = %v, want the orphan only", reply.Delete)
 	}
-	if r := m.replicaIDs(m.blocks[b1]); slices.Contains(r, "MID-1") {
+	if r := m.reg.idsOf(m.ns.blocks[b1]); slices.Contains(r, "MID-1") {
 		t.Errorf("b1 replicas %v still name MID-1, which lost it", r)
 	}
-	if r := m.replicaIDs(m.blocks[b0]); !slices.Contains(r, "MID-1") {
+	if r := m.reg.idsOf(m.ns.blocks[b0]); !slices.Contains(r, "MID-1") {
 		t.Errorf("b0 replicas %v lost MID-1", r)
 	}
 
@@ -298,7 +298,7 @@ func TestMaster_Register_SameAddressNewDir(t *testing.T) {
 	if _, err := m.register(&RegisterArgs{MinionID: "MID-new", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
-	if m.alive(m.minions["MID-0"], time.Now()) {
+	if m.reg.alive(m.reg.minions["MID-0"], time.Now()) {
 		t.Error("the old minion at the address is still alive")
 	}
 	if hb := m.heartbeat(&HeartbeatArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000"}); !hb.Reregister {
@@ -332,15 +332,15 @@ func TestMaster_Persist_Reload(t *testing.T) {
 	for _, fi := range got {
 		paths = append(paths, fi.Path)
 	}
-	if want := []string{"/a", "/d/b"}; !slices.Equal(paths, want) {
+	if want := []string{"/a", "/d", "/d/b"}; !slices.Equal(paths, want) {
 		t.Fatalf("after reload: %v, want %v", paths, want)
 	}
 	fi, _ := m2.stat("/d/b")
 	if fi.Size != testBlockSize+3 || len(fi.Blocks) != 2 || len(fi.Blocks[0].Replicas) != 2 {
 		t.Errorf("after reload: %+v", fi)
 	}
-	if m2.minions["MID-0"].load != m.minions["MID-0"].load {
-		t.Errorf("load after reload %d, want %d", m2.minions["MID-0"].load, m.minions["MID-0"].load)
+	if m2.reg.minions["MID-0"].load != m.reg.minions["MID-0"].load {
+		t.Errorf("load after reload %d, want %d", m2.reg.minions["MID-0"].load, m.reg.minions["MID-0"].load)
 	}
 }
 
@@ -378,13 +378,13 @@ func TestMaster_SafeMode(t *testing.T) {
 	m.edits.close()
 
 	m2 := newTestMaster(t, dir, func(m *Master) { m.SafeModeTimeout = time.Hour })
-	if !m2.safeMode {
+	if !m2.repl.safeMode {
 		t.Fatal("restarted master with blocks is not in safe mode")
 	}
 	// MID-0 reports everything but one block, plus an orphan; the others
 	// are silent. Nothing may be copied or deleted yet.
 	var report []BlockReport
-	for id, b := range m2.blocks {
+	for id, b := range m2.ns.blocks {
 		report = append(report, BlockReport{ID: id, Size: b.size})
 	}
 	reply, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
@@ -396,21 +396,21 @@ func TestMaster_SafeMode(t *testing.T) {
 		t.Errorf("deletes %v in safe mode", reply.Delete)
 	}
 	for _, mid := range []string{"MID-1", "MID-2"} {
-		m2.minions[mid].lastSeen = time.Now().Add(-time.Hour) // dead
+		m2.reg.minions[mid].lastSeen = time.Now().Add(-time.Hour) // dead
 	}
 	m2.replicate(time.Now())
-	if !m2.safeMode || len(m2.copyCmds) != 0 {
-		t.Fatalf("safe mode %v, copies %v: want still in safe mode, no copies", m2.safeMode, m2.copyCmds)
+	if !m2.repl.safeMode || len(m2.repl.copyCmds) != 0 {
+		t.Fatalf("safe mode %v, copies %v: want still in safe mode, no copies", m2.repl.safeMode, m2.repl.copyCmds)
 	}
 	// The last block reported: safe mode ends, the orphan goes, copies start.
 	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
 		Blocks: append(report, BlockReport{ID: 4242, Size: 1})}); err != nil {
 		t.Fatal(err)
 	}
-	if m2.safeMode {
+	if m2.repl.safeMode {
 		t.Fatal("still in safe mode with every block reported")
 	}
-	if !slices.Contains(m2.deletes["MID-0"], 4242) {
+	if !slices.Contains(m2.deletes.pendingOn("MID-0"), 4242) {
 		t.Errorf("orphan reported in safe mode not queued for deletion: %v", m2.deletes)
 	}
 }
@@ -423,11 +423,11 @@ func TestMaster_Reconcile_FreshReplicaKept(t *testing.T) {
 	if err := putFile(t, m, "/f", 10); err != nil {
 		t.Fatal(err)
 	}
-	id := m.files["/f"].blocks.list()[0]
+	id := m.ns.file("/f").blocks.list()[0]
 	if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(m.replicaIDs(m.blocks[id]), "MID-0") {
+	if !slices.Contains(m.reg.idsOf(m.ns.blocks[id]), "MID-0") {
 		t.Fatal("a replica recorded a moment ago was dropped by an older report")
 	}
 }
@@ -439,7 +439,7 @@ func TestMaster_Reconcile_QueuedDeleteNotReadopted(t *testing.T) {
 	addMinions(t, m, 2)
 	id := putSmallFile(t, m, "/f", 2)
 	m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9001", Reason: "test"})
-	if slices.Contains(m.replicaIDs(m.blocks[id]), "MID-1") {
+	if slices.Contains(m.reg.idsOf(m.ns.blocks[id]), "MID-1") {
 		t.Fatal("bad replica still listed")
 	}
 	reply, err := m.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
@@ -447,7 +447,7 @@ func TestMaster_Reconcile_QueuedDeleteNotReadopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(m.replicaIDs(m.blocks[id]), "MID-1") {
+	if slices.Contains(m.reg.idsOf(m.ns.blocks[id]), "MID-1") {
 		t.Error("a corrupt replica was adopted again from a block report")
 	}
 	if !slices.Equal(reply.Delete, []uint64{id}) {
@@ -479,9 +479,10 @@ func TestMaster_EntrySizes(t *testing.T) {
 // blocksByPath maps every file of m to its block ids.
 func blocksByPath(m *Master) map[string][]uint64 {
 	out := map[string][]uint64{}
-	for p, f := range m.files {
+	m.ns.walk("/", func(p string, f *fileEntry) bool {
 		out[p] = slices.Clone(f.blocks.list())
-	}
+		return true
+	})
 	return out
 }
 
@@ -543,7 +544,7 @@ func TestMaster_Rename(t *testing.T) {
 			}
 			for _, p := range tt.replaced {
 				for _, id := range before[p] {
-					if m.blocks[id] != nil || !slices.Contains(m.deletes["MID-0"], id) {
+					if m.ns.blocks[id] != nil || !slices.Contains(m.deletes.pendingOn("MID-0"), id) {
 						t.Errorf("block %s of the replaced %s is kept", blockName(id), p)
 					}
 				}
@@ -639,11 +640,12 @@ func TestMaster_CheckpointBehind(t *testing.T) {
 	if got := blocksByPath(m2); !maps.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("after a restart: %v, want %v", got, want)
 	}
-	for p, f := range m.files {
-		if g := m2.files[p]; g != nil && g.replication != f.replication {
+	m.ns.walk("/", func(p string, f *fileEntry) bool {
+		if g := m2.ns.file(p); g != nil && g.replication != f.replication {
 			t.Errorf("%s: replication %d after a restart, want %d", p, g.replication, f.replication)
 		}
-	}
+		return true
+	})
 }
 
 // A directory move that would land a file on the path a put is writing is
@@ -671,12 +673,14 @@ func TestMaster_Rename_DirOntoPutInProgress(t *testing.T) {
 	// Were a file there (as from an older master that allowed the move),
 	// the put without --force fails rather than replace it.
 	m.mu.Lock()
-	m.addFile("/n/x", m.unlinkFile("/d/x"))
+	if _, err := m.ns.apply(&edit{Op: opRename, V: editVersion, Path: "/d/x", Dst: "/n/x"}); err != nil {
+		t.Fatal(err)
+	}
 	m.mu.Unlock()
 	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); !errors.Is(err, ErrExists) {
 		t.Errorf("complete of a put without --force onto a file = %v, want ErrExists", err)
 	}
-	if m.blocks[moved] == nil {
+	if m.ns.blocks[moved] == nil {
 		t.Errorf("the block of the moved file was deleted by a put without --force")
 	}
 }
@@ -713,7 +717,7 @@ func TestMaster_DeletesWaitForTheirRecord(t *testing.T) {
 			waitFor(t, 5*time.Second, "the change applied in memory", func() bool {
 				m.mu.Lock()
 				defer m.mu.Unlock()
-				f := m.files["/b"]
+				f := m.ns.file("/b")
 				return f == nil || !slices.Equal(f.blocks.list(), []uint64{victim})
 			})
 			hb := m.heartbeat(&HeartbeatArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000"})
@@ -734,7 +738,7 @@ func TestMaster_DeletesWaitForTheirRecord(t *testing.T) {
 				t.Fatal(err)
 			}
 			m2.edits.close()
-			if f := m2.files["/b"]; f == nil || !slices.Equal(f.blocks.list(), []uint64{victim}) {
+			if f := m2.ns.file("/b"); f == nil || !slices.Equal(f.blocks.list(), []uint64{victim}) {
 				t.Errorf("after the crash /b is %v, want the old /b", f)
 			}
 
@@ -742,7 +746,7 @@ func TestMaster_DeletesWaitForTheirRecord(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Contains(m.deletes["MID-0"], victim) {
+			if !slices.Contains(m.deletes.pendingOn("MID-0"), victim) {
 				t.Errorf("once the change is on disk, the delete of %s is not queued", blockName(victim))
 			}
 		})
@@ -781,11 +785,14 @@ func TestMaster_Rename_OlderLogWithOverlongPathReplays(t *testing.T) {
 	// What the previous master did for `mv short long` (to = long/nnn…).
 	m.mu.Lock()
 	to := long + short
-	seq, err := m.logEdit(&edit{Op: opRename, Path: short, Dst: to})
+	e := &edit{Op: opRename, Path: short, Dst: to}
+	seq, err := m.logEdit(e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.applyRename(short, to)
+	if _, err := m.applyEdit(e); err != nil {
+		t.Fatal(err)
+	}
 	m.mu.Unlock()
 	if err := m.edits.sync(seq); err != nil {
 		t.Fatal(err)
@@ -797,7 +804,7 @@ func TestMaster_Rename_OlderLogWithOverlongPathReplays(t *testing.T) {
 		t.Fatalf("restart on a log from the previous version: %v", err)
 	}
 	m2.edits.close()
-	if m2.files[to] == nil {
+	if m2.ns.file(to) == nil {
 		t.Errorf("moved file missing after replay")
 	}
 }
@@ -810,12 +817,12 @@ func TestMaster_HeldDelete_CopyElsewhereGoesToo(t *testing.T) {
 	addMinions(t, m, 2)
 	victim := putSmallFile(t, m, "/b", 1)
 	m.mu.Lock()
-	holder := m.minionAt(m.blocks[victim].replicas.list()[0])
+	holder := m.reg.at(m.ns.blocks[victim].replicas.list()[0])
 	other := "MID-0"
 	if holder.id == other {
 		other = "MID-1"
 	}
-	otherAddr := m.minions[other].addr
+	otherAddr := m.reg.minions[other].addr
 	m.mu.Unlock()
 
 	holdSync(m)
@@ -824,7 +831,7 @@ func TestMaster_HeldDelete_CopyElsewhereGoesToo(t *testing.T) {
 	waitFor(t, 5*time.Second, "rm applied", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		return m.files["/b"] == nil
+		return m.ns.file("/b") == nil
 	})
 	// The other minion (say, the target of a copy, or a replica the master
 	// had dropped) reports the block in this window.

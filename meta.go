@@ -26,7 +26,9 @@ import (
 
 var imageMagic = [8]byte{'D', 'F', 'S', 'I', 'M', 'G', '0', '1'}
 
-const imageVersion = 2
+// imageVersion is the version this master writes. Version 2, before real
+// directories, had no directory columns; it is read as well.
+const imageVersion = 3
 
 // ErrBadImage is returned when the metadata image cannot be trusted.
 var ErrBadImage = errors.New("metadata image is damaged")
@@ -56,6 +58,10 @@ type image struct {
 	CRC         []uint32
 	NumReplicas []uint8
 	Replicas    []uint32
+
+	// Every directory, parents first, with its modification time.
+	DirPaths   []string
+	DirModTime []int64 // Unix nanoseconds
 }
 
 // numFiles is the number of files in img.
@@ -136,6 +142,9 @@ func (img *image) check() error {
 	if len(img.BlockLen) != k || len(img.CRC) != k || len(img.NumReplicas) != k {
 		return errors.New("block columns of unequal lengths")
 	}
+	if len(img.DirPaths) != len(img.DirModTime) {
+		return errors.New("directory columns of unequal lengths")
+	}
 	return nil
 }
 
@@ -198,7 +207,7 @@ func loadImage(path string) (*image, error) {
 	if err := gob.NewDecoder(bytes.NewReader(body)).Decode(img); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, path, err)
 	}
-	if img.Version != imageVersion {
+	if img.Version != imageVersion && img.Version != 2 {
 		return nil, fmt.Errorf("%w: %s: version %d, this dfs reads version %d", ErrBadImage, path, img.Version, imageVersion)
 	}
 	if img.ClusterID == "" {

@@ -35,6 +35,8 @@ func testImage() *image {
 	for _, f := range testFiles() {
 		img.addFile(&f, img.minionIndex())
 	}
+	img.DirPaths = []string{"/photos", "/photos/2025", "/tmp"}
+	img.DirModTime = []int64{1764118923456789000, 1764118900000000000, 1709251199000000000}
 	return img
 }
 
@@ -185,8 +187,9 @@ func TestImage_Load_Missing(t *testing.T) {
 }
 
 // imageCases are the directories of testdata/meta, each with one fsimage.
-// Only "ok" loads.
-var imageCases = []string{"ok", "truncated", "garbage", "bitflip"}
+// Only "ok" and "v2" load. v2 is an image of version 2, written before
+// real directories (it has no directory columns): it still loads.
+var imageCases = []string{"ok", "v2", "truncated", "garbage", "bitflip"}
 
 func TestImage_Load_Testdata(t *testing.T) {
 	if *update {
@@ -199,11 +202,20 @@ func TestImage_Load_Testdata(t *testing.T) {
 				t.Fatalf("%v (generate with: go test -run TestImage -update)", err)
 			}
 			img, err := loadImage(path)
-			if name == "ok" {
+			switch name {
+			case "ok":
 				if err != nil {
 					t.Fatalf("loadImage: %v", err)
 				}
 				checkImage(t, img, testImage())
+				return
+			case "v2":
+				if err != nil {
+					t.Fatalf("loadImage: %v", err)
+				}
+				want := testImage()
+				want.Version, want.DirPaths, want.DirModTime = 2, nil, nil
+				checkImage(t, img, want)
 				return
 			}
 			if !errors.Is(err, ErrBadImage) {

@@ -68,6 +68,9 @@ type Minion struct {
 	registered bool
 	lastReport time.Time
 	copying    map[uint64]bool // blocks being copied here
+	// deleted are the blocks deleted at the master's request and not yet
+	// acknowledged to it with a heartbeat.
+	deleted []uint64
 }
 
 // identity is what makes a minion dir itself across restarts and address
@@ -296,16 +299,25 @@ func (m *Minion) register() error {
 func (m *Minion) heartbeat() error {
 	capacity, free, used, n := m.stats()
 	m.mu.Lock()
-	args := &HeartbeatArgs{MinionID: m.ident.MinionID, Addr: m.addr, Capacity: capacity, Free: free, Used: used, NumBlocks: n}
+	args := &HeartbeatArgs{MinionID: m.ident.MinionID, Addr: m.addr, Capacity: capacity, Free: free, Used: used, NumBlocks: n,
+		Deleted: m.deleted}
 	m.mu.Unlock()
 	var reply HeartbeatReply
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Heartbeat", args, &reply, metaTimeout); err != nil {
-		return err
+		return err // the deletes are acknowledged with the next one
 	}
-	// At once, not in the background: the master forgets a delete once
-	// it has handed it over, so the block must be gone before any later
-	// report or copy. The master hands over a bounded number at a time.
-	m.deleteBlocks(reply.Delete)
+	m.mu.Lock()
+	m.deleted = m.deleted[len(args.Deleted):]
+	m.mu.Unlock()
+	// At once, not in the background: the block must be gone before any
+	// later report or copy. The master hands over a bounded number at a
+	// time, and places no copy of them here until this minion says, with
+	// its next heartbeat, that they are gone.
+	if m.deleteBlocks(reply.Delete) {
+		m.mu.Lock()
+		m.deleted = append(m.deleted, reply.Delete...)
+		m.mu.Unlock()
+	}
 	for _, cmd := range reply.Copy {
 		m.startCopy(cmd)
 	}
@@ -315,13 +327,17 @@ func (m *Minion) heartbeat() error {
 	return nil
 }
 
-func (m *Minion) deleteBlocks(ids []uint64) {
+// deleteBlocks deletes the blocks ids and reports whether every one is
+// gone.
+func (m *Minion) deleteBlocks(ids []uint64) bool {
 	if err := m.store.removeAll(ids); err != nil {
 		m.Logger.Warn("delete blocks", "err", err)
+		return false
 	}
 	if len(ids) > 0 {
 		m.Logger.Debug("deleted blocks", "count", len(ids))
 	}
+	return true
 }
 
 // ---- identity ----

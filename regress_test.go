@@ -16,13 +16,13 @@ func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
 	dir := t.TempDir()
 	m := newTestMaster(t, dir)
 	addMinions(t, m, 2)               // MID-0 (A), MID-1 (C)
-	m.minions["MID-1"].load = 1 << 30 // C is busier: /f goes to A
+	m.reg.minions["MID-1"].load = 1 << 30 // C is busier: /f goes to A
 	id := putSmallFile(t, m, "/f", 1)
-	if got := m.replicaIDs(m.blocks[id]); !slices.Equal(got, []string{"MID-0"}) {
+	if got := m.reg.idsOf(m.ns.blocks[id]); !slices.Equal(got, []string{"MID-0"}) {
 		t.Fatalf("replicas %v", got)
 	}
 	// A dies for good; the master re-replicates to C.
-	m.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
+	m.reg.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
 	m.replicate(time.Now())
 	if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-1", BlockID: id, Size: 10}); err != nil {
 		t.Fatal(err)
@@ -39,13 +39,13 @@ func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
 		Used: 1 << 30, Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
 		t.Fatal(err)
 	}
-	m2.minions["MID-1"].load += 1 << 30 // its other data
-	if m2.safeMode {
+	m2.reg.minions["MID-1"].load += 1 << 30 // its other data
+	if m2.repl.safeMode {
 		t.Fatal("still in safe mode")
 	}
 	m2.replicate(time.Now()) // the next housekeeping tick, well within DeadAfter
-	if slices.Contains(m2.deletes["MID-1"], id) {
-		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master now believes %v (A never came back)", m2.replicaIDs(m2.blocks[id]))
+	if slices.Contains(m2.deletes.pendingOn("MID-1"), id) {
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master now believes %v (A never came back)", m2.reg.idsOf(m2.ns.blocks[id]))
 	}
 }
 
@@ -56,7 +56,7 @@ func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
 	dir := t.TempDir()
 	m := newTestMaster(t, dir)
 	addMinions(t, m, 2)
-	m.minions["MID-1"].load = 1 << 30
+	m.reg.minions["MID-1"].load = 1 << 30
 	id := putSmallFile(t, m, "/f", 1)
 	// (Live history, not persisted: A partitioned, copy to C, A back, A's
 	// replica trimmed. The log still says [MID-0].) kill -9: no checkpoint.
@@ -71,10 +71,10 @@ func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
 		Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
 		t.Fatal(err)
 	}
-	m2.minions["MID-1"].load += 1 << 30
+	m2.reg.minions["MID-1"].load += 1 << 30
 	m2.replicate(time.Now())
-	if slices.Contains(m2.deletes["MID-1"], id) {
-		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master believes %v", m2.replicaIDs(m2.blocks[id]))
+	if slices.Contains(m2.deletes.pendingOn("MID-1"), id) {
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master believes %v", m2.reg.idsOf(m2.ns.blocks[id]))
 	}
 }
 
@@ -84,10 +84,10 @@ func TestMaster_ReportBad_KeepsLastLiveReplica(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 2)
 	id := putSmallFile(t, m, "/f", 2)
-	m.minions["MID-1"].lastSeen = time.Now().Add(-time.Hour) // B dead
+	m.reg.minions["MID-1"].lastSeen = time.Now().Add(-time.Hour) // B dead
 	m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "one bad chunk"})
-	if slices.Contains(m.deletes["MID-0"], id) {
-		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.replicaIDs(m.blocks[id]), m.corrupt[id])
+	if slices.Contains(m.deletes.pendingOn("MID-0"), id) {
+		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.reg.idsOf(m.ns.blocks[id]), m.repl.corrupt[id])
 	}
 }
 
@@ -97,7 +97,7 @@ func TestMaster_Decommission_SurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	m := newTestMaster(t, dir)
 	addMinions(t, m, 2)
-	m.minions["MID-1"].load = 1 << 30
+	m.reg.minions["MID-1"].load = 1 << 30
 	id := putSmallFile(t, m, "/f", 1)
 	if _, _, err := m.decommission("127.0.0.1:9000"); err != nil {
 		t.Fatal(err)
@@ -120,9 +120,9 @@ func TestMaster_Decommission_SurvivesRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m2.minions["MID-1"].load += 1 << 30
+	m2.reg.minions["MID-1"].load += 1 << 30
 	m2.replicate(time.Now())
-	if slices.Contains(m2.deletes["MID-1"], id) {
+	if slices.Contains(m2.deletes.pendingOn("MID-1"), id) {
 		t.Fatalf("the copy made by the drain was trimmed; the block is only on the minion the operator was told is safe to stop")
 	}
 }
@@ -140,7 +140,7 @@ func TestMaster_ReplayMinion_AddressTakenOver(t *testing.T) {
 	if err := putFile(t, m, "/f", 10); err != nil { // syncs the log
 		t.Fatal(err)
 	}
-	if m.minions["MID-0"].addr != "" {
+	if m.reg.minions["MID-0"].addr != "" {
 		t.Fatal("live path did not clear the old address")
 	}
 	m.edits.close() // kill -9: no checkpoint
@@ -153,7 +153,7 @@ func TestMaster_ReplayMinion_AddressTakenOver(t *testing.T) {
 	if len(ab.Pipeline) == 2 && ab.Pipeline[0] == ab.Pipeline[1] {
 		err := m2.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10, Replicas: ab.Pipeline}}})
 		t.Fatalf("pipeline %v names one minion twice; complete=%v records replicas %v for one physical copy",
-			ab.Pipeline, err, m2.replicaIDs(m2.blocks[ab.BlockID]))
+			ab.Pipeline, err, m2.reg.idsOf(m2.ns.blocks[ab.BlockID]))
 	}
 }
 
@@ -230,7 +230,7 @@ func TestMaster_ReportBad_AfterRestart_ReplicaOnPaper(t *testing.T) {
 		t.Fatal(err)
 	}
 	m2.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "bad chunk"})
-	if slices.Contains(m2.deletes["MID-0"], id) {
+	if slices.Contains(m2.deletes.pendingOn("MID-0"), id) {
 		t.Fatal("the only reported replica was queued for deletion because of one that exists only on paper")
 	}
 }
@@ -260,8 +260,8 @@ func TestMaster_Reconcile_LostDeleteNotReadopted(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 3)
 	id := putSmallFile(t, m, "/f", 2)
-	v := m.replicaIDs(m.blocks[id])[0]
-	addr := m.minions[v].addr
+	v := m.reg.idsOf(m.ns.blocks[id])[0]
+	addr := m.reg.minions[v].addr
 	m.reportBad(&ReportBadArgs{BlockID: id, Addr: addr, Reason: "bad"})
 	if hb := m.heartbeat(&HeartbeatArgs{MinionID: v, Addr: addr, Free: 1 << 40}); !slices.Contains(hb.Delete, id) {
 		t.Fatalf("heartbeat deletes %v, want the bad replica", hb.Delete)
@@ -271,7 +271,7 @@ func TestMaster_Reconcile_LostDeleteNotReadopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(m.replicaIDs(m.blocks[id]), v) {
+	if slices.Contains(m.reg.idsOf(m.ns.blocks[id]), v) {
 		t.Error("a replica condemned as corrupt was adopted again")
 	}
 	if !slices.Contains(reply.Delete, id) {
@@ -281,7 +281,7 @@ func TestMaster_Reconcile_LostDeleteNotReadopted(t *testing.T) {
 	if _, err := m.register(&RegisterArgs{MinionID: v, Addr: addr, Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.handed[v]) != 0 {
-		t.Errorf("handed deletes %v kept after a report without them", m.handed[v])
+	if m.deletes.has(v, id) {
+		t.Errorf("handed delete of %s kept after a report without it", blockName(id))
 	}
 }

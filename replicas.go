@@ -5,7 +5,6 @@
 package main
 
 import (
-	"fmt"
 	"slices"
 	"time"
 )
@@ -80,46 +79,6 @@ func (r *replicaSet) remove(s minionSlot) bool {
 	return true
 }
 
-// addMinion registers a new minion under id and gives it a slot. The caller
-// holds mu and has checked that id is not known.
-func (m *Master) addMinion(id string) (*minionEntry, error) {
-	if len(m.bySlot) > maxMinions {
-		return nil, fmt.Errorf("%w: minion %s: this master knows %d minions, the most it can", ErrBadArg, id, maxMinions)
-	}
-	mn := &minionEntry{id: id, slot: minionSlot(len(m.bySlot))}
-	m.bySlot = append(m.bySlot, mn)
-	m.minions[id] = mn
-	return mn, nil
-}
-
-// minionAt returns the minion in slot s. The caller holds mu.
-func (m *Master) minionAt(s minionSlot) *minionEntry { return m.bySlot[s] }
-
-// replicaSetOf makes a replicaSet of the minions with the given ids. A
-// replica on a minion not in the registry cannot be served or counted and
-// is left out: the image only lists replicas on the minions it lists, and
-// the edit log records a minion before any replica on it. The caller holds
-// mu.
-func (m *Master) replicaSetOf(ids []string) replicaSet {
-	var r replicaSet
-	for _, id := range ids {
-		if mn := m.minions[id]; mn != nil {
-			r.add(mn.slot)
-		}
-	}
-	return r
-}
-
-// replicaIDs returns the ids of the minions that hold b's replicas. The
-// caller holds mu.
-func (m *Master) replicaIDs(b *blockEntry) []string {
-	ids := make([]string, 0, b.replicas.len())
-	for _, s := range b.replicas.list() {
-		ids = append(ids, m.minionAt(s).id)
-	}
-	return ids
-}
-
 // addReplica records a new replica of block id on mn, fresh as of now (a
 // block report taken before it may leave it out), for the next replication
 // tick to look at. The caller holds mu and checked that mn has none.
@@ -127,8 +86,8 @@ func (m *Master) addReplica(id uint64, b *blockEntry, mn *minionEntry, now time.
 	b.replicas.add(mn.slot)
 	mn.load += b.size
 	mn.replicas++
-	m.grown[id] = now.UnixNano()
-	m.recheck[id] = struct{}{}
+	m.repl.grown[id] = now.UnixNano()
+	m.repl.recheck[id] = struct{}{}
 }
 
 // dropReplica forgets mn's replica of block id, if the master lists one,
@@ -137,6 +96,6 @@ func (m *Master) dropReplica(id uint64, b *blockEntry, mn *minionEntry) {
 	if b.replicas.remove(mn.slot) {
 		mn.load -= b.size
 		mn.replicas--
-		m.recheck[id] = struct{}{}
+		m.repl.recheck[id] = struct{}{}
 	}
 }

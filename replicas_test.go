@@ -40,12 +40,12 @@ func TestMaster_ReplicaSlots(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 3)
 	for i, mid := range []string{"MID-0", "MID-1", "MID-2"} {
-		if mn := m.minions[mid]; mn.slot != minionSlot(i+1) || m.minionAt(mn.slot) != mn {
+		if mn := m.reg.minions[mid]; mn.slot != minionSlot(i+1) || m.reg.at(mn.slot) != mn {
 			t.Fatalf("%s has slot %d", mid, mn.slot)
 		}
 	}
 	r := m.replicaSetOf([]string{"MID-2", "MID-unknown", "MID-0"})
-	if got := m.replicaIDs(&blockEntry{replicas: r}); !slices.Equal(got, []string{"MID-2", "MID-0"}) {
+	if got := m.reg.idsOf(&blockEntry{replicas: r}); !slices.Equal(got, []string{"MID-2", "MID-0"}) {
 		t.Errorf("replicas %v, want MID-2 and MID-0 (an unknown minion left out)", got)
 	}
 }

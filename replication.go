@@ -27,18 +27,102 @@ import (
 	"time"
 )
 
-// copyTimeout is how long a copy may take before the master asks again.
-const copyTimeout = 2 * time.Minute
+// A copy may take copyTimeoutBase plus its block's size at copyMinRate
+// before the master asks another minion: a copy stuck behind a source or
+// target that stopped answering without closing its connections (paused,
+// or cut off by a partition) is rescheduled within a minute for a block of
+// 64 MiB, as HDFS reschedules pending reconstruction, rather than holding
+// the block under-replicated for minutes.
+const (
+	copyTimeoutBase = 20 * time.Second
+	copyMinRate     = 4 << 20 // bytes a second
+)
+
+// copyTimeout is how long a copy of size bytes may take.
+func copyTimeout(size int64) time.Duration {
+	return copyTimeoutBase + time.Duration(size)*time.Second/copyMinRate
+}
 
 // safeModeThreshold is the fraction of blocks that must be reported before
 // a restarted master leaves safe mode.
 const safeModeThreshold = 0.999
 
+// replication is what the master knows of healing: safe mode, the blocks
+// to look at, the copies in flight and the corrupt replicas kept. It is
+// soft state, rebuilt from block reports after a restart. The master's mu
+// guards it.
+type replication struct {
+	copying  map[uint64][]pendingCopy // block -> copies asked for
+	copyCmds map[string][]CopyCommand // minion id -> copies to hand it
+	// recheck holds the blocks whose replication the next tick looks
+	// at; rescan makes it look at every block, and lastRescan is when
+	// it last did (see replicate).
+	recheck    map[uint64]struct{}
+	rescan     bool
+	lastRescan time.Time
+	// stuck holds the under-replicated blocks that no minion could take
+	// a copy of at the last tick, with why; fsck shows it.
+	stuck map[uint64]string
+	// grown holds, for the blocks whose replicas grew in the last
+	// reportGrace, when they did (Unix nanoseconds): a block report may
+	// leave those replicas out (see reconcile). expireGrown prunes it.
+	grown map[uint64]int64
+
+	safeMode  bool
+	safeUntil time.Time
+	reported  map[uint64]bool // blocks reported since the restart, in safe mode
+	// safeOrphans are reported blocks the master did not know in safe
+	// mode, by minion id; they are deleted when safe mode ends.
+	safeOrphans map[string][]uint64
+	// corrupt lists, by block, replicas that failed their checksums and
+	// are kept because no good replica is left. It is rare and small.
+	corrupt map[uint64][]string
+}
+
+func newReplication() *replication {
+	return &replication{
+		copying:  make(map[uint64][]pendingCopy),
+		copyCmds: make(map[string][]CopyCommand),
+		recheck:  make(map[uint64]struct{}),
+		rescan:   true,
+		stuck:    make(map[uint64]string),
+		grown:    make(map[uint64]int64),
+		corrupt:  make(map[uint64][]string),
+	}
+}
+
+// forget drops what replication knows of block id, whose file is gone.
+// Copies in flight end by themselves (their target's report finds no block).
+func (r *replication) forget(id uint64) {
+	delete(r.corrupt, id)
+	delete(r.grown, id)
+	delete(r.stuck, id)
+}
+
+// grewLately reports whether the replicas of block id grew in the last
+// reportGrace.
+func (r *replication) grewLately(id uint64, now time.Time) bool {
+	t, ok := r.grown[id]
+	return ok && now.Sub(time.Unix(0, t)) <= reportGrace
+}
+
+// expireGrown forgets the growths of replicas older than reportGrace.
+func (m *Master) expireGrown(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.repl.grown {
+		if !m.repl.grewLately(id, now) {
+			delete(m.repl.grown, id)
+		}
+	}
+}
+
 // pendingCopy is a copy of a block asked of a minion.
 type pendingCopy struct {
 	target   string // minion id
 	deadline time.Time
-	size     int64 // reserved on the target until the copy ends
+	size     int64    // reserved on the target until the copy ends
+	sources  []string // minion addresses it may read from
 }
 
 // enterSafeMode starts the wait for block reports. The caller holds mu or
@@ -48,42 +132,42 @@ func (m *Master) enterSafeMode() {
 	if timeout <= 0 {
 		timeout = m.DeadAfter
 	}
-	m.safeMode = true
-	m.safeUntil = time.Now().Add(timeout)
-	m.reported = make(map[uint64]bool)
-	m.safeOrphans = make(map[string][]uint64)
+	m.repl.safeMode = true
+	m.repl.safeUntil = time.Now().Add(timeout)
+	m.repl.reported = make(map[uint64]bool)
+	m.repl.safeOrphans = make(map[string][]uint64)
 }
 
 // checkSafeMode leaves safe mode once enough blocks were reported or the
 // timeout passed. The caller holds mu.
 func (m *Master) checkSafeMode(now time.Time) {
-	if !m.safeMode {
+	if !m.repl.safeMode {
 		return
 	}
-	n, total := len(m.reported), len(m.blocks)
-	if float64(n) < safeModeThreshold*float64(total) && now.Before(m.safeUntil) {
+	n, total := len(m.repl.reported), len(m.ns.blocks)
+	if float64(n) < safeModeThreshold*float64(total) && now.Before(m.repl.safeUntil) {
 		return
 	}
-	m.safeMode = false
-	m.reported = nil
-	m.rescan = true // every block, now that the reports are in
-	pending := m.pendingBlocks()
+	m.repl.safeMode = false
+	m.repl.reported = nil
+	m.repl.rescan = true // every block, now that the reports are in
+	pending := m.leases.pendingBlocks()
 	orphans := 0
-	for mid, ids := range m.safeOrphans {
+	for mid, ids := range m.repl.safeOrphans {
 		for _, id := range ids {
-			if m.blocks[id] == nil && !pending[id] {
+			if m.ns.blocks[id] == nil && !pending[id] {
 				m.queueDelete(id, []string{mid})
 				orphans++
 			}
 		}
 	}
-	m.safeOrphans = nil
+	m.repl.safeOrphans = nil
 	m.Logger.Info("left safe mode", "reported_blocks", n, "blocks", total, "orphans_to_delete", orphans)
 }
 
 // usable reports whether mn can serve reads: known, addressed and alive.
 func (m *Master) usable(mn *minionEntry, now time.Time) bool {
-	return mn != nil && mn.addr != "" && m.alive(mn, now)
+	return mn != nil && mn.addr != "" && m.reg.alive(mn, now)
 }
 
 // liveCount is the number of b's replicas that count towards its
@@ -91,7 +175,7 @@ func (m *Master) usable(mn *minionEntry, now time.Time) bool {
 func (m *Master) liveCount(b *blockEntry, now time.Time) int {
 	n := 0
 	for _, s := range b.replicas.list() {
-		if mn := m.minionAt(s); m.usable(mn, now) && !mn.decommissioning {
+		if mn := m.reg.at(s); m.reg.usable(mn, now) && !mn.decommissioning {
 			n++
 		}
 	}
@@ -110,7 +194,7 @@ type replicaState struct{ usable, decommissioning, registered bool }
 // replicate asks for copies of under-replicated blocks and trims
 // over-replicated ones. It does nothing in safe mode.
 //
-// It looks only at the blocks in m.recheck: those whose replicas changed
+// It looks only at the blocks in m.repl.recheck: those whose replicas changed
 // (a block report, a copy made, failed or late, a corrupt replica, a put
 // whose pipeline lost minions) and those it could not settle last time.
 // A change of any minion's state (dead, back, drained, registered) makes
@@ -121,19 +205,19 @@ func (m *Master) replicate(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.checkSafeMode(now)
-	if m.safeMode {
+	if m.repl.safeMode {
 		return
 	}
 	m.expireCopies(now)
-	for _, mn := range m.bySlot[1:] {
-		st := replicaState{m.usable(mn, now), mn.decommissioning, mn.registered}
+	for _, mn := range m.reg.bySlot[1:] {
+		st := replicaState{m.reg.usable(mn, now), mn.decommissioning, mn.registered}
 		if st != mn.counted {
 			mn.counted = st
-			m.rescan = true
+			m.repl.rescan = true
 		}
 	}
-	if now.Sub(m.lastRescan) >= rescanInterval {
-		m.rescan = true
+	if now.Sub(m.repl.lastRescan) >= rescanInterval {
+		m.repl.rescan = true
 	}
 
 	type need struct {
@@ -148,7 +232,7 @@ func (m *Master) replicate(now time.Time) {
 	// whose end (endCopy) puts it back in recheck.
 	settle := func(id uint64, b *blockEntry) bool {
 		live, repl := m.liveCount(b, now), int(b.repl)
-		inflight := len(m.copying[id])
+		inflight := len(m.repl.copying[id])
 		switch {
 		case live > repl && inflight == 0:
 			return m.trim(id, b, now) // not yet if a replica that counts is not registered
@@ -160,20 +244,21 @@ func (m *Master) replicate(now time.Time) {
 	}
 	look := func(id uint64, b *blockEntry) {
 		if b != nil && !settle(id, b) {
-			m.recheck[id] = struct{}{}
+			m.repl.recheck[id] = struct{}{}
 		} else {
-			delete(m.recheck, id) // settled, or its file is gone
+			delete(m.repl.recheck, id) // settled, or its file is gone
+			delete(m.repl.stuck, id)
 		}
 	}
-	if m.rescan {
-		m.rescan, m.lastRescan = false, now
-		clear(m.recheck)
-		for id, b := range m.blocks {
+	if m.repl.rescan {
+		m.repl.rescan, m.repl.lastRescan = false, now
+		clear(m.repl.recheck)
+		for id, b := range m.ns.blocks {
 			look(id, b)
 		}
 	} else {
-		for id := range m.recheck {
-			look(id, m.blocks[id])
+		for id := range m.repl.recheck {
+			look(id, m.ns.blocks[id])
 		}
 	}
 	// Fewest live replicas first: a block with one copy left is in more
@@ -182,36 +267,70 @@ func (m *Master) replicate(now time.Time) {
 	for _, n := range needs {
 		var sources []string
 		for _, s := range n.b.replicas.list() {
-			if mn := m.minionAt(s); m.usable(mn, now) {
+			if mn := m.reg.at(s); m.reg.usable(mn, now) {
 				sources = append(sources, mn.addr)
 			}
 		}
 		if len(sources) == 0 {
+			delete(m.repl.stuck, n.id)
 			continue // missing: nothing to copy from; fsck reports it
 		}
-		targets := m.place(n.want, n.b.size, func(mn *minionEntry) bool {
+		targets := m.reg.place(n.want, n.b.size, func(mn *minionEntry) bool {
 			return mn.copies >= m.MaxCopiesPerMinion || n.b.replicas.has(mn.slot) ||
-				slices.Contains(m.corrupt[n.id], mn.id) || m.isCopying(n.id, mn.id) ||
-				slices.Contains(m.deletes[mn.id], n.id) || m.handed[mn.id][n.id] // a copy there is yet to go
+				slices.Contains(m.repl.corrupt[n.id], mn.id) || m.isCopying(n.id, mn.id) ||
+				m.deletes.has(mn.id, n.id) // a copy there is yet to go
 		})
 		for i, t := range targets {
 			// Spread the reads of the copies over the sources.
 			k := int((n.id + uint64(i)) % uint64(len(sources)))
 			src := append(slices.Clone(sources[k:]), sources[:k]...)
-			m.copyCmds[t.id] = append(m.copyCmds[t.id], CopyCommand{BlockID: n.id, Size: n.b.size, CRC: n.b.crc, Sources: src})
-			m.copying[n.id] = append(m.copying[n.id], pendingCopy{target: t.id, deadline: now.Add(copyTimeout), size: n.b.size})
+			m.repl.copyCmds[t.id] = append(m.repl.copyCmds[t.id], CopyCommand{BlockID: n.id, Size: n.b.size, CRC: n.b.crc, Sources: src})
+			m.repl.copying[n.id] = append(m.repl.copying[n.id], pendingCopy{target: t.id, deadline: now.Add(copyTimeout(n.b.size)), size: n.b.size, sources: src})
 			t.copies++
 			// place added a full reservation of the block's size to t.load;
 			// blockReceived turns it into a replica or gives it back.
 		}
-		if len(targets) == n.want {
-			delete(m.recheck, n.id) // settled until the copies end
+		switch {
+		case len(targets) == n.want:
+			delete(m.repl.recheck, n.id) // settled until the copies end
+			delete(m.repl.stuck, n.id)
+		case len(targets) == 0 && len(m.repl.copying[n.id]) == 0:
+			// Nothing in flight and nowhere to copy to: say so once,
+			// and show it in fsck, rather than wait in silence.
+			if _, known := m.repl.stuck[n.id]; !known {
+				why := m.noTargetReason(n.b, now)
+				m.repl.stuck[n.id] = why
+				m.Logger.Warn("block under-replicated with no minion to copy it to", "block", blockName(n.id),
+					"live", n.live, "want", int(n.b.repl), "why", why)
+			}
 		}
 	}
 }
 
+// noTargetReason says why no live minion can take a copy of b. The
+// caller holds mu.
+func (m *Master) noTargetReason(b *blockEntry, now time.Time) string {
+	var live, holding, full, busy int
+	for _, mn := range m.reg.minions {
+		if !m.reg.usable(mn, now) || mn.decommissioning {
+			continue
+		}
+		live++
+		switch {
+		case b.replicas.has(mn.slot):
+			holding++
+		case mn.registered && mn.free < b.size:
+			full++
+		case mn.copies >= m.MaxCopiesPerMinion:
+			busy++
+		}
+	}
+	return fmt.Sprintf("no minion can take a copy: of %d live, %d hold it, %d are full, %d are busy with copies, %d wait for a delete or hold a corrupt copy of it",
+		live, holding, full, busy, live-holding-full-busy)
+}
+
 func (m *Master) isCopying(id uint64, mid string) bool {
-	for _, pc := range m.copying[id] {
+	for _, pc := range m.repl.copying[id] {
 		if pc.target == mid {
 			return true
 		}
@@ -227,16 +346,16 @@ func (m *Master) expireCopies(now time.Time) {
 		mid string
 	}
 	var late []key
-	for id, pcs := range m.copying {
+	for id, pcs := range m.repl.copying {
 		for _, pc := range pcs {
-			if !m.usable(m.minions[pc.target], now) || now.After(pc.deadline) {
+			if !m.reg.usable(m.reg.minions[pc.target], now) || now.After(pc.deadline) || !m.anyUsable(pc.sources, now) {
 				late = append(late, key{id, pc.target})
 			}
 		}
 	}
-	for mid := range m.copyCmds {
-		if !m.usable(m.minions[mid], now) {
-			delete(m.copyCmds, mid) // never collected
+	for mid := range m.repl.copyCmds {
+		if !m.reg.usable(m.reg.minions[mid], now) {
+			delete(m.repl.copyCmds, mid) // never collected
 		}
 	}
 	for _, k := range late {
@@ -244,22 +363,28 @@ func (m *Master) expireCopies(now time.Time) {
 	}
 }
 
+// anyUsable reports whether any of the minions at addrs can serve reads:
+// a copy whose sources all died is asked again, from the replicas left.
+func (m *Master) anyUsable(addrs []string, now time.Time) bool {
+	return slices.ContainsFunc(addrs, func(a string) bool { return m.reg.usable(m.reg.byAddr(a), now) })
+}
+
 // endCopy forgets the copy of block id to minion mid and gives back its
 // reservation. The caller holds mu.
 func (m *Master) endCopy(id uint64, mid string) bool {
-	pcs := m.copying[id]
+	pcs := m.repl.copying[id]
 	i := slices.IndexFunc(pcs, func(pc pendingCopy) bool { return pc.target == mid })
 	if i < 0 {
 		return false
 	}
 	size := pcs[i].size // its file may be gone: the reservation still is not
 	if len(pcs) == 1 {
-		delete(m.copying, id)
+		delete(m.repl.copying, id)
 	} else {
-		m.copying[id] = slices.Delete(pcs, i, i+1)
+		m.repl.copying[id] = slices.Delete(pcs, i, i+1)
 	}
-	m.recheck[id] = struct{}{} // made, failed or late: look again
-	if mn := m.minions[mid]; mn != nil {
+	m.repl.recheck[id] = struct{}{} // made, failed or late: look again
+	if mn := m.reg.minions[mid]; mn != nil {
 		mn.copies--
 		mn.load -= size
 	}
@@ -276,7 +401,7 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 func (m *Master) trim(id uint64, b *blockEntry, now time.Time) bool {
 	var live []*minionEntry
 	for _, s := range b.replicas.list() {
-		if mn := m.minionAt(s); m.usable(mn, now) && !mn.decommissioning && mn.registered {
+		if mn := m.reg.at(s); m.reg.usable(mn, now) && !mn.decommissioning && mn.registered {
 			live = append(live, mn)
 		}
 	}
@@ -295,16 +420,16 @@ func (m *Master) trim(id uint64, b *blockEntry, now time.Time) bool {
 func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	mn := m.minions[a.MinionID]
+	mn := m.reg.minions[a.MinionID]
 	if mn == nil {
 		return nil, fmt.Errorf("%w: unknown minion %s", ErrBadArg, a.MinionID)
 	}
 	m.endCopy(a.BlockID, mn.id)
-	delete(m.handed[mn.id], a.BlockID) // a new copy, not the one deleted before
+	m.deletes.forget(mn.id, a.BlockID) // a new copy, not the one deleted before
 	if a.Failed {
 		return &BlockReceivedReply{}, nil
 	}
-	b := m.blocks[a.BlockID]
+	b := m.ns.blocks[a.BlockID]
 	if b == nil || b.size != a.Size {
 		return &BlockReceivedReply{Delete: true}, nil // its file went meanwhile
 	}
@@ -320,12 +445,12 @@ func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error
 func (m *Master) reportBad(a *ReportBadArgs) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	b := m.blocks[a.BlockID]
+	b := m.ns.blocks[a.BlockID]
 	if b == nil {
 		return
 	}
 	var mn *minionEntry
-	for _, x := range m.minions {
+	for _, x := range m.reg.minions {
 		if x.addr == a.Addr && b.replicas.has(x.slot) {
 			mn = x
 		}
@@ -340,19 +465,19 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	now := time.Now()
 	// Only a replica whose minion reported it to this master process
 	// counts: after a restart the lists from disk are hints.
-	if slices.ContainsFunc(b.replicas.list(), func(s minionSlot) bool { mn := m.minionAt(s); return m.usable(mn, now) && mn.registered }) {
+	if slices.ContainsFunc(b.replicas.list(), func(s minionSlot) bool { mn := m.reg.at(s); return m.reg.usable(mn, now) && mn.registered }) {
 		m.queueDelete(a.BlockID, []string{mn.id})
 	} else {
-		m.corrupt[a.BlockID] = append(m.corrupt[a.BlockID], mn.id)
+		m.repl.corrupt[a.BlockID] = append(m.repl.corrupt[a.BlockID], mn.id)
 	}
 }
 
 // dropCorrupt deletes the corrupt replicas kept of block id, now that it has
 // a good one again. The caller holds mu.
 func (m *Master) dropCorrupt(id uint64) {
-	if bad := m.corrupt[id]; len(bad) > 0 {
+	if bad := m.repl.corrupt[id]; len(bad) > 0 {
 		m.queueDelete(id, bad)
-		delete(m.corrupt, id)
+		delete(m.repl.corrupt, id)
 	}
 }
 
@@ -363,7 +488,7 @@ func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, er
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var target *minionEntry
-	for _, mn := range m.minions {
+	for _, mn := range m.reg.minions {
 		if mn.addr == addr {
 			target = mn
 		}
@@ -373,7 +498,7 @@ func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, er
 	}
 	if !target.decommissioning {
 		im := imageMinion{ID: target.id, Addr: target.addr, Decommissioning: true}
-		if seq, err = m.logEdit(&edit{Op: opMinion, Minion: im}); err != nil {
+		if seq, err = m.logEdit(&edit{Op: opMinion, V: editVersion, Minion: im}); err != nil {
 			return nil, 0, err
 		}
 		target.decommissioning = true
@@ -381,13 +506,13 @@ func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, er
 	}
 	now := time.Now()
 	others := 0
-	for _, mn := range m.minions {
-		if m.usable(mn, now) && !mn.decommissioning {
+	for _, mn := range m.reg.minions {
+		if m.reg.usable(mn, now) && !mn.decommissioning {
 			others++
 		}
 	}
 	most := 0
-	for _, b := range m.blocks {
+	for _, b := range m.ns.blocks {
 		if b.replicas.has(target.slot) {
 			most = max(most, int(b.repl))
 		}
@@ -407,19 +532,19 @@ func (m *Master) report() *ReportReply {
 	// A decommissioning minion is done when every block it holds has
 	// its full replication elsewhere.
 	draining := make(map[string]bool)
-	for _, b := range m.blocks {
+	for _, b := range m.ns.blocks {
 		short := m.liveCount(b, now) < int(b.repl)
 		for _, s := range b.replicas.list() {
-			if mn := m.minionAt(s); mn.decommissioning && short {
+			if mn := m.reg.at(s); mn.decommissioning && short {
 				draining[mn.id] = true
 			}
 		}
 	}
-	r := &ReportReply{ClusterID: m.clusterID, SafeMode: m.safeMode, Files: len(m.files), Blocks: len(m.blocks)}
-	for _, mn := range m.minions {
+	r := &ReportReply{ClusterID: m.clusterID, SafeMode: m.repl.safeMode, Files: m.ns.files, Blocks: len(m.ns.blocks)}
+	for _, mn := range m.reg.minions {
 		state := stateLive
 		switch {
-		case !m.alive(mn, now) || mn.addr == "":
+		case !m.reg.alive(mn, now) || mn.addr == "":
 			state = stateDead
 		case mn.decommissioning && draining[mn.id]:
 			state = stateDecommissioning
@@ -440,21 +565,21 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.files[p] == nil && p != "/" && m.dirs[p] == 0 {
+	if !m.ns.exists(p) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
 	}
-	paths := m.filesAt(p)
+	paths := m.ns.filesAt(p)
 	slices.Sort(paths)
 	now := time.Now()
-	r := &FsckReply{SafeMode: m.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
+	r := &FsckReply{SafeMode: m.repl.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
 	for _, fp := range paths {
-		f := m.files[fp]
+		f := m.ns.file(fp)
 		for i, id := range f.blocks.list() {
-			b := m.blocks[id]
+			b := m.ns.blocks[id]
 			fb := FsckBlock{Path: fp, Index: i, ID: id, Size: b.size, Expected: int(b.repl), Replicas: []string{}}
 			available := 0
 			for _, s := range b.replicas.list() {
-				if mn := m.minionAt(s); m.usable(mn, now) {
+				if mn := m.reg.at(s); m.reg.usable(mn, now) {
 					fb.Replicas = append(fb.Replicas, mn.addr)
 					available++
 					if !mn.decommissioning {
@@ -462,10 +587,13 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 					}
 				}
 			}
-			for _, mid := range m.corrupt[id] {
-				if mn := m.minions[mid]; mn != nil {
+			for _, mid := range m.repl.corrupt[id] {
+				if mn := m.reg.minions[mid]; mn != nil {
 					fb.Corrupt = append(fb.Corrupt, mn.addr)
 				}
+			}
+			if fb.Live < int(b.repl) {
+				fb.Note = m.repl.stuck[id]
 			}
 			switch {
 			case available == 0 && len(fb.Corrupt) > 0:

@@ -12,10 +12,10 @@ import (
 // hands them over (as the minion's heartbeat would).
 func copiesAsked(m *Master, mid string) []uint64 {
 	var ids []uint64
-	for _, c := range m.copyCmds[mid] {
+	for _, c := range m.repl.copyCmds[mid] {
 		ids = append(ids, c.BlockID)
 	}
-	delete(m.copyCmds, mid)
+	delete(m.repl.copyCmds, mid)
 	return ids
 }
 
@@ -30,13 +30,13 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 		deleted []string // minions asked to delete their replica
 	}{
 		{"ReportWithoutIt", func(t *testing.T, m *Master, id uint64) {
-			delete(m.grown, id) // not fresh: the report is later than the put
+			delete(m.repl.grown, id) // not fresh: the report is later than the put
 			if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 				t.Fatal(err)
 			}
 		}, 1, nil},
 		{"ReportOfWrongLength", func(t *testing.T, m *Master, id uint64) {
-			delete(m.grown, id)
+			delete(m.repl.grown, id)
 			reply, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
 				Blocks: []BlockReport{{ID: id, Size: 5}}})
 			if err != nil {
@@ -55,7 +55,7 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 			}
 		}, 1, nil},
 		{"ReportWithIt", func(t *testing.T, m *Master, id uint64) {
-			delete(m.grown, id)
+			delete(m.repl.grown, id)
 			if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
 				Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
 				t.Fatal(err)
@@ -78,10 +78,10 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 			m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "test"})
 			m.replicate(time.Now())
 			copiesAsked(m, "MID-2")
-			m.copying[id][0].deadline = time.Now().Add(-time.Second)
+			m.repl.copying[id][0].deadline = time.Now().Add(-time.Second)
 		}, 1, []string{"MID-0"}},
 		{"ExtraReplica", func(t *testing.T, m *Master, id uint64) {
-			m.minions["MID-0"].load += 1 << 30 // the busiest: its replica goes
+			m.reg.minions["MID-0"].load += 1 << 30 // the busiest: its replica goes
 			if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-2", BlockID: id, Size: 10}); err != nil {
 				t.Fatal(err)
 			}
@@ -90,12 +90,12 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newTestMaster(t, t.TempDir())
 			addMinions(t, m, 3)
-			m.minions["MID-2"].load = 1 << 20 // /f goes to MID-0 and MID-1
+			m.reg.minions["MID-2"].load = 1 << 20 // /f goes to MID-0 and MID-1
 			id := putSmallFile(t, m, "/f", 2)
 			m.replicate(time.Now())
 			m.replicate(time.Now())
-			if len(m.recheck) != 0 || m.rescan || len(m.copyCmds) != 0 {
-				t.Fatalf("settled cluster: recheck %v, rescan %v, copies %v; want none", m.recheck, m.rescan, m.copyCmds)
+			if len(m.repl.recheck) != 0 || m.repl.rescan || len(m.repl.copyCmds) != 0 {
+				t.Fatalf("settled cluster: recheck %v, rescan %v, copies %v; want none", m.repl.recheck, m.repl.rescan, m.repl.copyCmds)
 			}
 			tt.change(t, m, id)
 			m.replicate(time.Now())
@@ -103,11 +103,11 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 			for _, mid := range []string{"MID-0", "MID-1", "MID-2"} {
 				if got := copiesAsked(m, mid); len(got) > 0 {
 					copies += len(got)
-					if !slices.Equal(got, []uint64{id}) || m.blocks[id].replicas.has(m.minions[mid].slot) {
-						t.Errorf("copies asked of %s: %v (replicas %v)", mid, got, m.replicaIDs(m.blocks[id]))
+					if !slices.Equal(got, []uint64{id}) || m.ns.blocks[id].replicas.has(m.reg.minions[mid].slot) {
+						t.Errorf("copies asked of %s: %v (replicas %v)", mid, got, m.reg.idsOf(m.ns.blocks[id]))
 					}
 				}
-				if got, want := slices.Contains(m.deletes[mid], id), slices.Contains(tt.deleted, mid); got != want {
+				if got, want := slices.Contains(m.deletes.pendingOn(mid), id), slices.Contains(tt.deleted, mid); got != want {
 					t.Errorf("replica on %s deleted: %v, want %v", mid, got, want)
 				}
 			}
@@ -125,7 +125,7 @@ func TestMaster_Replicate_ActsOnReplicaChanges(t *testing.T) {
 func TestMaster_Replicate_ThrottledCopiesResume(t *testing.T) {
 	m := newTestMaster(t, t.TempDir(), func(m *Master) { m.MaxCopiesPerMinion = 1 })
 	addMinions(t, m, 3)
-	m.minions["MID-2"].load = 1 << 20
+	m.reg.minions["MID-2"].load = 1 << 20
 	var ids []uint64
 	for i := range 3 {
 		ids = append(ids, putSmallFile(t, m, fmt.Sprintf("/f%d", i), 2))
@@ -152,8 +152,8 @@ func TestMaster_Replicate_ThrottledCopiesResume(t *testing.T) {
 		t.Errorf("copied %v, want %v", copied, ids)
 	}
 	m.replicate(time.Now())
-	if len(m.recheck) != 0 || len(m.copyCmds) != 0 {
-		t.Errorf("after every copy: recheck %v, copies %v; want none", m.recheck, m.copyCmds)
+	if len(m.repl.recheck) != 0 || len(m.repl.copyCmds) != 0 {
+		t.Errorf("after every copy: recheck %v, copies %v; want none", m.repl.recheck, m.repl.copyCmds)
 	}
 }
 
@@ -162,10 +162,10 @@ func TestMaster_Replicate_ThrottledCopiesResume(t *testing.T) {
 func TestMaster_Replicate_MinionDeath(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 3)
-	m.minions["MID-2"].load = 1 << 20
+	m.reg.minions["MID-2"].load = 1 << 20
 	id := putSmallFile(t, m, "/f", 2)
 	m.replicate(time.Now())
-	m.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
+	m.reg.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
 	m.replicate(time.Now())
 	if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{id}) {
 		t.Errorf("copies asked of MID-2 after MID-0 died: %v, want [%s]", got, blockName(id))
@@ -177,12 +177,12 @@ func TestMaster_Replicate_MinionDeath(t *testing.T) {
 func checkReplicaCounts(t *testing.T, m *Master) {
 	t.Helper()
 	counts := map[string]int{}
-	for _, b := range m.blocks {
-		for _, id := range m.replicaIDs(b) {
+	for _, b := range m.ns.blocks {
+		for _, id := range m.reg.idsOf(b) {
 			counts[id]++
 		}
 	}
-	for id, mn := range m.minions {
+	for id, mn := range m.reg.minions {
 		if mn.replicas != counts[id] {
 			t.Errorf("%s: counted %d replicas, the master lists %d", id, mn.replicas, counts[id])
 		}
@@ -234,13 +234,13 @@ func TestMaster_Replicate_PutCompletedAfterStateChange(t *testing.T) {
 			}
 		}},
 		{"Died", func(t *testing.T, m *Master) {
-			m.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
+			m.reg.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newTestMaster(t, t.TempDir())
 			addMinions(t, m, 3)
-			m.minions["MID-2"].load = 1 << 20 // the pipeline is MID-0, MID-1
+			m.reg.minions["MID-2"].load = 1 << 20 // the pipeline is MID-0, MID-1
 			m.replicate(time.Now())
 			cr, err := m.create(&CreateArgs{Path: "/f", Replication: 2})
 			if err != nil {
@@ -251,17 +251,17 @@ func TestMaster_Replicate_PutCompletedAfterStateChange(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.change(t, m)
-			m.replicate(time.Now()) // notices the change; the block is not in m.blocks yet
+			m.replicate(time.Now()) // notices the change; the block is not in m.ns.blocks yet
 			// Both pipeline minions got the block; the client says so.
 			if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
 				t.Fatal(err)
 			}
-			if n := m.liveCount(m.blocks[ab.BlockID], time.Now()); n != 1 {
+			if n := m.liveCount(m.ns.blocks[ab.BlockID], time.Now()); n != 1 {
 				t.Fatalf("live replicas %d, want 1", n)
 			}
 			m.replicate(time.Now())
 			if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{ab.BlockID}) {
-				t.Errorf("copies asked of MID-2: %v, want [%s] (recheck %v, rescan %v)", got, blockName(ab.BlockID), m.recheck, m.rescan)
+				t.Errorf("copies asked of MID-2: %v, want [%s] (recheck %v, rescan %v)", got, blockName(ab.BlockID), m.repl.recheck, m.repl.rescan)
 			}
 		})
 	}
@@ -277,20 +277,20 @@ func TestMaster_Replicate_PutCompletedAfterStateChange(t *testing.T) {
 func TestMaster_Replicate_AddressTakenBetweenTicks(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 4)
-	m.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
+	m.reg.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
 	m.replicate(time.Now()) // MID-0 counted dead
 	if _, err := m.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
-	m.minions["MID-2"].load = 1 << 20
-	m.minions["MID-3"].load = 1 << 20
+	m.reg.minions["MID-2"].load = 1 << 20
+	m.reg.minions["MID-3"].load = 1 << 20
 	id := putSmallFile(t, m, "/f", 2) // on MID-0 and MID-1
 	// MID-2 moves to MID-0's address: MID-0 is gone again.
 	if _, err := m.register(&RegisterArgs{MinionID: "MID-2", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
-	if n := m.liveCount(m.blocks[id], time.Now()); n != 1 {
-		t.Fatalf("live %d, want 1 (replicas %v)", n, m.replicaIDs(m.blocks[id]))
+	if n := m.liveCount(m.ns.blocks[id], time.Now()); n != 1 {
+		t.Fatalf("live %d, want 1 (replicas %v)", n, m.reg.idsOf(m.ns.blocks[id]))
 	}
 	m.replicate(time.Now())
 	if got := append(copiesAsked(m, "MID-2"), copiesAsked(m, "MID-3")...); len(got) != 1 {
@@ -305,10 +305,10 @@ func TestMaster_Replicate_CopyOfRemovedFileGivesBackItsReservation(t *testing.T)
 		t.Run(end, func(t *testing.T) {
 			m := newTestMaster(t, t.TempDir())
 			addMinions(t, m, 3)
-			m.minions["MID-2"].load = 1 << 20
+			m.reg.minions["MID-2"].load = 1 << 20
 			id := putSmallFile(t, m, "/f", 2)
 			m.replicate(time.Now())
-			before := m.minions["MID-2"].load
+			before := m.reg.minions["MID-2"].load
 			m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "test"})
 			m.replicate(time.Now())
 			if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{id}) {
@@ -323,10 +323,10 @@ func TestMaster_Replicate_CopyOfRemovedFileGivesBackItsReservation(t *testing.T)
 					t.Fatal(err)
 				}
 			case "Late":
-				m.copying[id][0].deadline = time.Now().Add(-time.Second)
+				m.repl.copying[id][0].deadline = time.Now().Add(-time.Second)
 				m.replicate(time.Now())
 			}
-			if got := m.minions["MID-2"].load; got != before {
+			if got := m.reg.minions["MID-2"].load; got != before {
 				t.Errorf("MID-2's load is %d after the copy ended, want %d as before it", got, before)
 			}
 		})
@@ -363,16 +363,16 @@ func TestMaster_SetReplication(t *testing.T) {
 	}
 	m.replicate(time.Now())
 	for _, id := range []uint64{a, b} {
-		if live, inflight := m.liveCount(m.blocks[id], time.Now()), len(m.copying[id]); live+inflight != 3 {
+		if live, inflight := m.liveCount(m.ns.blocks[id], time.Now()), len(m.repl.copying[id]); live+inflight != 3 {
 			t.Errorf("%s: %d live replicas and %d copies asked for, want 3 in all", blockName(id), live, inflight)
 		}
 	}
-	if live := m.liveCount(m.blocks[c], time.Now()); live != 1 {
+	if live := m.liveCount(m.ns.blocks[c], time.Now()); live != 1 {
 		t.Errorf("%s: %d live replicas after lowering its replication to 1", blockName(c), live)
 	}
 	deleted := 0
 	for _, mid := range []string{"MID-0", "MID-1", "MID-2"} {
-		if slices.Contains(m.deletes[mid], c) {
+		if slices.Contains(m.deletes.pendingOn(mid), c) {
 			deleted++
 		}
 	}
@@ -387,7 +387,7 @@ func TestMaster_SetReplication(t *testing.T) {
 			t.Errorf("after a restart %s has replication %d (%v), want %d", p, fi.Replication, err, want)
 		}
 	}
-	if got := m2.blocks[a].repl; got != 3 {
+	if got := m2.ns.blocks[a].repl; got != 3 {
 		t.Errorf("after a restart %s has replication %d, want 3", blockName(a), got)
 	}
 }

@@ -180,6 +180,9 @@ type HeartbeatArgs struct {
 	Free      int64
 	Used      int64
 	NumBlocks int
+	// Deleted are the blocks it deleted at the master's request since
+	// its last heartbeat: the master may place copies of them there again.
+	Deleted []uint64
 }
 
 // HeartbeatReply carries the master's commands to a minion.
@@ -295,6 +298,7 @@ type FsckBlock struct {
 	Status   string   // healthy, under-replicated, corrupt, missing
 	Replicas []string // live good replicas
 	Corrupt  []string // replicas known to be corrupt
+	Note     string   // why healing cannot go on, if it cannot
 }
 
 // CreateArgs starts a put.
@@ -358,6 +362,12 @@ type PathArgs struct {
 type ListArgs struct {
 	Path      string
 	Recursive bool
+}
+
+// MkdirArgs makes a directory.
+type MkdirArgs struct {
+	Path    string
+	Parents bool // make missing parents; an existing directory is no error
 }
 
 // DeleteArgs names a path to remove.
