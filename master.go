@@ -184,7 +184,7 @@ func (m *Master) load() error {
 		m.Logger.Warn("edit log: cut off a torn last record (a crash during an append that was never acknowledged)")
 	}
 	if len(m.ns.blocks) > 0 {
-		m.enterSafeMode()
+		m.repl.enterSafeMode()
 	}
 	// grown stays empty: replica lists from disk are hints until the
 	// minions report, with no grace for one that a report leaves out.
@@ -213,9 +213,9 @@ func (m *Master) openJournal(last uint64) error {
 func (m *Master) reset() {
 	m.ns = newNamespace(m)
 	m.reg = newRegistry(m.DeadAfter)
-	m.repl = newReplication()
 	m.leases = newLeases()
 	m.deletes = newDeleteQueue()
+	m.repl = newReplication(m.ns, m.reg, m.leases, m.deletes, m.Logger, m.MaxCopiesPerMinion, m.SafeModeTimeout)
 }
 
 // applyImage loads img into the reset state. The caller holds mu or has
@@ -314,7 +314,6 @@ func (m *Master) housekeeping(ctx context.Context) {
 		case <-t.C:
 			now := time.Now()
 			m.expireWrites(now)
-			m.expireGrown(now)
 			m.replicate(now)
 			if m.edits.size() > m.CheckpointBytes && m.checkpointing.CompareAndSwap(false, true) {
 				m.wg.Add(1)
@@ -506,7 +505,7 @@ func (m *Master) blockAdded(id uint64, b *blockEntry) {
 		mn.load += b.size
 		mn.replicas++
 	}
-	if !m.repl.rescan && m.liveCount(b, time.Now()) < int(b.repl) {
+	if !m.repl.rescan && m.repl.liveCount(b, time.Now()) < int(b.repl) {
 		m.repl.recheck[id] = struct{}{}
 	}
 }

@@ -276,9 +276,9 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			case b.replicas.has(mn.slot):
 				listed++
 			case !slices.Contains(m.repl.corrupt[r.ID], mn.id):
-				m.addReplica(r.ID, b, mn, now)
+				m.repl.addReplica(r.ID, b, mn, now)
 				listed++
-				m.dropCorrupt(r.ID)
+				m.repl.dropCorrupt(r.ID)
 			}
 		case b == nil && pending[r.ID]:
 			// Part of a put in progress: Complete will record it.
@@ -298,7 +298,7 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			// replica of the wrong length: not a replica, however
 			// new.
 			if b != nil {
-				m.dropReplica(r.ID, b, mn)
+				m.repl.dropReplica(r.ID, b, mn)
 			}
 			del = append(del, r.ID)
 		}
@@ -316,11 +316,11 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 		}
 		for id, b := range m.ns.blocks {
 			if b.replicas.has(mn.slot) && !reported[id] && !m.repl.grewLately(id, now) {
-				m.dropReplica(id, b, mn)
+				m.repl.dropReplica(id, b, mn)
 			}
 		}
 	}
-	m.checkSafeMode(now)
+	m.repl.checkSafeMode(now)
 	return del
 }
 

@@ -15,7 +15,7 @@ import (
 func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
 	dir := t.TempDir()
 	m := newTestMaster(t, dir)
-	addMinions(t, m, 2)               // MID-0 (A), MID-1 (C)
+	addMinions(t, m, 2)                   // MID-0 (A), MID-1 (C)
 	m.reg.minions["MID-1"].load = 1 << 30 // C is busier: /f goes to A
 	id := putSmallFile(t, m, "/f", 1)
 	if got := m.reg.idsOf(m.ns.blocks[id]); !slices.Equal(got, []string{"MID-0"}) {

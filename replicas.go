@@ -81,21 +81,21 @@ func (r *replicaSet) remove(s minionSlot) bool {
 
 // addReplica records a new replica of block id on mn, fresh as of now (a
 // block report taken before it may leave it out), for the next replication
-// tick to look at. The caller holds mu and checked that mn has none.
-func (m *Master) addReplica(id uint64, b *blockEntry, mn *minionEntry, now time.Time) {
+// tick to look at. and checked that mn has none.
+func (r *replication) addReplica(id uint64, b *blockEntry, mn *minionEntry, now time.Time) {
 	b.replicas.add(mn.slot)
 	mn.load += b.size
 	mn.replicas++
-	m.repl.grown[id] = now.UnixNano()
-	m.repl.recheck[id] = struct{}{}
+	r.grown[id] = now.UnixNano()
+	r.recheck[id] = struct{}{}
 }
 
 // dropReplica forgets mn's replica of block id, if the master lists one,
-// for the next replication tick to look at. The caller holds mu.
-func (m *Master) dropReplica(id uint64, b *blockEntry, mn *minionEntry) {
+// for the next replication tick to look at..
+func (r *replication) dropReplica(id uint64, b *blockEntry, mn *minionEntry) {
 	if b.replicas.remove(mn.slot) {
 		mn.load -= b.size
 		mn.replicas--
-		m.repl.recheck[id] = struct{}{}
+		r.recheck[id] = struct{}{}
 	}
 }

@@ -22,6 +22,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -47,11 +48,23 @@ func copyTimeout(size int64) time.Duration {
 // a restarted master leaves safe mode.
 const safeModeThreshold = 0.999
 
-// replication is what the master knows of healing: safe mode, the blocks
-// to look at, the copies in flight and the corrupt replicas kept. It is
-// soft state, rebuilt from block reports after a restart. The master's mu
-// guards it.
+// replication is the master's healing: safe mode, the blocks to look at,
+// the copies in flight and the corrupt replicas kept, and the decisions
+// over them. Its state is soft, rebuilt from block reports after a
+// restart. It reads the namespace's blocks and the registry and changes
+// the replica sets of blocks (the block map); the master's mu guards all
+// of them, so every method is called with mu held.
 type replication struct {
+	ns      *namespace
+	reg     *registry
+	leases  *leases
+	deletes *deleteQueue
+	logger  *slog.Logger
+	// maxCopies bounds the copies in flight to one minion.
+	maxCopies int
+	// safeModeTimeout is the longest wait for block reports after a start.
+	safeModeTimeout time.Duration
+
 	copying  map[uint64][]pendingCopy // block -> copies asked for
 	copyCmds map[string][]CopyCommand // minion id -> copies to hand it
 	// recheck holds the blocks whose replication the next tick looks
@@ -79,8 +92,12 @@ type replication struct {
 	corrupt map[uint64][]string
 }
 
-func newReplication() *replication {
+func newReplication(ns *namespace, reg *registry, l *leases, d *deleteQueue, logger *slog.Logger, maxCopies int, safeModeTimeout time.Duration) *replication {
+	if safeModeTimeout <= 0 {
+		safeModeTimeout = reg.deadAfter
+	}
 	return &replication{
+		ns: ns, reg: reg, leases: l, deletes: d, logger: logger, maxCopies: maxCopies, safeModeTimeout: safeModeTimeout,
 		copying:  make(map[uint64][]pendingCopy),
 		copyCmds: make(map[string][]CopyCommand),
 		recheck:  make(map[uint64]struct{}),
@@ -88,6 +105,14 @@ func newReplication() *replication {
 		stuck:    make(map[uint64]string),
 		grown:    make(map[uint64]int64),
 		corrupt:  make(map[uint64][]string),
+	}
+}
+
+// queueDelete asks the given minions to delete block id at once. (Only
+// the namespace's changes hold deletes back; see Master.queueDelete.)
+func (r *replication) queueDelete(id uint64, minions []string) {
+	for _, mid := range minions {
+		r.deletes.queue(mid, id)
 	}
 }
 
@@ -107,12 +132,10 @@ func (r *replication) grewLately(id uint64, now time.Time) bool {
 }
 
 // expireGrown forgets the growths of replicas older than reportGrace.
-func (m *Master) expireGrown(now time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for id := range m.repl.grown {
-		if !m.repl.grewLately(id, now) {
-			delete(m.repl.grown, id)
+func (r *replication) expireGrown(now time.Time) {
+	for id := range r.grown {
+		if !r.grewLately(id, now) {
+			delete(r.grown, id)
 		}
 	}
 }
@@ -125,64 +148,54 @@ type pendingCopy struct {
 	sources  []string // minion addresses it may read from
 }
 
-// enterSafeMode starts the wait for block reports. The caller holds mu or
-// has not started serving.
-func (m *Master) enterSafeMode() {
-	timeout := m.SafeModeTimeout
-	if timeout <= 0 {
-		timeout = m.DeadAfter
-	}
-	m.repl.safeMode = true
-	m.repl.safeUntil = time.Now().Add(timeout)
-	m.repl.reported = make(map[uint64]bool)
-	m.repl.safeOrphans = make(map[string][]uint64)
+// enterSafeMode starts the wait for block reports.
+func (r *replication) enterSafeMode() {
+	r.safeMode = true
+	r.safeUntil = time.Now().Add(r.safeModeTimeout)
+	r.reported = make(map[uint64]bool)
+	r.safeOrphans = make(map[string][]uint64)
 }
 
 // checkSafeMode leaves safe mode once enough blocks were reported or the
-// timeout passed. The caller holds mu.
-func (m *Master) checkSafeMode(now time.Time) {
-	if !m.repl.safeMode {
+// timeout passed.
+func (r *replication) checkSafeMode(now time.Time) {
+	if !r.safeMode {
 		return
 	}
-	n, total := len(m.repl.reported), len(m.ns.blocks)
-	if float64(n) < safeModeThreshold*float64(total) && now.Before(m.repl.safeUntil) {
+	n, total := len(r.reported), len(r.ns.blocks)
+	if float64(n) < safeModeThreshold*float64(total) && now.Before(r.safeUntil) {
 		return
 	}
-	m.repl.safeMode = false
-	m.repl.reported = nil
-	m.repl.rescan = true // every block, now that the reports are in
-	pending := m.leases.pendingBlocks()
+	r.safeMode = false
+	r.reported = nil
+	r.rescan = true // every block, now that the reports are in
+	pending := r.leases.pendingBlocks()
 	orphans := 0
-	for mid, ids := range m.repl.safeOrphans {
+	for mid, ids := range r.safeOrphans {
 		for _, id := range ids {
-			if m.ns.blocks[id] == nil && !pending[id] {
-				m.queueDelete(id, []string{mid})
+			if r.ns.blocks[id] == nil && !pending[id] {
+				r.queueDelete(id, []string{mid})
 				orphans++
 			}
 		}
 	}
-	m.repl.safeOrphans = nil
-	m.Logger.Info("left safe mode", "reported_blocks", n, "blocks", total, "orphans_to_delete", orphans)
-}
-
-// usable reports whether mn can serve reads: known, addressed and alive.
-func (m *Master) usable(mn *minionEntry, now time.Time) bool {
-	return mn != nil && mn.addr != "" && m.reg.alive(mn, now)
+	r.safeOrphans = nil
+	r.logger.Info("left safe mode", "reported_blocks", n, "blocks", total, "orphans_to_delete", orphans)
 }
 
 // liveCount is the number of b's replicas that count towards its
 // replication: good, on live minions that are not being drained.
-func (m *Master) liveCount(b *blockEntry, now time.Time) int {
+func (r *replication) liveCount(b *blockEntry, now time.Time) int {
 	n := 0
 	for _, s := range b.replicas.list() {
-		if mn := m.reg.at(s); m.reg.usable(mn, now) && !mn.decommissioning {
+		if mn := r.reg.at(s); r.reg.usable(mn, now) && !mn.decommissioning {
 			n++
 		}
 	}
 	return n
 }
 
-// rescanInterval is how often replicate looks at every block even when
+// rescanInterval is how often tick looks at every block even when
 // nothing it watches changed: a safety net under the recheck set, as a
 // minion's full block report is under its incremental ones.
 const rescanInterval = 10 * time.Minute
@@ -191,33 +204,31 @@ const rescanInterval = 10 * time.Minute
 // their blocks' replication, and which of them trim may drop.
 type replicaState struct{ usable, decommissioning, registered bool }
 
-// replicate asks for copies of under-replicated blocks and trims
+// tick asks for copies of under-replicated blocks and trims
 // over-replicated ones. It does nothing in safe mode.
 //
-// It looks only at the blocks in m.repl.recheck: those whose replicas changed
+// It looks only at the blocks in recheck: those whose replicas changed
 // (a block report, a copy made, failed or late, a corrupt replica, a put
 // whose pipeline lost minions) and those it could not settle last time.
 // A change of any minion's state (dead, back, drained, registered) makes
 // it look at every block, as does leaving safe mode and, as a safety net,
 // rescanInterval. So a busy master with a million blocks does not spend
 // its lock on a full scan every heartbeat.
-func (m *Master) replicate(now time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.checkSafeMode(now)
-	if m.repl.safeMode {
+func (r *replication) tick(now time.Time) {
+	r.checkSafeMode(now)
+	if r.safeMode {
 		return
 	}
-	m.expireCopies(now)
-	for _, mn := range m.reg.bySlot[1:] {
-		st := replicaState{m.reg.usable(mn, now), mn.decommissioning, mn.registered}
+	r.expireCopies(now)
+	for _, mn := range r.reg.bySlot[1:] {
+		st := replicaState{r.reg.usable(mn, now), mn.decommissioning, mn.registered}
 		if st != mn.counted {
 			mn.counted = st
-			m.repl.rescan = true
+			r.rescan = true
 		}
 	}
-	if now.Sub(m.repl.lastRescan) >= rescanInterval {
-		m.repl.rescan = true
+	if now.Sub(r.lastRescan) >= rescanInterval {
+		r.rescan = true
 	}
 
 	type need struct {
@@ -231,11 +242,11 @@ func (m *Master) replicate(now time.Time) {
 	// the tick may forget it: it is as it should be, or waits for copies
 	// whose end (endCopy) puts it back in recheck.
 	settle := func(id uint64, b *blockEntry) bool {
-		live, repl := m.liveCount(b, now), int(b.repl)
-		inflight := len(m.repl.copying[id])
+		live, repl := r.liveCount(b, now), int(b.repl)
+		inflight := len(r.copying[id])
 		switch {
 		case live > repl && inflight == 0:
-			return m.trim(id, b, now) // not yet if a replica that counts is not registered
+			return r.trim(id, b, now) // not yet if a replica that counts is not registered
 		case live+inflight < repl:
 			needs = append(needs, need{id, b, live, repl - live - inflight})
 			return false
@@ -244,21 +255,21 @@ func (m *Master) replicate(now time.Time) {
 	}
 	look := func(id uint64, b *blockEntry) {
 		if b != nil && !settle(id, b) {
-			m.repl.recheck[id] = struct{}{}
+			r.recheck[id] = struct{}{}
 		} else {
-			delete(m.repl.recheck, id) // settled, or its file is gone
-			delete(m.repl.stuck, id)
+			delete(r.recheck, id) // settled, or its file is gone
+			delete(r.stuck, id)
 		}
 	}
-	if m.repl.rescan {
-		m.repl.rescan, m.repl.lastRescan = false, now
-		clear(m.repl.recheck)
-		for id, b := range m.ns.blocks {
+	if r.rescan {
+		r.rescan, r.lastRescan = false, now
+		clear(r.recheck)
+		for id, b := range r.ns.blocks {
 			look(id, b)
 		}
 	} else {
-		for id := range m.repl.recheck {
-			look(id, m.ns.blocks[id])
+		for id := range r.recheck {
+			look(id, r.ns.blocks[id])
 		}
 	}
 	// Fewest live replicas first: a block with one copy left is in more
@@ -267,52 +278,51 @@ func (m *Master) replicate(now time.Time) {
 	for _, n := range needs {
 		var sources []string
 		for _, s := range n.b.replicas.list() {
-			if mn := m.reg.at(s); m.reg.usable(mn, now) {
+			if mn := r.reg.at(s); r.reg.usable(mn, now) {
 				sources = append(sources, mn.addr)
 			}
 		}
 		if len(sources) == 0 {
-			delete(m.repl.stuck, n.id)
+			delete(r.stuck, n.id)
 			continue // missing: nothing to copy from; fsck reports it
 		}
-		targets := m.reg.place(n.want, n.b.size, func(mn *minionEntry) bool {
-			return mn.copies >= m.MaxCopiesPerMinion || n.b.replicas.has(mn.slot) ||
-				slices.Contains(m.repl.corrupt[n.id], mn.id) || m.isCopying(n.id, mn.id) ||
-				m.deletes.has(mn.id, n.id) // a copy there is yet to go
+		targets := r.reg.place(n.want, n.b.size, func(mn *minionEntry) bool {
+			return mn.copies >= r.maxCopies || n.b.replicas.has(mn.slot) ||
+				slices.Contains(r.corrupt[n.id], mn.id) || r.isCopying(n.id, mn.id) ||
+				r.deletes.has(mn.id, n.id) // a copy there is yet to go
 		})
 		for i, t := range targets {
 			// Spread the reads of the copies over the sources.
 			k := int((n.id + uint64(i)) % uint64(len(sources)))
 			src := append(slices.Clone(sources[k:]), sources[:k]...)
-			m.repl.copyCmds[t.id] = append(m.repl.copyCmds[t.id], CopyCommand{BlockID: n.id, Size: n.b.size, CRC: n.b.crc, Sources: src})
-			m.repl.copying[n.id] = append(m.repl.copying[n.id], pendingCopy{target: t.id, deadline: now.Add(copyTimeout(n.b.size)), size: n.b.size, sources: src})
+			r.copyCmds[t.id] = append(r.copyCmds[t.id], CopyCommand{BlockID: n.id, Size: n.b.size, CRC: n.b.crc, Sources: src})
+			r.copying[n.id] = append(r.copying[n.id], pendingCopy{target: t.id, deadline: now.Add(copyTimeout(n.b.size)), size: n.b.size, sources: src})
 			t.copies++
 			// place added a full reservation of the block's size to t.load;
 			// blockReceived turns it into a replica or gives it back.
 		}
 		switch {
 		case len(targets) == n.want:
-			delete(m.repl.recheck, n.id) // settled until the copies end
-			delete(m.repl.stuck, n.id)
-		case len(targets) == 0 && len(m.repl.copying[n.id]) == 0:
+			delete(r.recheck, n.id) // settled until the copies end
+			delete(r.stuck, n.id)
+		case len(targets) == 0 && len(r.copying[n.id]) == 0:
 			// Nothing in flight and nowhere to copy to: say so once,
 			// and show it in fsck, rather than wait in silence.
-			if _, known := m.repl.stuck[n.id]; !known {
-				why := m.noTargetReason(n.b, now)
-				m.repl.stuck[n.id] = why
-				m.Logger.Warn("block under-replicated with no minion to copy it to", "block", blockName(n.id),
+			if _, known := r.stuck[n.id]; !known {
+				why := r.noTargetReason(n.b, now)
+				r.stuck[n.id] = why
+				r.logger.Warn("block under-replicated with no minion to copy it to", "block", blockName(n.id),
 					"live", n.live, "want", int(n.b.repl), "why", why)
 			}
 		}
 	}
 }
 
-// noTargetReason says why no live minion can take a copy of b. The
-// caller holds mu.
-func (m *Master) noTargetReason(b *blockEntry, now time.Time) string {
+// noTargetReason says why no live minion can take a copy of b.
+func (r *replication) noTargetReason(b *blockEntry, now time.Time) string {
 	var live, holding, full, busy int
-	for _, mn := range m.reg.minions {
-		if !m.reg.usable(mn, now) || mn.decommissioning {
+	for _, mn := range r.reg.minions {
+		if !r.reg.usable(mn, now) || mn.decommissioning {
 			continue
 		}
 		live++
@@ -321,7 +331,7 @@ func (m *Master) noTargetReason(b *blockEntry, now time.Time) string {
 			holding++
 		case mn.registered && mn.free < b.size:
 			full++
-		case mn.copies >= m.MaxCopiesPerMinion:
+		case mn.copies >= r.maxCopies:
 			busy++
 		}
 	}
@@ -329,8 +339,9 @@ func (m *Master) noTargetReason(b *blockEntry, now time.Time) string {
 		live, holding, full, busy, live-holding-full-busy)
 }
 
-func (m *Master) isCopying(id uint64, mid string) bool {
-	for _, pc := range m.repl.copying[id] {
+// isCopying reports whether a copy of block id to minion mid is in flight.
+func (r *replication) isCopying(id uint64, mid string) bool {
+	for _, pc := range r.copying[id] {
 		if pc.target == mid {
 			return true
 		}
@@ -339,52 +350,52 @@ func (m *Master) isCopying(id uint64, mid string) bool {
 }
 
 // expireCopies forgets copies that took too long or whose target died, so
-// they are asked again. The caller holds mu.
-func (m *Master) expireCopies(now time.Time) {
+// they are asked again.
+func (r *replication) expireCopies(now time.Time) {
 	type key struct {
 		id  uint64
 		mid string
 	}
 	var late []key
-	for id, pcs := range m.repl.copying {
+	for id, pcs := range r.copying {
 		for _, pc := range pcs {
-			if !m.reg.usable(m.reg.minions[pc.target], now) || now.After(pc.deadline) || !m.anyUsable(pc.sources, now) {
+			if !r.reg.usable(r.reg.minions[pc.target], now) || now.After(pc.deadline) || !r.anyUsable(pc.sources, now) {
 				late = append(late, key{id, pc.target})
 			}
 		}
 	}
-	for mid := range m.repl.copyCmds {
-		if !m.reg.usable(m.reg.minions[mid], now) {
-			delete(m.repl.copyCmds, mid) // never collected
+	for mid := range r.copyCmds {
+		if !r.reg.usable(r.reg.minions[mid], now) {
+			delete(r.copyCmds, mid) // never collected
 		}
 	}
 	for _, k := range late {
-		m.endCopy(k.id, k.mid)
+		r.endCopy(k.id, k.mid)
 	}
 }
 
 // anyUsable reports whether any of the minions at addrs can serve reads:
 // a copy whose sources all died is asked again, from the replicas left.
-func (m *Master) anyUsable(addrs []string, now time.Time) bool {
-	return slices.ContainsFunc(addrs, func(a string) bool { return m.reg.usable(m.reg.byAddr(a), now) })
+func (r *replication) anyUsable(addrs []string, now time.Time) bool {
+	return slices.ContainsFunc(addrs, func(a string) bool { return r.reg.usable(r.reg.byAddr(a), now) })
 }
 
 // endCopy forgets the copy of block id to minion mid and gives back its
-// reservation. The caller holds mu.
-func (m *Master) endCopy(id uint64, mid string) bool {
-	pcs := m.repl.copying[id]
+// reservation.
+func (r *replication) endCopy(id uint64, mid string) bool {
+	pcs := r.copying[id]
 	i := slices.IndexFunc(pcs, func(pc pendingCopy) bool { return pc.target == mid })
 	if i < 0 {
 		return false
 	}
 	size := pcs[i].size // its file may be gone: the reservation still is not
 	if len(pcs) == 1 {
-		delete(m.repl.copying, id)
+		delete(r.copying, id)
 	} else {
-		m.repl.copying[id] = slices.Delete(pcs, i, i+1)
+		r.copying[id] = slices.Delete(pcs, i, i+1)
 	}
-	m.repl.recheck[id] = struct{}{} // made, failed or late: look again
-	if mn := m.reg.minions[mid]; mn != nil {
+	r.recheck[id] = struct{}{} // made, failed or late: look again
+	if mn := r.reg.minions[mid]; mn != nil {
 		mn.copies--
 		mn.load -= size
 	}
@@ -397,60 +408,56 @@ func (m *Master) endCopy(id uint64, mid string) bool {
 // the image may name minions that lost the block or never come back, and
 // a replica that exists only on paper must never make a real one look
 // extra. It reports whether the block is down to its replication among
-// those replicas. The caller holds mu.
-func (m *Master) trim(id uint64, b *blockEntry, now time.Time) bool {
+// those replicas.
+func (r *replication) trim(id uint64, b *blockEntry, now time.Time) bool {
 	var live []*minionEntry
 	for _, s := range b.replicas.list() {
-		if mn := m.reg.at(s); m.reg.usable(mn, now) && !mn.decommissioning && mn.registered {
+		if mn := r.reg.at(s); r.reg.usable(mn, now) && !mn.decommissioning && mn.registered {
 			live = append(live, mn)
 		}
 	}
 	if len(live) <= int(b.repl) {
-		return m.liveCount(b, now) <= int(b.repl)
+		return r.liveCount(b, now) <= int(b.repl)
 	}
 	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
 	for _, mn := range live[:len(live)-int(b.repl)] {
-		m.dropReplica(id, b, mn)
-		m.queueDelete(id, []string{mn.id})
+		r.dropReplica(id, b, mn)
+		r.queueDelete(id, []string{mn.id})
 	}
-	return m.liveCount(b, now) <= int(b.repl)
+	return r.liveCount(b, now) <= int(b.repl)
 }
 
 // blockReceived records a copy made at the master's request.
-func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	mn := m.reg.minions[a.MinionID]
+func (r *replication) received(a *BlockReceivedArgs) (*BlockReceivedReply, error) {
+	mn := r.reg.minions[a.MinionID]
 	if mn == nil {
 		return nil, fmt.Errorf("%w: unknown minion %s", ErrBadArg, a.MinionID)
 	}
-	m.endCopy(a.BlockID, mn.id)
-	m.deletes.forget(mn.id, a.BlockID) // a new copy, not the one deleted before
+	r.endCopy(a.BlockID, mn.id)
+	r.deletes.forget(mn.id, a.BlockID) // a new copy, not the one deleted before
 	if a.Failed {
 		return &BlockReceivedReply{}, nil
 	}
-	b := m.ns.blocks[a.BlockID]
+	b := r.ns.blocks[a.BlockID]
 	if b == nil || b.size != a.Size {
 		return &BlockReceivedReply{Delete: true}, nil // its file went meanwhile
 	}
 	if !b.replicas.has(mn.slot) {
-		m.addReplica(a.BlockID, b, mn, time.Now())
+		r.addReplica(a.BlockID, b, mn, time.Now())
 	}
-	m.dropCorrupt(a.BlockID)
+	r.dropCorrupt(a.BlockID)
 	return &BlockReceivedReply{}, nil
 }
 
 // reportBad drops a replica that failed its checksums. The last replica of
 // a block is kept, marked corrupt: some of its bytes may still be wanted.
-func (m *Master) reportBad(a *ReportBadArgs) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b := m.ns.blocks[a.BlockID]
+func (r *replication) reportBad(a *ReportBadArgs) {
+	b := r.ns.blocks[a.BlockID]
 	if b == nil {
 		return
 	}
 	var mn *minionEntry
-	for _, x := range m.reg.minions {
+	for _, x := range r.reg.minions {
 		if x.addr == a.Addr && b.replicas.has(x.slot) {
 			mn = x
 		}
@@ -458,27 +465,68 @@ func (m *Master) reportBad(a *ReportBadArgs) {
 	if mn == nil {
 		return
 	}
-	m.Logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)
-	m.dropReplica(a.BlockID, b, mn)
+	r.logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)
+	r.dropReplica(a.BlockID, b, mn)
 	// Delete it only if a good replica is on a minion that can serve it
 	// now; else keep it: some of its bytes may be all that is left.
 	now := time.Now()
 	// Only a replica whose minion reported it to this master process
 	// counts: after a restart the lists from disk are hints.
-	if slices.ContainsFunc(b.replicas.list(), func(s minionSlot) bool { mn := m.reg.at(s); return m.reg.usable(mn, now) && mn.registered }) {
-		m.queueDelete(a.BlockID, []string{mn.id})
+	if slices.ContainsFunc(b.replicas.list(), func(s minionSlot) bool { mn := r.reg.at(s); return r.reg.usable(mn, now) && mn.registered }) {
+		r.queueDelete(a.BlockID, []string{mn.id})
 	} else {
-		m.repl.corrupt[a.BlockID] = append(m.repl.corrupt[a.BlockID], mn.id)
+		r.corrupt[a.BlockID] = append(r.corrupt[a.BlockID], mn.id)
 	}
 }
 
 // dropCorrupt deletes the corrupt replicas kept of block id, now that it has
-// a good one again. The caller holds mu.
-func (m *Master) dropCorrupt(id uint64) {
-	if bad := m.repl.corrupt[id]; len(bad) > 0 {
-		m.queueDelete(id, bad)
-		delete(m.repl.corrupt, id)
+// a good one again.
+func (r *replication) dropCorrupt(id uint64) {
+	if bad := r.corrupt[id]; len(bad) > 0 {
+		r.queueDelete(id, bad)
+		delete(r.corrupt, id)
 	}
+}
+
+// ---- the master's RPCs of healing ----
+
+// replicate expires old replica growths and runs a replication tick.
+func (m *Master) replicate(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.repl.expireGrown(now)
+	m.repl.tick(now)
+}
+
+// blockReceived records a copy made at the master's request.
+func (m *Master) blockReceived(a *BlockReceivedArgs) (*BlockReceivedReply, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.repl.received(a)
+}
+
+// reportBad drops a replica that failed its checksums.
+func (m *Master) reportBad(a *ReportBadArgs) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.repl.reportBad(a)
+}
+
+// report describes every minion and the cluster.
+func (m *Master) report() *ReportReply {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.repl.report(m.clusterID)
+}
+
+// fsck reports the health of every block of the files at or below p.
+func (m *Master) fsck(p string) (*FsckReply, error) {
+	if err := checkPath(p); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.repl.fsck(p)
 }
 
 // decommission starts draining the minion at addr, and logs it so that a
@@ -525,61 +573,54 @@ func (m *Master) decommission(addr string) (_ *DecommissionReply, seq uint64, er
 }
 
 // report describes every minion and the cluster.
-func (m *Master) report() *ReportReply {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (r *replication) report(clusterID string) *ReportReply {
 	now := time.Now()
 	// A decommissioning minion is done when every block it holds has
 	// its full replication elsewhere.
 	draining := make(map[string]bool)
-	for _, b := range m.ns.blocks {
-		short := m.liveCount(b, now) < int(b.repl)
+	for _, b := range r.ns.blocks {
+		short := r.liveCount(b, now) < int(b.repl)
 		for _, s := range b.replicas.list() {
-			if mn := m.reg.at(s); mn.decommissioning && short {
+			if mn := r.reg.at(s); mn.decommissioning && short {
 				draining[mn.id] = true
 			}
 		}
 	}
-	r := &ReportReply{ClusterID: m.clusterID, SafeMode: m.repl.safeMode, Files: m.ns.files, Blocks: len(m.ns.blocks)}
-	for _, mn := range m.reg.minions {
+	rep := &ReportReply{ClusterID: clusterID, SafeMode: r.safeMode, Files: r.ns.files, Blocks: len(r.ns.blocks)}
+	for _, mn := range r.reg.minions {
 		state := stateLive
 		switch {
-		case !m.reg.alive(mn, now) || mn.addr == "":
+		case !r.reg.alive(mn, now) || mn.addr == "":
 			state = stateDead
 		case mn.decommissioning && draining[mn.id]:
 			state = stateDecommissioning
 		case mn.decommissioning:
 			state = stateDecommissioned
 		}
-		r.Minions = append(r.Minions, MinionInfo{ID: mn.id, Addr: mn.addr, State: state, Capacity: mn.capacity,
+		rep.Minions = append(rep.Minions, MinionInfo{ID: mn.id, Addr: mn.addr, State: state, Capacity: mn.capacity,
 			Free: mn.free, Used: mn.used, Blocks: mn.numBlocks, LastHeartbeat: now.Sub(mn.lastSeen)})
 	}
-	slices.SortFunc(r.Minions, func(a, b MinionInfo) int { return cmp.Or(strings.Compare(a.Addr, b.Addr), strings.Compare(a.ID, b.ID)) })
-	return r
+	slices.SortFunc(rep.Minions, func(a, b MinionInfo) int { return cmp.Or(strings.Compare(a.Addr, b.Addr), strings.Compare(a.ID, b.ID)) })
+	return rep
 }
 
 // fsck reports the health of every block of the files at or below p.
-func (m *Master) fsck(p string) (*FsckReply, error) {
-	if err := checkPath(p); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.ns.exists(p) {
+func (r *replication) fsck(p string) (*FsckReply, error) {
+	if !r.ns.exists(p) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
 	}
-	paths := m.ns.filesAt(p)
+	paths := r.ns.filesAt(p)
 	slices.Sort(paths)
 	now := time.Now()
-	r := &FsckReply{SafeMode: m.repl.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
+	rep := &FsckReply{SafeMode: r.safeMode, Files: len(paths), Blocks: []FsckBlock{}}
 	for _, fp := range paths {
-		f := m.ns.file(fp)
+		f := r.ns.file(fp)
 		for i, id := range f.blocks.list() {
-			b := m.ns.blocks[id]
+			b := r.ns.blocks[id]
 			fb := FsckBlock{Path: fp, Index: i, ID: id, Size: b.size, Expected: int(b.repl), Replicas: []string{}}
 			available := 0
 			for _, s := range b.replicas.list() {
-				if mn := m.reg.at(s); m.reg.usable(mn, now) {
+				if mn := r.reg.at(s); r.reg.usable(mn, now) {
 					fb.Replicas = append(fb.Replicas, mn.addr)
 					available++
 					if !mn.decommissioning {
@@ -587,13 +628,13 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 					}
 				}
 			}
-			for _, mid := range m.repl.corrupt[id] {
-				if mn := m.reg.minions[mid]; mn != nil {
+			for _, mid := range r.corrupt[id] {
+				if mn := r.reg.minions[mid]; mn != nil {
 					fb.Corrupt = append(fb.Corrupt, mn.addr)
 				}
 			}
 			if fb.Live < int(b.repl) {
-				fb.Note = m.repl.stuck[id]
+				fb.Note = r.stuck[id]
 			}
 			switch {
 			case available == 0 && len(fb.Corrupt) > 0:
@@ -605,8 +646,8 @@ func (m *Master) fsck(p string) (*FsckReply, error) {
 			default:
 				fb.Status = statusHealthy
 			}
-			r.Blocks = append(r.Blocks, fb)
+			rep.Blocks = append(rep.Blocks, fb)
 		}
 	}
-	return r, nil
+	return rep, nil
 }

@@ -256,7 +256,7 @@ func TestMaster_Replicate_PutCompletedAfterStateChange(t *testing.T) {
 			if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: ab.BlockID, Size: 10}}}); err != nil {
 				t.Fatal(err)
 			}
-			if n := m.liveCount(m.ns.blocks[ab.BlockID], time.Now()); n != 1 {
+			if n := m.repl.liveCount(m.ns.blocks[ab.BlockID], time.Now()); n != 1 {
 				t.Fatalf("live replicas %d, want 1", n)
 			}
 			m.replicate(time.Now())
@@ -289,7 +289,7 @@ func TestMaster_Replicate_AddressTakenBetweenTicks(t *testing.T) {
 	if _, err := m.register(&RegisterArgs{MinionID: "MID-2", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
-	if n := m.liveCount(m.ns.blocks[id], time.Now()); n != 1 {
+	if n := m.repl.liveCount(m.ns.blocks[id], time.Now()); n != 1 {
 		t.Fatalf("live %d, want 1 (replicas %v)", n, m.reg.idsOf(m.ns.blocks[id]))
 	}
 	m.replicate(time.Now())
@@ -363,11 +363,11 @@ func TestMaster_SetReplication(t *testing.T) {
 	}
 	m.replicate(time.Now())
 	for _, id := range []uint64{a, b} {
-		if live, inflight := m.liveCount(m.ns.blocks[id], time.Now()), len(m.repl.copying[id]); live+inflight != 3 {
+		if live, inflight := m.repl.liveCount(m.ns.blocks[id], time.Now()), len(m.repl.copying[id]); live+inflight != 3 {
 			t.Errorf("%s: %d live replicas and %d copies asked for, want 3 in all", blockName(id), live, inflight)
 		}
 	}
-	if live := m.liveCount(m.ns.blocks[c], time.Now()); live != 1 {
+	if live := m.repl.liveCount(m.ns.blocks[c], time.Now()); live != 1 {
 		t.Errorf("%s: %d live replicas after lowering its replication to 1", blockName(c), live)
 	}
 	deleted := 0
