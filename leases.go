@@ -278,7 +278,7 @@ func (m *Master) complete(a *CompleteArgs) error {
 		m.repl.grown[b.ID] = now.UnixNano()
 	}
 	for _, d := range dropped {
-		m.queueDelete(d.id, d.pipeline) // whatever part of the block they got
+		m.repl.queueDelete(d.id, d.pipeline) // whatever part of the block they got
 	}
 	m.mu.Unlock()
 	return m.syncThenRelease(seq)
@@ -335,7 +335,7 @@ func (m *Master) abandon(a *AbandonArgs) {
 // caller holds mu.
 func (m *Master) dropAllocations(allocs []allocation, reserved int64) {
 	for _, a := range allocs {
-		m.queueDelete(a.id, a.pipeline)
+		m.repl.queueDelete(a.id, a.pipeline)
 		m.reg.addLoad(a.pipeline, -reserved)
 	}
 }

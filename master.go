@@ -88,10 +88,6 @@ type Master struct {
 	ns        *namespace
 	reg       *registry
 	repl      *replication
-	// holdUntil is the seq of the change being applied by the live path,
-	// 0 if none: the deletes of the blocks it removes are held until its
-	// record is on disk (see deleteQueue).
-	holdUntil uint64
 	closed    bool
 }
 
@@ -211,11 +207,12 @@ func (m *Master) openJournal(last uint64) error {
 // reset gives the master empty parts. The caller holds mu or has not
 // started serving.
 func (m *Master) reset() {
-	m.ns = newNamespace(m)
+	m.ns = newNamespace(nil)
 	m.reg = newRegistry(m.DeadAfter)
 	m.leases = newLeases()
 	m.deletes = newDeleteQueue()
 	m.repl = newReplication(m.ns, m.reg, m.leases, m.deletes, m.Logger, m.MaxCopiesPerMinion, m.SafeModeTimeout)
+	m.ns.hooks = m.repl
 }
 
 // applyImage loads img into the reset state. The caller holds mu or has
@@ -419,9 +416,9 @@ func (m *Master) commit(e *edit) (seq uint64, n int, err error) {
 	if seq, err = m.logEdit(e); err != nil {
 		return 0, 0, err
 	}
-	m.holdUntil = seq
+	m.repl.holdUntil = seq
 	n, err = m.applyEdit(e)
-	m.holdUntil = 0
+	m.repl.holdUntil = 0
 	if err != nil {
 		// check passed under the same lock: apply cannot refuse it.
 		panic(fmt.Sprintf("master: a checked %v of %s was refused: %v", e.Op, e.Path, err))
@@ -489,58 +486,6 @@ func (m *Master) snapshot() *image {
 		return true
 	})
 	return img
-}
-
-// ---- what the namespace's changes mean for the rest (nsHooks) ----
-
-func (m *Master) replicaSetOf(ids []string) replicaSet { return m.reg.slotsOf(ids) }
-
-// blockAdded counts a new block's replicas on their minions and has the
-// next tick look at it if its pipeline lost minions, or one is dead or
-// draining now. Not while a look at every block is due anyway (at start,
-// where it would cost a count per block of the image).
-func (m *Master) blockAdded(id uint64, b *blockEntry) {
-	for _, s := range b.replicas.list() {
-		mn := m.reg.at(s)
-		mn.load += b.size
-		mn.replicas++
-	}
-	if !m.repl.rescan && m.repl.liveCount(b, time.Now()) < int(b.repl) {
-		m.repl.recheck[id] = struct{}{}
-	}
-}
-
-// blockRemoved deletes the replicas of a block that left the namespace,
-// corrupt ones included, and forgets what replication knew of it.
-func (m *Master) blockRemoved(id uint64, b *blockEntry) {
-	for _, s := range b.replicas.list() {
-		mn := m.reg.at(s)
-		m.queueDeleteOn(id, mn.id)
-		mn.load -= b.size
-		mn.replicas--
-	}
-	m.queueDelete(id, m.repl.corrupt[id])
-	m.repl.forget(id)
-}
-
-func (m *Master) replicationSet(id uint64) { m.repl.recheck[id] = struct{}{} }
-
-// queueDelete asks the given minions to delete block id, at once or, while
-// a logged change is applied (holdUntil), once its record is on disk. The
-// caller holds mu.
-func (m *Master) queueDelete(id uint64, minions []string) {
-	for _, mid := range minions {
-		m.queueDeleteOn(id, mid)
-	}
-}
-
-// queueDeleteOn is queueDelete on the one minion mid.
-func (m *Master) queueDeleteOn(id uint64, mid string) {
-	if m.holdUntil > 0 {
-		m.deletes.hold(m.holdUntil, mid, id)
-	} else {
-		m.deletes.queue(mid, id)
-	}
 }
 
 // ---- the namespace's RPCs ----

@@ -240,7 +240,7 @@ func TestMaster_Heartbeat_DeleteBatch(t *testing.T) {
 	m := newTestMaster(t, t.TempDir())
 	addMinions(t, m, 1)
 	for i := range maxDeletesPerHeartbeat + 10 {
-		m.queueDelete(uint64(i+1), []string{"MID-0"})
+		m.repl.queueDelete(uint64(i+1), []string{"MID-0"})
 	}
 	hb := &HeartbeatArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}
 	if got := len(m.heartbeat(hb).Delete); got != maxDeletesPerHeartbeat {

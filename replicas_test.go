@@ -44,7 +44,7 @@ func TestMaster_ReplicaSlots(t *testing.T) {
 			t.Fatalf("%s has slot %d", mid, mn.slot)
 		}
 	}
-	r := m.replicaSetOf([]string{"MID-2", "MID-unknown", "MID-0"})
+	r := m.reg.slotsOf([]string{"MID-2", "MID-unknown", "MID-0"})
 	if got := m.reg.idsOf(&blockEntry{replicas: r}); !slices.Equal(got, []string{"MID-2", "MID-0"}) {
 		t.Errorf("replicas %v, want MID-2 and MID-0 (an unknown minion left out)", got)
 	}

@@ -64,6 +64,10 @@ type replication struct {
 	maxCopies int
 	// safeModeTimeout is the longest wait for block reports after a start.
 	safeModeTimeout time.Duration
+	// holdUntil is the seq of the change of the namespace being applied
+	// by the live path, 0 if none: the deletes of the blocks it removes
+	// are held until its record is on disk (see deleteQueue).
+	holdUntil uint64
 
 	copying  map[uint64][]pendingCopy // block -> copies asked for
 	copyCmds map[string][]CopyCommand // minion id -> copies to hand it
@@ -108,13 +112,52 @@ func newReplication(ns *namespace, reg *registry, l *leases, d *deleteQueue, log
 	}
 }
 
-// queueDelete asks the given minions to delete block id at once. (Only
-// the namespace's changes hold deletes back; see Master.queueDelete.)
+// queueDelete asks the given minions to delete block id, at once or, while
+// a change of the namespace is applied (holdUntil), once its record is on
+// disk.
 func (r *replication) queueDelete(id uint64, minions []string) {
 	for _, mid := range minions {
-		r.deletes.queue(mid, id)
+		if r.holdUntil > 0 {
+			r.deletes.hold(r.holdUntil, mid, id)
+		} else {
+			r.deletes.queue(mid, id)
+		}
 	}
 }
+
+// ---- what the namespace's changes mean for the block map (nsHooks) ----
+
+func (r *replication) replicaSetOf(ids []string) replicaSet { return r.reg.slotsOf(ids) }
+
+// blockAdded counts a new block's replicas on their minions and has the
+// next tick look at it if its pipeline lost minions, or one is dead or
+// draining now. Not while a look at every block is due anyway (at start,
+// where it would cost a count per block of the image).
+func (r *replication) blockAdded(id uint64, b *blockEntry) {
+	for _, s := range b.replicas.list() {
+		mn := r.reg.at(s)
+		mn.load += b.size
+		mn.replicas++
+	}
+	if !r.rescan && r.liveCount(b, time.Now()) < int(b.repl) {
+		r.recheck[id] = struct{}{}
+	}
+}
+
+// blockRemoved deletes the replicas of a block that left the namespace,
+// corrupt ones included, and forgets what replication knew of it.
+func (r *replication) blockRemoved(id uint64, b *blockEntry) {
+	for _, s := range b.replicas.list() {
+		mn := r.reg.at(s)
+		r.queueDelete(id, []string{mn.id})
+		mn.load -= b.size
+		mn.replicas--
+	}
+	r.queueDelete(id, r.corrupt[id])
+	r.forget(id)
+}
+
+func (r *replication) replicationSet(id uint64) { r.recheck[id] = struct{}{} }
 
 // forget drops what replication knows of block id, whose file is gone.
 // Copies in flight end by themselves (their target's report finds no block).
