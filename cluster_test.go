@@ -196,18 +196,6 @@ func TestCluster_ListStatRemove(t *testing.T) {
 	waitFor(t, 5*time.Second, "blocks of removed files deleted", func() bool { return totalBlocks(cl) == 2 })
 }
 
-// minionAt returns the running minion that serves addr.
-func minionAt(t testing.TB, cl *DevCluster, addr string) *Minion {
-	t.Helper()
-	for _, mn := range cl.MinionSet {
-		if mn.advertised() == addr {
-			return mn
-		}
-	}
-	t.Fatalf("no minion at %s", addr)
-	return nil
-}
-
 func TestCluster_Get_FallsBackToNextReplica(t *testing.T) {
 	t.Run("MinionDown", func(t *testing.T) {
 		cl := startCluster(t, 3)
@@ -293,24 +281,6 @@ func TestCluster_Get_NoLiveReplica(t *testing.T) {
 	}
 }
 
-// errAfter yields n bytes, then fails.
-type errAfter struct {
-	n   int
-	err error
-}
-
-func (r *errAfter) Read(p []byte) (int, error) {
-	if r.n == 0 {
-		return 0, r.err
-	}
-	k := min(len(p), r.n)
-	for i := range p[:k] {
-		p[i] = byte(i)
-	}
-	r.n -= k
-	return k, nil
-}
-
 // A put that fails half-way leaves no file, and its blocks are deleted.
 func TestCluster_Put_FailureLeavesNothing(t *testing.T) {
 	t.Run("InputFails", func(t *testing.T) {
@@ -354,24 +324,6 @@ func TestCluster_Put_FailureLeavesNothing(t *testing.T) {
 			t.Fatalf("stat after a canceled put: %v, want ErrNotFound", err)
 		}
 	})
-}
-
-// hookReader calls hook once, when the reading passes offset at.
-type hookReader struct {
-	r    io.Reader
-	at   int
-	n    int
-	hook func()
-	once sync.Once
-}
-
-func (h *hookReader) Read(p []byte) (int, error) {
-	if h.n >= h.at {
-		h.once.Do(h.hook)
-	}
-	n, err := h.r.Read(p[:min(len(p), 4096)])
-	h.n += n
-	return n, err
 }
 
 func TestCluster_NoMinions(t *testing.T) {
@@ -606,53 +558,6 @@ func TestClient_NotAMaster(t *testing.T) {
 	}
 }
 
-// listen serves each connection with handle on a loopback port.
-func listen(t testing.TB, handle func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); handle(c) }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// closedPort returns a loopback address where nothing listens.
-func closedPort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // A minion dir of one cluster cannot join another.
 func TestMinion_WrongCluster(t *testing.T) {
 	a := startCluster(t, 1)
@@ -684,23 +589,6 @@ func TestMinion_DirLocked(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cl.MinionSet[0].Dir, "minion.json")); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// fsckHealthy reports whether every block below p has its full replication.
-func fsckHealthy(t testing.TB, cl *DevCluster, p string) bool {
-	r, err := cl.Master.fsck(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range r.Blocks {
-		if b.Status != statusHealthy {
-			if testing.Verbose() {
-				t.Logf("fsck: %s block %d: %s, live %d of %d on %v", b.Path, b.Index, b.Status, b.Live, b.Expected, b.Replicas)
-			}
-			return false
-		}
-	}
-	return true
 }
 
 // waitDead waits until the master counts the minion at addr as dead.
@@ -957,5 +845,60 @@ func TestCluster_CheckpointsInTheBackground(t *testing.T) {
 	}
 	if firsts, err := segments(dir); err != nil || firsts[0] != img.LastSeq+1 {
 		t.Errorf("log segments %v (%v): the ones the image covers are not gone", firsts, err)
+	}
+}
+
+// A minion that forwards to a peer that restarted (same address) uses the
+// dead pooled connection once: the healthy peer is dropped from the pipeline.
+func TestCluster_RestartedMinion_NotDroppedFromPipeline(t *testing.T) {
+	cl := startCluster(t, 3)
+	c := newTestClient(t, cl)
+	data := randomBytes(t, 1000)
+	mustPut(t, c, "/a", data, PutOptions{})
+	fi, _ := c.Stat(t.Context(), "/a")
+	t.Logf("first pipeline/replicas: %v", fi.Blocks[0].Replicas)
+	// Restart every minion except the first of the pipeline, on the same address.
+	first := 0
+	for i, mn := range cl.MinionSet {
+		if mn.ident.MinionID < cl.MinionSet[first].ident.MinionID {
+			first = i
+		}
+	}
+	for i, old := range cl.MinionSet {
+		if i == first {
+			continue
+		}
+		addr := old.advertised()
+		dir := old.Dir
+		old.Close()
+		mn := NewMinion(dir, addr, cl.Master.AddrString())
+		mn.Logger = old.Logger
+		mn.Heartbeat = testHeartbeat
+		mn.ScrubInterval = 0
+		if err := mn.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cl.MinionSet[i] = mn
+	}
+	waitFor(t, 5*time.Second, "restarted minions registered", func() bool {
+		for _, mn := range cl.MinionSet {
+			mn.mu.Lock()
+			ok := mn.registered
+			mn.mu.Unlock()
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+	c2 := newTestClient(t, cl) // fresh client pool; minions' pools are long-lived
+	for i := range 5 {
+		p := "/b" + string(rune('0'+i))
+		mustPut(t, c2, p, data, PutOptions{})
+		fi, _ := c2.Stat(t.Context(), p)
+		if n := len(fi.Blocks[0].Replicas); n != 3 {
+			t.Errorf("%s: written to %d minions of 3 (%v) although all are healthy", p, n, fi.Blocks[0].Replicas)
+		}
+		mustGet(t, c2, p, data)
 	}
 }

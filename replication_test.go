@@ -8,17 +8,6 @@ import (
 	"time"
 )
 
-// copiesAsked lists the blocks the master asked minion mid to copy, and
-// hands them over (as the minion's heartbeat would).
-func copiesAsked(m *Master, mid string) []uint64 {
-	var ids []uint64
-	for _, c := range m.repl.copyCmds[mid] {
-		ids = append(ids, c.BlockID)
-	}
-	delete(m.repl.copyCmds, mid)
-	return ids
-}
-
 // A tick with nothing changed looks at no block; a change to one block's
 // replicas is acted on at the next tick, with no minion changing state and
 // no full scan.
@@ -169,23 +158,6 @@ func TestMaster_Replicate_MinionDeath(t *testing.T) {
 	m.replicate(time.Now())
 	if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{id}) {
 		t.Errorf("copies asked of MID-2 after MID-0 died: %v, want [%s]", got, blockName(id))
-	}
-}
-
-// checkReplicaCounts checks each minion's count of the replicas the master
-// lists on it, which decides whether a block report needs a full scan.
-func checkReplicaCounts(t *testing.T, m *Master) {
-	t.Helper()
-	counts := map[string]int{}
-	for _, b := range m.ns.blocks {
-		for _, id := range m.reg.idsOf(b) {
-			counts[id]++
-		}
-	}
-	for id, mn := range m.reg.minions {
-		if mn.replicas != counts[id] {
-			t.Errorf("%s: counted %d replicas, the master lists %d", id, mn.replicas, counts[id])
-		}
 	}
 }
 
@@ -389,5 +361,198 @@ func TestMaster_SetReplication(t *testing.T) {
 	}
 	if got := m2.ns.blocks[a].repl; got != 3 {
 		t.Errorf("after a restart %s has replication %d, want 3", blockName(a), got)
+	}
+}
+
+// After a restart the master waits for block reports before it copies or
+// deletes anything, and leaves safe mode once the blocks are reported.
+func TestMaster_SafeMode(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 3)
+	for i := range 4 {
+		if err := putFile(t, m, fmt.Sprintf("/f%d", i), 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.edits.close()
+
+	m2 := newTestMaster(t, dir, func(m *Master) { m.SafeModeTimeout = time.Hour })
+	if !m2.repl.safeMode {
+		t.Fatal("restarted master with blocks is not in safe mode")
+	}
+	// MID-0 reports everything but one block, plus an orphan; the others
+	// are silent. Nothing may be copied or deleted yet.
+	var report []BlockReport
+	for id, b := range m2.ns.blocks {
+		report = append(report, BlockReport{ID: id, Size: b.size})
+	}
+	reply, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+		Blocks: append(report[1:], BlockReport{ID: 4242, Size: 1})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reply.Delete) != 0 {
+		t.Errorf("deletes %v in safe mode", reply.Delete)
+	}
+	for _, mid := range []string{"MID-1", "MID-2"} {
+		m2.reg.minions[mid].lastSeen = time.Now().Add(-time.Hour) // dead
+	}
+	m2.replicate(time.Now())
+	if !m2.repl.safeMode || len(m2.repl.copyCmds) != 0 {
+		t.Fatalf("safe mode %v, copies %v: want still in safe mode, no copies", m2.repl.safeMode, m2.repl.copyCmds)
+	}
+	// The last block reported: safe mode ends, the orphan goes, copies start.
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+		Blocks: append(report, BlockReport{ID: 4242, Size: 1})}); err != nil {
+		t.Fatal(err)
+	}
+	if m2.repl.safeMode {
+		t.Fatal("still in safe mode with every block reported")
+	}
+	if !slices.Contains(m2.deletes.pendingOn("MID-0"), 4242) {
+		t.Errorf("orphan reported in safe mode not queued for deletion: %v", m2.deletes)
+	}
+}
+
+// A minion that died before a restart is "alive" for DeadAfter after the
+// restart (applyMinion sets lastSeen=now). Once safe mode ends (every block
+// reported by the live minions), trim counts its phantom replica and can
+// delete the only real copy of a block.
+func TestMaster_Trim_AfterRestart_KeepsOnlyRealCopy(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)                   // MID-0 (A), MID-1 (C)
+	m.reg.minions["MID-1"].load = 1 << 30 // C is busier: /f goes to A
+	id := putSmallFile(t, m, "/f", 1)
+	if got := m.reg.idsOf(m.ns.blocks[id]); !slices.Equal(got, []string{"MID-0"}) {
+		t.Fatalf("replicas %v", got)
+	}
+	// A dies for good; the master re-replicates to C.
+	m.reg.minions["MID-0"].lastSeen = time.Now().Add(-time.Hour)
+	m.replicate(time.Now())
+	if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-1", BlockID: id, Size: 10}); err != nil {
+		t.Fatal(err)
+	}
+	// Clean shutdown: checkpoint (as Close does).
+	if err := m.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	m.edits.close()
+
+	m2 := newTestMaster(t, dir, func(m *Master) { m.DeadAfter = 30 * time.Second })
+	// Only C comes back, with its block and more (it is the busier one).
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
+		Used: 1 << 30, Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m2.reg.minions["MID-1"].load += 1 << 30 // its other data
+	if m2.repl.safeMode {
+		t.Fatal("still in safe mode")
+	}
+	m2.replicate(time.Now()) // the next housekeeping tick, well within DeadAfter
+	if slices.Contains(m2.deletes.pendingOn("MID-1"), id) {
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master now believes %v (A never came back)", m2.reg.idsOf(m2.ns.blocks[id]))
+	}
+}
+
+// Variant: A is alive and registers right after the restart, but no longer
+// has the block (trimmed before a kill -9 of the master; the log still lists
+// A). Replicas loaded from disk get no grace in reconcile.
+func TestMaster_Trim_AfterRestart_StaleReplicaList(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)
+	m.reg.minions["MID-1"].load = 1 << 30
+	id := putSmallFile(t, m, "/f", 1)
+	// (Live history, not persisted: A partitioned, copy to C, A back, A's
+	// replica trimmed. The log still says [MID-0].) kill -9: no checkpoint.
+	m.edits.close()
+
+	m2 := newTestMaster(t, dir)
+	// A registers at once, without the block; C with it.
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-1", Addr: "127.0.0.1:9001", Free: 1 << 40,
+		Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m2.reg.minions["MID-1"].load += 1 << 30
+	m2.replicate(time.Now())
+	if slices.Contains(m2.deletes.pendingOn("MID-1"), id) {
+		t.Fatalf("DATA LOSS: the only real replica (on C) was trimmed; master believes %v", m2.reg.idsOf(m2.ns.blocks[id]))
+	}
+}
+
+// reportBad counts replicas on dead minions as "left", so the only live
+// replica is deleted instead of kept as corrupt.
+func TestMaster_ReportBad_KeepsLastLiveReplica(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 2)
+	id := putSmallFile(t, m, "/f", 2)
+	m.reg.minions["MID-1"].lastSeen = time.Now().Add(-time.Hour) // B dead
+	m.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "one bad chunk"})
+	if slices.Contains(m.deletes.pendingOn("MID-0"), id) {
+		t.Fatalf("the last live replica was queued for deletion; replicas %v corrupt %v", m.reg.idsOf(m.ns.blocks[id]), m.repl.corrupt[id])
+	}
+}
+
+// Decommissioning is not persisted: after a master restart the drained
+// minion counts again and trim may delete the new copy instead.
+func TestMaster_Decommission_SurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)
+	m.reg.minions["MID-1"].load = 1 << 30
+	id := putSmallFile(t, m, "/f", 1)
+	if _, _, err := m.decommission("127.0.0.1:9000"); err != nil {
+		t.Fatal(err)
+	}
+	m.replicate(time.Now())
+	if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: "MID-1", BlockID: id, Size: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if r := m.report(); r.Minions[0].State != stateDecommissioned {
+		t.Fatalf("state %s", r.Minions[0].State)
+	}
+	if err := m.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	m.edits.close()
+	m2 := newTestMaster(t, dir)
+	for i, mid := range []string{"MID-0", "MID-1"} {
+		if _, err := m2.register(&RegisterArgs{MinionID: mid, Addr: []string{"127.0.0.1:9000", "127.0.0.1:9001"}[i], Free: 1 << 40,
+			Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2.reg.minions["MID-1"].load += 1 << 30
+	m2.replicate(time.Now())
+	if slices.Contains(m2.deletes.pendingOn("MID-1"), id) {
+		t.Fatalf("the copy made by the drain was trimmed; the block is only on the minion the operator was told is safe to stop")
+	}
+}
+
+// After a restart, a replica known only from the image does not count as a
+// good copy when the only reported one is said to be corrupt: the reported
+// one is kept.
+func TestMaster_ReportBad_AfterRestart_ReplicaOnPaper(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 2)
+	id := putSmallFile(t, m, "/f", 2)
+	if err := m.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	m.edits.close()
+	m2 := newTestMaster(t, dir, func(m *Master) { m.DeadAfter = 30 * time.Second })
+	if _, err := m2.register(&RegisterArgs{MinionID: "MID-0", Addr: "127.0.0.1:9000", Free: 1 << 40,
+		Blocks: []BlockReport{{ID: id, Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	m2.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "bad chunk"})
+	if slices.Contains(m2.deletes.pendingOn("MID-0"), id) {
+		t.Fatal("the only reported replica was queued for deletion because of one that exists only on paper")
 	}
 }
