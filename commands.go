@@ -400,18 +400,10 @@ func rmCommand(e *env) *cli.Command {
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "remove directories and their contents"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() < 1 {
-				return usagef(c, "rm takes PATH...")
-			}
-			cl := newClient(c, e)
-			defer cl.Close()
-			var errs []error
-			for _, p := range c.Args().Slice() {
-				if _, err := cl.Remove(c.Context, p, c.Bool("recursive")); err != nil {
-					errs = append(errs, fmt.Errorf("rm %s: %w", p, err))
-				}
-			}
-			return errors.Join(errs...)
+			return eachPath(c, e, "rm", func(cl *Client, p string) error {
+				_, err := cl.Remove(c.Context, p, c.Bool("recursive"))
+				return err
+			})
 		},
 	}
 }
@@ -427,20 +419,28 @@ func mkdirCommand(e *env) *cli.Command {
 			&cli.BoolFlag{Name: "parents", Aliases: []string{"p"}, Usage: "make missing parents too; an existing directory is no error"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() < 1 {
-				return usagef(c, "mkdir takes PATH...")
-			}
-			cl := newClient(c, e)
-			defer cl.Close()
-			var errs []error
-			for _, p := range c.Args().Slice() {
-				if err := cl.Mkdir(c.Context, p, c.Bool("parents")); err != nil {
-					errs = append(errs, fmt.Errorf("mkdir %s: %w", p, err))
-				}
-			}
-			return errors.Join(errs...)
+			return eachPath(c, e, "mkdir", func(cl *Client, p string) error {
+				return cl.Mkdir(c.Context, p, c.Bool("parents"))
+			})
 		},
 	}
+}
+
+// eachPath runs fn for each PATH argument of verb, going on after a
+// failure, and returns the failures, each naming its path.
+func eachPath(c *cli.Context, e *env, verb string, fn func(cl *Client, p string) error) error {
+	if c.NArg() < 1 {
+		return usagef(c, "%s takes PATH...", verb)
+	}
+	cl := newClient(c, e)
+	defer cl.Close()
+	var errs []error
+	for _, p := range c.Args().Slice() {
+		if err := fn(cl, p); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", verb, p, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func mvCommand(e *env) *cli.Command {
