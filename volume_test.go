@@ -738,10 +738,11 @@ func TestVolume_RemoveDuringCompaction(t *testing.T) {
 
 // compacted reports whether no volume of s is worth compacting.
 func compacted(s *blockStore) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, v := range s.volumes {
-		if s.compactable(v) {
+	vs := s.vols
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	for _, v := range vs.volumes {
+		if vs.compactable(v) {
 			return false
 		}
 	}
@@ -757,11 +758,11 @@ func TestVolume_NoHoleUnderAFailedMark(t *testing.T) {
 	keep, gone := blockBytes(1, 5000), blockBytes(2, 5000)
 	mustPutBlock(t, s, 1, keep)
 	mustPutBlock(t, s, 2, gone)
-	s.pack.roll() // vol 0 becomes an older volume, read by its headers at start
+	s.vols.pack.roll() // vol 0 becomes an older volume, read by its headers at start
 	mustPutBlock(t, s, 3, blockBytes(3, 5000))
-	s.mu.Lock()
-	v := s.packed[2].vol
-	s.mu.Unlock()
+	s.vols.mu.Lock()
+	v := s.vols.index[2].loc.vol
+	s.vols.mu.Unlock()
 	// Make the one-byte mark's pwrite fail (as EIO, ENOSPC on a CoW fs or
 	// EDQUOT would); fdatasync and fallocate still work on this fd.
 	bad, err := os.OpenFile(v.path, os.O_RDWR|os.O_APPEND, 0)
