@@ -91,7 +91,8 @@ type blockStore struct {
 	packMax int64
 	logger  *slog.Logger
 	// vols holds the packed blocks, under its own lock. It calls hasFile
-	// with that lock held, so s.mu is never held while calling vols.
+	// with that lock held, so s.mu is never held while calling vols: the
+	// lock order is a blockWriter's mu, then vols' locks, then s.mu.
 	vols *volumeSet
 
 	// mu guards the fields below.
