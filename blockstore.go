@@ -81,33 +81,30 @@ func verifyChecksums(data []byte, crcs []uint32, base int64) error {
 	return nil
 }
 
-// blockStore is the set of blocks in one directory. It is safe for
-// concurrent use.
+// blockStore is the set of blocks in one directory: the finalized blocks
+// kept as files, those packed into volumes (vols), and the blocks being
+// received. It is safe for concurrent use.
 type blockStore struct {
 	dir string
 	// packMax is the size of the largest block packed into a volume
 	// (volume.go) when it arrives whole, in one packet; 0 packs none.
 	packMax int64
 	logger  *slog.Logger
+	// vols holds the packed blocks, under its own lock. It calls hasFile
+	// with that lock held, so s.mu is never held while calling vols: the
+	// lock order is a blockWriter's mu, then vols' locks, then s.mu.
+	vols *volumeSet
 
-	// mu guards the fields below, and the accounting of the volumes.
-	mu      sync.Mutex
-	blocks  map[uint64]int64 // finalized block -> size in bytes
+	// mu guards the fields below.
+	mu    sync.Mutex
+	files map[uint64]int64 // finalized block kept as a file -> size in bytes
+	// used is the bytes of the blocks in files.
+	used    int64
 	writers map[uint64]*blockWriter
 	// refused holds the blocks whose writing failed here (a full disk,
 	// an I/O error): packets of them still in flight are refused rather
 	// than starting them again (see writeFailed).
 	refused map[uint64]refusal
-	used    int64                // bytes of finalized blocks
-	packed  map[uint64]packedLoc // the finalized blocks kept in volumes
-	volumes map[uint32]*volume
-	// activeVol is the volume appended to, or the last one if rolled.
-	activeVol *volume
-
-	pack        *packer
-	compactWake chan struct{}
-	compactDone chan struct{}
-	closeOnce   sync.Once
 }
 
 // blockWriter is a block being received into tmp/.
@@ -127,8 +124,8 @@ type blockWriter struct {
 // earlier process left in tmp/ and indexes the finalized blocks. Blocks of
 // up to packMax bytes that arrive whole are packed into volumes.
 func openBlockStore(dir string, packMax int64, logger *slog.Logger) (*blockStore, error) {
-	s := &blockStore{dir: dir, packMax: packMax, logger: logger, blocks: make(map[uint64]int64),
-		writers: make(map[uint64]*blockWriter), refused: make(map[uint64]refusal), packed: make(map[uint64]packedLoc), volumes: make(map[uint32]*volume)}
+	s := &blockStore{dir: dir, packMax: packMax, logger: logger, files: make(map[uint64]int64),
+		writers: make(map[uint64]*blockWriter), refused: make(map[uint64]refusal)}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
 	}
@@ -157,14 +154,15 @@ func openBlockStore(dir string, packMax int64, logger *slog.Logger) (*blockStore
 		if err != nil {
 			return err
 		}
-		s.blocks[id] = info.Size()
+		s.files[id] = info.Size()
 		s.used += info.Size()
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("index blocks in %s: %w", dir, err)
 	}
-	if err := s.openVolumes(); err != nil {
+	// After the files: a block kept both ways is served from its file.
+	if s.vols, err = openVolumeSet(filepath.Join(dir, "volumes"), logger, s); err != nil {
 		return nil, fmt.Errorf("index volumes in %s: %w", dir, err)
 	}
 	return s, nil
@@ -182,9 +180,12 @@ func (s *blockStore) dataPath(id uint64) string {
 
 // writer returns the writer of block id, creating it on the first packet.
 func (s *blockStore) writer(id uint64) (*blockWriter, error) {
+	// The volumes are asked before s.mu is taken (see blockStore.vols),
+	// the files under it, at once with the making of the writer.
+	_, packed := s.vols.sizeOf(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.blocks[id]; ok {
+	if _, ok := s.files[id]; ok || packed {
 		return nil, fmt.Errorf("block %s already stored", blockName(id))
 	}
 	if w, ok := s.writers[id]; ok {
@@ -265,7 +266,7 @@ func (s *blockStore) put(id uint64, data []byte, crcs []uint32) error {
 		return fmt.Errorf("block %s already stored", blockName(id))
 	}
 	s.abort(id) // what an earlier, failed attempt left
-	if err := s.packBlock(id, data, crcs); err != nil {
+	if err := s.vols.put(id, data, crcs); err != nil {
 		return fmt.Errorf("store %s: %w", blockName(id), err)
 	}
 	return nil
@@ -364,10 +365,7 @@ func (s *blockStore) finalize(id uint64, size int64) error {
 	if size < 0 || size > maxBlockSize {
 		return fmt.Errorf("%w: block size %d", ErrBadArg, size)
 	}
-	s.mu.Lock()
-	stored, ok := s.blocks[id]
-	s.mu.Unlock()
-	if ok && stored == size {
+	if s.sizeOf(id) == size {
 		return nil // finalized already: a retried call whose reply was lost
 	}
 	var w *blockWriter
@@ -387,10 +385,7 @@ func (s *blockStore) finalize(id uint64, size int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
-		s.mu.Lock()
-		stored, ok := s.blocks[id]
-		s.mu.Unlock()
-		if ok && stored == size {
+		if s.sizeOf(id) == size {
 			return nil // a concurrent finalize of the same block won
 		}
 		return fmt.Errorf("block %s: aborted", blockName(id))
@@ -403,7 +398,7 @@ func (s *blockStore) finalize(id uint64, size int64) error {
 	s.mu.Lock()
 	delete(s.writers, id)
 	if err == nil {
-		s.blocks[id] = size
+		s.files[id] = size
 		s.used += size
 	}
 	s.mu.Unlock()
@@ -503,10 +498,8 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 	if off < 0 || off%bytesPerChecksum != 0 || length <= 0 || length > packetSize {
 		return nil, nil, fmt.Errorf("%w: read of %d bytes at offset %d", ErrBadArg, length, off)
 	}
-	s.mu.Lock()
-	size, ok := s.blocks[id]
-	s.mu.Unlock()
-	if !ok {
+	size := s.sizeOf(id)
+	if size < 0 {
 		return nil, nil, fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
 	}
 	if off >= size {
@@ -514,7 +507,7 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 	}
 	length = min(length, size-off)
 	data := getPacketBuf()[:length] // length <= packetSize; see ReadBlockReply.release
-	if crcs, ok, err := s.readPacked(id, size, off, data); ok {
+	if crcs, ok, err := s.vols.read(id, off, data); ok {
 		if err != nil {
 			putPacketBuf(data)
 			return nil, nil, err
@@ -547,23 +540,16 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 // missing because the block was removed (or packed, then removed) since
 // the read began: then the block is simply not found.
 func (s *blockStore) readErr(id uint64, err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
-		s.mu.Lock()
-		_, ok := s.blocks[id]
-		s.mu.Unlock()
-		if !ok {
-			return fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
-		}
+	if errors.Is(err, fs.ErrNotExist) && !s.has(id) {
+		return fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
 	}
 	return err
 }
 
 // verify re-reads block id and checks it against its stored checksums.
 func (s *blockStore) verify(id uint64) error {
-	s.mu.Lock()
-	size, ok := s.blocks[id]
-	s.mu.Unlock()
-	if !ok {
+	size := s.sizeOf(id)
+	if size < 0 {
 		return fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
 	}
 	for off := int64(0); off < size; off += packetSize {
@@ -599,26 +585,15 @@ func readAt(path string, buf []byte, off int64) error {
 	return nil
 }
 
-// forget takes block id out of the index and reports whether it was there
-// and whether it was packed: then its record is marked deleted.
-func (s *blockStore) forget(id uint64) (found, packed bool) {
-	found, rec, packed := s.unindex(id)
-	if packed {
-		s.deletePacked([]packedRec{rec})
-	}
-	return found, packed
-}
-
-// unindex takes block id out of the index and reports whether it was there
-// and, if it was packed, where its record is, for the caller to delete.
-func (s *blockStore) unindex(id uint64) (found bool, rec packedRec, packed bool) {
+// unindex takes block id out of the index of files and reports whether it
+// was there, for the caller to move or remove its files.
+func (s *blockStore) unindex(id uint64) (found bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	size, found := s.blocks[id]
-	delete(s.blocks, id)
+	size, found := s.files[id]
+	delete(s.files, id)
 	s.used -= size
-	loc, packed := s.unpackLocked(id, size)
-	return found, packedRec{loc, size}, packed
+	return found
 }
 
 // remove deletes block id. Removing a block that is not there is not an error.
@@ -628,30 +603,24 @@ func (s *blockStore) remove(id uint64) error {
 
 // removeAll deletes the blocks ids, as a minion does with the deletes of a
 // heartbeat: the records of packed ones are deleted together, with one
-// fdatasync per volume (see deletePacked). Removing a block that is not
-// there is not an error.
+// fdatasync per volume (see volumeSet.remove). Removing a block that is
+// not there is not an error.
 func (s *blockStore) removeAll(ids []uint64) error {
-	var recs []packedRec
 	var errs []error
-	for _, id := range ids {
-		found, rec, packed := s.unindex(id)
-		switch {
-		case !found:
+	for _, id := range s.vols.remove(ids) {
+		if !s.unindex(id) {
 			s.abort(id)
-		case packed:
-			recs = append(recs, rec)
-		default:
-			p := s.dataPath(id)
-			// Data first: a .meta left alone is cleaned at the next start.
-			for _, f := range []string{p, p + ".meta"} {
-				if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					errs = append(errs, err)
-					break
-				}
+			continue
+		}
+		p := s.dataPath(id)
+		// Data first: a .meta left alone is cleaned at the next start.
+		for _, f := range []string{p, p + ".meta"} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+				break
 			}
 		}
 	}
-	s.deletePacked(recs)
 	return errors.Join(errs...)
 }
 
@@ -669,11 +638,7 @@ func (s *blockStore) quarantine(id uint64) error {
 	if err != nil {
 		return err
 	}
-	if err := s.unpackTo(id); err != nil {
-		// Unreadable (EIO, cut short): out of the store all the same.
-		s.logger.Warn("quarantine: could not keep a copy", "block", blockName(id), "err", err)
-	}
-	if found, packed := s.forget(id); !found || packed {
+	if s.vols.quarantine(id) || !s.unindex(id) {
 		return nil
 	}
 	p := s.dataPath(id)
@@ -685,22 +650,8 @@ func (s *blockStore) quarantine(id uint64) error {
 	return nil
 }
 
-// unpackTo copies packed block id, as it is, into DIR/corrupt/ (see
-// keepCorrupt). It does nothing if id is not packed.
-func (s *blockStore) unpackTo(id uint64) error {
-	s.mu.Lock()
-	size, ok := s.blocks[id]
-	s.mu.Unlock()
-	data := make([]byte, size)
-	crcs, packed, err := s.readPacked(id, size, 0, data)
-	if !ok || !packed || err != nil {
-		return err
-	}
-	return s.keepCorrupt(id, data, crcs)
-}
-
 // keepCorrupt writes a damaged block, data and stored checksums, into
-// DIR/corrupt/ as a block file and its .meta.
+// DIR/corrupt/ as a block file and its .meta (for volumeOwner).
 func (s *blockStore) keepCorrupt(id uint64, data []byte, crcs []uint32) error {
 	dir, err := s.corruptDir()
 	if err != nil {
@@ -712,10 +663,10 @@ func (s *blockStore) keepCorrupt(id uint64, data []byte, crcs []uint32) error {
 
 // report lists the finalized blocks.
 func (s *blockStore) report() []BlockReport {
+	out := s.vols.report()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]BlockReport, 0, len(s.blocks))
-	for id, size := range s.blocks {
+	for id, size := range s.files {
 		out = append(out, BlockReport{ID: id, Size: size})
 	}
 	return out
@@ -723,26 +674,34 @@ func (s *blockStore) report() []BlockReport {
 
 // usage returns the bytes and number of finalized blocks.
 func (s *blockStore) usage() (used int64, n int) {
+	used, n = s.vols.usage()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.used, len(s.blocks)
+	return used + s.used, n + len(s.files)
 }
 
 // sizeOf returns the size of finalized block id, or -1.
 func (s *blockStore) sizeOf(id uint64) int64 {
+	if size, ok := s.vols.sizeOf(id); ok {
+		return size
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if size, ok := s.blocks[id]; ok {
+	if size, ok := s.files[id]; ok {
 		return size
 	}
 	return -1
 }
 
 // has reports whether block id is finalized here.
-func (s *blockStore) has(id uint64) bool {
+func (s *blockStore) has(id uint64) bool { return s.sizeOf(id) >= 0 }
+
+// hasFile reports whether finalized block id is kept as a file (for
+// volumeOwner).
+func (s *blockStore) hasFile(id uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.blocks[id]
+	_, ok := s.files[id]
 	return ok
 }
 
@@ -756,5 +715,5 @@ func (s *blockStore) close() {
 	for _, w := range ws {
 		w.abort()
 	}
-	s.closeVolumes()
+	s.vols.close()
 }

@@ -16,8 +16,10 @@
 // block is live. Deleting a block writes stateDeleted over that one byte
 // in place (a one-byte write cannot tear): the record stays, as garbage,
 // and nothing else refers to it, so no tombstone can be lost or outlive
-// its record. The mark is not fsynced: a block whose mark a crash lost
-// comes back, and the master deletes it again as an orphan.
+// its record. The mark is synced before the space of the record's data is
+// given back (a hole punched), but a delete does not fail when the mark
+// cannot be written or synced: a block whose mark was lost comes back, and
+// the master deletes it again as an orphan.
 //
 // Volumes are written by one goroutine, batch by batch: a batch is
 // written, fdatasynced and only then acknowledged, and a full volume is
@@ -33,6 +35,11 @@
 // Deleted blocks leave garbage; a volume whose live records take less than
 // half of it (and at least compactMinGarbage), or none, is compacted: its
 // live records are appended anew, and the file removed.
+//
+// A volumeSet owns all of this for a blockStore: the files, the index of
+// live records, the packer, delete marks and compaction, under its own
+// lock. The store hands it the small blocks it puts, and asks it first
+// when it reads, verifies, removes, reports or counts a block.
 package main
 
 import (
@@ -82,7 +89,7 @@ type volume struct {
 	marks  *os.File
 	closed bool
 
-	// Guarded by the store's mu.
+	// Guarded by the volume set's mu.
 	size int64 // bytes of records written (and synced)
 	live int64 // bytes of the records of blocks in the index
 }
@@ -292,7 +299,7 @@ func (v *volumeScan) scan(name string, logger *slog.Logger, fn func(h volumeHead
 type packReq struct {
 	rec  []byte
 	roll bool // close the active volume; no record
-	// durable, if set, is called with the store's lock held once rec is
+	// durable, if set, is called with the set's lock held once rec is
 	// durable, before anyone is answered: the index never lags the disk.
 	durable func(packedLoc)
 	done    chan<- error // the outcome: nil once durable (or rolled)
@@ -302,7 +309,7 @@ type packReq struct {
 type packer struct {
 	dir    string
 	logger *slog.Logger
-	// lock is the store's lock, taken to index a batch.
+	// lock is the volume set's mu, taken to index a batch.
 	lock sync.Locker
 	// opened is called, with lock held, with every new volume before its
 	// first record.
@@ -328,7 +335,7 @@ func (p *packer) start() {
 var errStoreClosed = errors.New("block store closed")
 
 // append queues rec and waits until it is durable; durable (if not nil)
-// is called first, with the store's lock held.
+// is called first, with the set's lock held.
 func (p *packer) append(rec []byte, durable func(packedLoc)) error {
 	return p.queue(rec, durable)()
 }
@@ -517,23 +524,77 @@ func (p *packer) create() (*volume, error) {
 	return v, nil
 }
 
-// ---- the store's side ----
+// ---- the volume set ----
 
 // compactMinGarbage is the least garbage worth compacting a volume for.
 const compactMinGarbage = 4 << 20
 
-func (s *blockStore) volumeDir() string { return filepath.Join(s.dir, "volumes") }
+// volumeOwner is what a volumeSet asks of the store that holds it.
+type volumeOwner interface {
+	// hasFile reports whether block id is kept outside the volumes, in a
+	// file of its own. Such a block's file wins over a record of it, at
+	// load and when a packed copy becomes durable: the record is garbage.
+	// The set calls it with its mu held, so it must not call back into
+	// the set.
+	hasFile(id uint64) bool
+	// keepCorrupt keeps a damaged block, data and stored checksums, for
+	// an operator to salvage. The set calls it without its mu.
+	keepCorrupt(id uint64, data []byte, crcs []uint32) error
+}
 
-// openVolumes indexes the blocks of every volume and starts the packer,
-// appending to the newest volume, and the compactor.
-func (s *blockStore) openVolumes() error {
-	dir := s.volumeDir()
+// volumeSet is the packed blocks of a store: the volume files of one
+// directory, the index of their live records, the packer that appends to
+// them and the compactor that rewrites them. It is safe for concurrent
+// use.
+//
+// Durability: put returns once the record is fdatasynced (with those of
+// concurrent puts: group commit), and the block enters the index only
+// then, so the index never lags the disk. remove takes blocks out of the
+// index at once; their records are marked deleted, the marks synced, and
+// only then the space of their data given back (deleteRecords).
+//
+// Lock order: a volume's mu, then the set's mu, then the owner's lock
+// (hasFile). Readers hold a volume's mu while they check that the index
+// still places their block there (read, compact), and the packer indexes
+// a batch with the set's mu held (packer.write).
+type volumeSet struct {
+	dir    string
+	logger *slog.Logger
+	owner  volumeOwner
+
+	// mu guards the fields below and the accounting (size, live) of
+	// every volume.
+	mu      sync.Mutex
+	index   map[uint64]packedRec // the live records: block id -> record
+	volumes map[uint32]*volume
+	// active is the volume appended to, or the last one if rolled.
+	active *volume
+	used   int64 // bytes of the blocks in index
+
+	pack        *packer
+	compactWake chan struct{}
+	compactDone chan struct{}
+	closeOnce   sync.Once
+}
+
+// packedRec is the record at loc of a block of size bytes.
+type packedRec struct {
+	loc  packedLoc
+	size int64
+}
+
+// openVolumeSet indexes the blocks of every volume in dir (made if need
+// be) and starts the packer, appending to the newest volume, and the
+// compactor. Blocks that owner keeps as files are left out of the index.
+func openVolumeSet(dir string, logger *slog.Logger, owner volumeOwner) (*volumeSet, error) {
+	vs := &volumeSet{dir: dir, logger: logger, owner: owner, index: make(map[uint64]packedRec), volumes: make(map[uint32]*volume),
+		compactWake: make(chan struct{}, 1), compactDone: make(chan struct{})}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var seqs []uint32
 	for _, e := range ents {
@@ -544,12 +605,12 @@ func (s *blockStore) openVolumes() error {
 	slices.Sort(seqs)
 	var appendTo *volume // the newest, if appends may go on in it
 	for i, seq := range seqs {
-		v, whole, err := s.loadVolume(seq, i == len(seqs)-1)
+		v, whole, err := vs.load(seq, i == len(seqs)-1)
 		if err != nil {
-			for _, v := range s.volumes {
+			for _, v := range vs.volumes {
 				v.closeFiles()
 			}
-			return err
+			return nil, err
 		}
 		if whole && v.size < volumeMaxSize {
 			appendTo = v
@@ -557,34 +618,32 @@ func (s *blockStore) openVolumes() error {
 			appendTo = nil
 		}
 	}
-	s.pack = &packer{dir: dir, logger: s.logger, lock: &s.mu, opened: func(v *volume) {
-		s.volumes[v.seq] = v
-		s.activeVol = v
+	vs.pack = &packer{dir: dir, logger: logger, lock: &vs.mu, opened: func(v *volume) {
+		vs.volumes[v.seq] = v
+		vs.active = v
 	}}
 	if len(seqs) > 0 {
-		s.pack.nextSeq = seqs[len(seqs)-1] + 1
+		vs.pack.nextSeq = seqs[len(seqs)-1] + 1
 	}
 	if appendTo != nil {
-		s.pack.active, s.activeVol = appendTo, appendTo
+		vs.pack.active, vs.active = appendTo, appendTo
 	}
-	s.pack.start()
-	s.compactWake = make(chan struct{}, 1)
-	s.compactDone = make(chan struct{})
-	go s.compactor()
-	s.wakeCompactor() // for what an earlier process left
-	return nil
+	vs.pack.start()
+	go vs.compactor()
+	vs.wakeCompactor() // for what an earlier process left
+	return vs, nil
 }
 
-// loadVolume indexes volume seq. Only the newest volume can hold a batch
-// that was never acknowledged: its records are checked against their CRCs,
+// load indexes volume seq. Only the newest volume can hold a batch that
+// was never acknowledged: its records are checked against their CRCs,
 // damaged ones are marked deleted and a bad tail is cut off. The others
 // were synced whole before the next one began and were checked when they
 // were the newest, so only their headers are read (the scrubber checks the
 // data later, as for block files). A volume that cannot be read to its end
 // keeps what was read before the error, and whole is false: it takes no
-// appends.
-func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) {
-	path := filepath.Join(s.volumeDir(), volumeName(seq))
+// appends. It runs before the packer and the compactor start.
+func (vs *volumeSet) load(seq uint32, newest bool) (*volume, bool, error) {
+	path := filepath.Join(vs.dir, volumeName(seq))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, false, err
@@ -602,34 +661,25 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) 
 	v := &volume{seq: seq, path: path, f: f, marks: marks}
 	var damaged []int64
 	sc := &volumeScan{f: f, size: fi.Size(), headersOnly: !newest}
-	end, err := sc.scan(volumeName(seq), s.logger, func(h volumeHeader, off int64) {
+	end, err := sc.scan(volumeName(seq), vs.logger, func(h volumeHeader, off int64) {
 		if h.deleted {
 			return
 		}
-		if old, ok := s.packed[h.id]; ok {
-			// Stored twice (a copy after a delete whose mark a crash
-			// lost): the later record wins.
-			size := s.blocks[h.id]
-			old.vol.live -= recordSize(size)
-			s.used -= size
-			delete(s.packed, h.id)
-			delete(s.blocks, h.id)
-		}
-		if _, ok := s.blocks[h.id]; ok {
+		// Stored twice (a copy after a delete whose mark a crash lost):
+		// the later record wins.
+		vs.unindexLocked(h.id)
+		if vs.owner.hasFile(h.id) {
 			return // a file of the same block: keep that one
 		}
-		s.packed[h.id] = packedLoc{vol: v, off: off}
-		s.blocks[h.id] = h.size
-		s.used += h.size
-		v.live += recordSize(h.size)
+		vs.indexLocked(h.id, packedRec{packedLoc{vol: v, off: off}, h.size})
 	}, func(h volumeHeader, off int64) {
 		damaged = append(damaged, off)
 	})
 	v.size = fi.Size()
 	switch {
 	case err != nil:
-		s.logger.Error("volume: read failed; its blocks after the failure are not served", "volume", path, "at", end, "err", err)
-		s.volumes[seq] = v
+		vs.logger.Error("volume: read failed; its blocks after the failure are not served", "volume", path, "at", end, "err", err)
+		vs.volumes[seq] = v
 		return v, false, nil
 	case newest:
 		// Damaged records that good ones follow are marked, so that they
@@ -641,7 +691,7 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) 
 			}
 		}
 		if end < fi.Size() {
-			s.logger.Warn("volume: cut off a torn tail (a write that was never acknowledged)",
+			vs.logger.Warn("volume: cut off a torn tail (a write that was never acknowledged)",
 				"volume", volumeName(seq), "at", end, "size", fi.Size())
 			if err := f.Truncate(end); err != nil {
 				v.closeFiles()
@@ -656,7 +706,7 @@ func (s *blockStore) loadVolume(seq uint32, newest bool) (*volume, bool, error) 
 			}
 		}
 	}
-	s.volumes[seq] = v
+	vs.volumes[seq] = v
 	return v, true, nil
 }
 
@@ -668,50 +718,90 @@ func markDeleted(f *os.File, off int64) error {
 	return err
 }
 
-// packBlock appends block id to a volume and indexes it, once it is durable.
-func (s *blockStore) packBlock(id uint64, data []byte, crcs []uint32) error {
+// put appends the record of block id, whole in data (one packet at most,
+// checked against crcs by the caller), and returns once it is durable;
+// only then is the block indexed, and readable. A block that is in the
+// index already, or that the owner keeps as a file, by then (a resend)
+// stays as it was: the new record is garbage and deleted again.
+func (vs *volumeSet) put(id uint64, data []byte, crcs []uint32) error {
 	size := int64(len(data))
 	rec := appendRecord(make([]byte, 0, recordSize(size)), id, data, crcs)
 	var dup packedLoc
-	err := s.pack.append(rec, func(loc packedLoc) {
-		if _, ok := s.blocks[id]; ok {
+	err := vs.pack.append(rec, func(loc packedLoc) {
+		if _, ok := vs.index[id]; ok || vs.owner.hasFile(id) {
 			dup = loc // stored meanwhile (a resend): this record is garbage
 			return
 		}
-		s.packed[id] = loc
-		s.blocks[id] = size
-		s.used += size
-		loc.vol.live += recordSize(size)
+		vs.indexLocked(id, packedRec{loc, size})
 	})
 	if err == nil && dup.vol != nil {
-		s.deletePacked([]packedRec{{dup, size}})
+		vs.deleteRecords([]packedRec{{dup, size}})
 	}
 	return err
 }
 
-// unpackLocked takes packed block id (of size bytes) out of the volume
-// index and returns where its record is, for the caller to mark it
-// deleted without s.mu. s.mu is held.
-func (s *blockStore) unpackLocked(id uint64, size int64) (packedLoc, bool) {
-	loc, ok := s.packed[id]
+// indexLocked puts block id, not in the index, in it at rec. vs.mu is
+// held.
+func (vs *volumeSet) indexLocked(id uint64, rec packedRec) {
+	vs.index[id] = rec
+	vs.used += rec.size
+	rec.loc.vol.live += recordSize(rec.size)
+}
+
+// unindexLocked takes block id out of the index and returns where its
+// record is, for the caller to delete it without vs.mu (deleteRecords).
+// vs.mu is held.
+func (vs *volumeSet) unindexLocked(id uint64) (packedRec, bool) {
+	rec, ok := vs.index[id]
 	if !ok {
-		return packedLoc{}, false
+		return packedRec{}, false
 	}
-	delete(s.packed, id)
-	loc.vol.live -= recordSize(size)
-	if s.compactable(loc.vol) {
-		s.wakeCompactor()
+	delete(vs.index, id)
+	vs.used -= rec.size
+	rec.loc.vol.live -= recordSize(rec.size)
+	if vs.compactable(rec.loc.vol) {
+		vs.wakeCompactor()
 	}
-	return loc, true
+	return rec, true
 }
 
-// packedRec is the record at loc of a block of size bytes.
-type packedRec struct {
-	loc  packedLoc
-	size int64
+// remove deletes the packed blocks among ids, together: their records
+// with one fdatasync per volume (see deleteRecords). It returns the ids
+// that are not packed, for the owner to look for elsewhere.
+func (vs *volumeSet) remove(ids []uint64) (others []uint64) {
+	var recs []packedRec
+	vs.mu.Lock()
+	for _, id := range ids {
+		if rec, ok := vs.unindexLocked(id); ok {
+			recs = append(recs, rec)
+		} else {
+			others = append(others, id)
+		}
+	}
+	vs.mu.Unlock()
+	vs.deleteRecords(recs)
+	return others
 }
 
-// deletePacked marks the records recs deleted, out of the index already,
+// quarantine removes packed block id after handing a copy of it, as it
+// is, to the owner's keepCorrupt, and reports whether id was packed. A
+// block that cannot be read whole (EIO, cut short) is removed all the
+// same.
+func (vs *volumeSet) quarantine(id uint64) bool {
+	if size, ok := vs.sizeOf(id); ok {
+		data := make([]byte, size)
+		crcs, ok, err := vs.read(id, 0, data)
+		if ok && err == nil {
+			err = vs.owner.keepCorrupt(id, data, crcs)
+		}
+		if err != nil {
+			vs.logger.Warn("quarantine: could not keep a copy", "block", blockName(id), "err", err)
+		}
+	}
+	return len(vs.remove([]uint64{id})) == 0
+}
+
+// deleteRecords marks the records recs deleted, out of the index already,
 // and gives the disk space of their data back at once, by punching holes
 // in their volumes: a full disk need not wait for compaction, which itself
 // needs room to copy. The marks are made durable first, with one
@@ -720,9 +810,8 @@ type packedRec struct {
 // block of zeros. If a mark cannot be made durable, no hole is punched
 // (compaction frees the space). Volumes gone meanwhile are skipped. Holes
 // are punched with v.mu held for writing, so readers that found a record
-// before it left the index are done with it, or see that it left
-// (readPacked).
-func (s *blockStore) deletePacked(recs []packedRec) {
+// before it left the index are done with it, or see that it left (read).
+func (vs *volumeSet) deleteRecords(recs []packedRec) {
 	var vols []*volume
 	marked := make([]bool, len(recs))
 	for i, r := range recs {
@@ -730,7 +819,7 @@ func (s *blockStore) deletePacked(recs []packedRec) {
 		v.mu.RLock()
 		if !v.closed {
 			if err := markDeleted(v.marks, r.loc.off); err != nil {
-				s.logger.Warn("volume: could not mark a deleted block; compaction will free its space", "volume", volumeName(v.seq), "err", err)
+				vs.logger.Warn("volume: could not mark a deleted block; compaction will free its space", "volume", volumeName(v.seq), "err", err)
 			} else {
 				marked[i] = true
 			}
@@ -745,7 +834,7 @@ func (s *blockStore) deletePacked(recs []packedRec) {
 		v.mu.RLock()
 		if !v.closed {
 			if err := fdatasync(v.marks); err != nil {
-				s.logger.Warn("volume: could not sync delete marks; compaction will free their space", "volume", volumeName(v.seq), "err", err)
+				vs.logger.Warn("volume: could not sync delete marks; compaction will free their space", "volume", volumeName(v.seq), "err", err)
 			} else {
 				synced[v] = true
 			}
@@ -760,37 +849,52 @@ func (s *blockStore) deletePacked(recs []packedRec) {
 		v.mu.Lock()
 		if !v.closed {
 			if err := punchHole(v.f, r.loc.off+volumeHeaderSize, recordSize(r.size)-volumeHeaderSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
-				s.logger.Warn("volume: could not free a deleted block's space; compaction will", "volume", volumeName(v.seq), "err", err)
+				vs.logger.Warn("volume: could not free a deleted block's space; compaction will", "volume", volumeName(v.seq), "err", err)
 			}
 		}
 		v.mu.Unlock()
 	}
 }
 
-// stillPacked reports whether block id's record is still at loc.
-func (s *blockStore) stillPacked(id uint64, loc packedLoc) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.packed[id] == loc
+// sizeOf returns the size of packed block id, and whether it is packed.
+func (vs *volumeSet) sizeOf(id uint64) (int64, bool) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	rec, ok := vs.index[id]
+	return rec.size, ok
 }
 
-// readPacked fills data from offset off of packed block id (of size
-// bytes) and returns its checksums; ok is false if id is not packed.
-func (s *blockStore) readPacked(id uint64, size, off int64, data []byte) (crcs []uint32, ok bool, err error) {
+// stillAt reports whether block id's record is still at loc.
+func (vs *volumeSet) stillAt(id uint64, loc packedLoc) bool {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	return vs.index[id].loc == loc
+}
+
+// read fills data from offset off of packed block id and returns the
+// stored checksums that cover it; ok is false if id is not packed. off is
+// a multiple of bytesPerChecksum. The volume's mu is held for reading
+// while its file is read, so no hole is punched and no file closed under
+// the read; a block that moved (compaction) or left (remove) before is
+// looked up again.
+func (vs *volumeSet) read(id uint64, off int64, data []byte) (crcs []uint32, ok bool, err error) {
 	for range 3 {
-		s.mu.Lock()
-		loc, ok := s.packed[id]
-		s.mu.Unlock()
+		vs.mu.Lock()
+		rec, ok := vs.index[id]
+		vs.mu.Unlock()
 		if !ok {
 			return nil, false, nil
 		}
-		v := loc.vol
+		if off+int64(len(data)) > rec.size {
+			return nil, true, fmt.Errorf("%w: read of %d bytes at offset %d of %s (%d bytes)", ErrBadArg, len(data), off, blockName(id), rec.size)
+		}
+		v := rec.loc.vol
 		v.mu.RLock()
-		if v.closed || !s.stillPacked(id, loc) {
+		if v.closed || !vs.stillAt(id, rec.loc) {
 			v.mu.RUnlock()
 			continue // compacted or deleted under us: look again
 		}
-		crcs, err := readRecordRange(v.f, loc.off, size, off, data)
+		crcs, err := readRecordRange(v.f, rec.loc.off, rec.size, off, data)
 		v.mu.RUnlock()
 		if err != nil {
 			err = fmt.Errorf("read %s in %s: %w", blockName(id), volumeName(v.seq), err)
@@ -821,18 +925,36 @@ func noEOF(err error) error {
 	return err
 }
 
-func (s *blockStore) wakeCompactor() {
+// report lists the packed blocks.
+func (vs *volumeSet) report() []BlockReport {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	out := make([]BlockReport, 0, len(vs.index))
+	for id, rec := range vs.index {
+		out = append(out, BlockReport{ID: id, Size: rec.size})
+	}
+	return out
+}
+
+// usage returns the bytes and number of packed blocks.
+func (vs *volumeSet) usage() (used int64, n int) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	return vs.used, len(vs.index)
+}
+
+func (vs *volumeSet) wakeCompactor() {
 	select {
-	case s.compactWake <- struct{}{}:
+	case vs.compactWake <- struct{}{}:
 	default:
 	}
 }
 
 // compactable reports whether v is worth compacting: it takes no more
 // records and holds no live one, or live records take less than half of
-// it and the rest is worth the copying. s.mu is held.
-func (s *blockStore) compactable(v *volume) bool {
-	if v.live == 0 && v != s.activeVol {
+// it and the rest is worth the copying. vs.mu is held.
+func (vs *volumeSet) compactable(v *volume) bool {
+	if v.live == 0 && v != vs.active {
 		return true
 	}
 	return v.live*2 < v.size && v.size-v.live >= compactMinGarbage
@@ -840,29 +962,29 @@ func (s *blockStore) compactable(v *volume) bool {
 
 // compactor compacts volumes, oldest first, when a delete (or the start)
 // wakes it.
-func (s *blockStore) compactor() {
-	defer close(s.compactDone)
+func (vs *volumeSet) compactor() {
+	defer close(vs.compactDone)
 	for {
 		select {
-		case <-s.compactWake:
-		case <-s.pack.quit:
+		case <-vs.compactWake:
+		case <-vs.pack.quit:
 			return
 		}
 		for {
-			s.mu.Lock()
+			vs.mu.Lock()
 			var v *volume
-			for _, c := range s.volumes {
-				if s.compactable(c) && (v == nil || c.seq < v.seq) {
+			for _, c := range vs.volumes {
+				if vs.compactable(c) && (v == nil || c.seq < v.seq) {
 					v = c
 				}
 			}
-			s.mu.Unlock()
+			vs.mu.Unlock()
 			if v == nil {
 				break
 			}
-			if err := s.compact(v); err != nil {
+			if err := vs.compact(v); err != nil {
 				if !errors.Is(err, errStoreClosed) {
-					s.logger.Warn("volume: compaction failed", "volume", volumeName(v.seq), "err", err)
+					vs.logger.Warn("volume: compaction failed", "volume", volumeName(v.seq), "err", err)
 				}
 				break
 			}
@@ -871,18 +993,18 @@ func (s *blockStore) compactor() {
 }
 
 // compact moves v's live blocks to the active volume and removes v.
-func (s *blockStore) compact(v *volume) error {
-	s.mu.Lock()
-	active := v == s.activeVol
-	s.mu.Unlock()
+func (vs *volumeSet) compact(v *volume) error {
+	vs.mu.Lock()
+	active := v == vs.active
+	vs.mu.Unlock()
 	if active {
 		// It must take no more records. Once roll returns, every
 		// record the packer put in v is in the index.
-		s.pack.roll()
+		vs.pack.roll()
 	}
-	s.mu.Lock()
+	vs.mu.Lock()
 	size := v.size
-	s.mu.Unlock()
+	vs.mu.Unlock()
 	// The live records of v, from its headers: the blocks the index
 	// still places there.
 	type move struct {
@@ -892,16 +1014,14 @@ func (s *blockStore) compact(v *volume) error {
 	}
 	var moves []move
 	sc := &volumeScan{f: v.f, size: size, headersOnly: true}
-	_, err := sc.scan(volumeName(v.seq), s.logger, func(h volumeHeader, off int64) {
+	_, err := sc.scan(volumeName(v.seq), vs.logger, func(h volumeHeader, off int64) {
 		if h.deleted {
 			return
 		}
 		loc := packedLoc{vol: v, off: off}
-		s.mu.Lock()
-		if s.packed[h.id] == loc {
+		if vs.stillAt(h.id, loc) {
 			moves = append(moves, move{h.id, loc, h.size})
 		}
-		s.mu.Unlock()
 	}, nil)
 	if err != nil {
 		return err
@@ -924,7 +1044,7 @@ func (s *blockStore) compact(v *volume) error {
 	for _, m := range moves {
 		data := make([]byte, m.size)
 		v.mu.RLock() // a delete punches its hole with v.mu held for writing
-		if !s.stillPacked(m.id, m.loc) {
+		if !vs.stillAt(m.id, m.loc) {
 			v.mu.RUnlock()
 			continue // deleted since it was listed: its data may be a hole
 		}
@@ -937,28 +1057,26 @@ func (s *blockStore) compact(v *volume) error {
 			// Kept in corrupt/ and dropped: the next block report
 			// tells the master this replica is gone, and it copies the
 			// block again.
-			s.logger.Error("volume: block damaged, found in compaction; moved to corrupt/", "block", blockName(m.id), "volume", volumeName(v.seq), "err", err)
+			vs.logger.Error("volume: block damaged, found in compaction; moved to corrupt/", "block", blockName(m.id), "volume", volumeName(v.seq), "err", err)
 			if crcs != nil { // read whole, failed its checksums: keep it
-				if err := s.keepCorrupt(m.id, data, crcs); err != nil {
-					s.logger.Warn("volume: could not keep a copy of a damaged block", "block", blockName(m.id), "err", err)
+				if err := vs.owner.keepCorrupt(m.id, data, crcs); err != nil {
+					vs.logger.Warn("volume: could not keep a copy of a damaged block", "block", blockName(m.id), "err", err)
 				}
 			}
-			s.mu.Lock()
-			if s.packed[m.id] == m.loc {
-				s.unpackLocked(m.id, m.size)
-				delete(s.blocks, m.id)
-				s.used -= m.size
+			vs.mu.Lock()
+			if vs.index[m.id].loc == m.loc {
+				vs.unindexLocked(m.id)
 			}
-			s.mu.Unlock()
+			vs.mu.Unlock()
 			continue
 		}
 		rec := appendRecord(make([]byte, 0, recordSize(m.size)), m.id, data, crcs)
-		waits = append(waits, s.pack.queue(rec, func(nloc packedLoc) {
-			if s.packed[m.id] != m.loc {
+		waits = append(waits, vs.pack.queue(rec, func(nloc packedLoc) {
+			if vs.index[m.id].loc != m.loc {
 				gone = append(gone, packedRec{nloc, m.size}) // deleted while it moved
 				return
 			}
-			s.packed[m.id] = nloc
+			vs.index[m.id] = packedRec{nloc, m.size}
 			v.live -= recordSize(m.size)
 			nloc.vol.live += recordSize(m.size)
 		}))
@@ -971,10 +1089,10 @@ func (s *blockStore) compact(v *volume) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	s.deletePacked(gone) // read after the waits: the packer is done with it
-	s.mu.Lock()
-	delete(s.volumes, v.seq)
-	s.mu.Unlock()
+	vs.deleteRecords(gone) // read after the waits: the packer is done with it
+	vs.mu.Lock()
+	delete(vs.volumes, v.seq)
+	vs.mu.Unlock()
 	v.mu.Lock()
 	v.closed = true
 	v.closeFiles()
@@ -982,20 +1100,21 @@ func (s *blockStore) compact(v *volume) error {
 	if err := os.Remove(v.path); err != nil {
 		return err
 	}
-	s.logger.Debug("volume: compacted", "volume", volumeName(v.seq), "moved", len(moves))
-	return syncDir(s.volumeDir())
+	vs.logger.Debug("volume: compacted", "volume", volumeName(v.seq), "moved", len(moves))
+	return syncDir(vs.dir)
 }
 
-// closeVolumes stops the packer and the compactor and closes the files.
+// close stops the packer, once the records queued are durable, and the
+// compactor, and closes the files; puts after it fail with errStoreClosed.
 // It may be called more than once.
-func (s *blockStore) closeVolumes() {
-	s.closeOnce.Do(func() {
-		s.pack.stop()
-		<-s.compactDone
-		// Not under s.mu: readers take it while they hold a v.mu.
-		s.mu.Lock()
-		vols := slices.Collect(maps.Values(s.volumes))
-		s.mu.Unlock()
+func (vs *volumeSet) close() {
+	vs.closeOnce.Do(func() {
+		vs.pack.stop()
+		<-vs.compactDone
+		// Not under vs.mu: readers take it while they hold a v.mu.
+		vs.mu.Lock()
+		vols := slices.Collect(maps.Values(vs.volumes))
+		vs.mu.Unlock()
 		for _, v := range vols {
 			v.mu.Lock()
 			v.closed = true

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -26,7 +27,11 @@ func mustOpenPackedStore(t *testing.T, dir string) *blockStore {
 	return s
 }
 
-func mustPutBlock(t *testing.T, s *blockStore, id uint64, data []byte) {
+// mustPutBlock puts block id, whole in data, into s: a blockStore or a
+// volumeSet.
+func mustPutBlock(t *testing.T, s interface {
+	put(id uint64, data []byte, crcs []uint32) error
+}, id uint64, data []byte) {
 	t.Helper()
 	if err := s.put(id, data, checksums(nil, data)); err != nil {
 		t.Fatalf("put %s: %v", blockName(id), err)
@@ -738,10 +743,11 @@ func TestVolume_RemoveDuringCompaction(t *testing.T) {
 
 // compacted reports whether no volume of s is worth compacting.
 func compacted(s *blockStore) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, v := range s.volumes {
-		if s.compactable(v) {
+	vs := s.vols
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	for _, v := range vs.volumes {
+		if vs.compactable(v) {
 			return false
 		}
 	}
@@ -757,11 +763,11 @@ func TestVolume_NoHoleUnderAFailedMark(t *testing.T) {
 	keep, gone := blockBytes(1, 5000), blockBytes(2, 5000)
 	mustPutBlock(t, s, 1, keep)
 	mustPutBlock(t, s, 2, gone)
-	s.pack.roll() // vol 0 becomes an older volume, read by its headers at start
+	s.vols.pack.roll() // vol 0 becomes an older volume, read by its headers at start
 	mustPutBlock(t, s, 3, blockBytes(3, 5000))
-	s.mu.Lock()
-	v := s.packed[2].vol
-	s.mu.Unlock()
+	s.vols.mu.Lock()
+	v := s.vols.index[2].loc.vol
+	s.vols.mu.Unlock()
 	// Make the one-byte mark's pwrite fail (as EIO, ENOSPC on a CoW fs or
 	// EDQUOT would); fdatasync and fallocate still work on this fd.
 	bad, err := os.OpenFile(v.path, os.O_RDWR|os.O_APPEND, 0)
@@ -795,5 +801,262 @@ func TestVolume_NoHoleUnderAFailedMark(t *testing.T) {
 		if _, err := readBlock(s, 2); err != nil {
 			t.Errorf("after restart the removed block 2 is back in the index as zeros (reported to the master as a replica); read: %v", err)
 		}
+	}
+}
+
+// ---- volumeSet on its own ----
+
+// fakeOwner is a volumeOwner with a fixed set of block files; it records
+// the blocks kept for salvage.
+type fakeOwner struct {
+	files map[uint64]bool // read only once the set is open
+
+	mu   sync.Mutex
+	kept map[uint64][]byte
+}
+
+func (o *fakeOwner) hasFile(id uint64) bool { return o.files[id] }
+
+func (o *fakeOwner) keepCorrupt(id uint64, data []byte, crcs []uint32) error {
+	if err := verifyChecksums(data, crcs, 0); err != nil && !errors.Is(err, ErrChecksum) {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.kept == nil {
+		o.kept = make(map[uint64][]byte)
+	}
+	o.kept[id] = bytes.Clone(data)
+	return nil
+}
+
+// mustOpenVolumeSet opens the volume set in dir for owner and closes it at
+// cleanup.
+func mustOpenVolumeSet(t *testing.T, dir string, owner volumeOwner) *volumeSet {
+	t.Helper()
+	vs, err := openVolumeSet(dir, testLogger(t), owner)
+	if err != nil {
+		t.Fatalf("openVolumeSet(%s): %v", dir, err)
+	}
+	t.Cleanup(vs.close)
+	return vs
+}
+
+// readPacked reads packed block id whole from vs and checks it.
+func readPacked(vs *volumeSet, id uint64) ([]byte, error) {
+	size, ok := vs.sizeOf(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
+	}
+	data := make([]byte, size)
+	crcs, ok, err := vs.read(id, 0, data)
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, fmt.Errorf("%w: %s left under the read", ErrBlockNotFound, blockName(id))
+	}
+	return data, verifyChecksums(data, crcs, 0)
+}
+
+// checkPacked fails unless vs holds exactly want, byte for byte, and
+// reports and counts just those.
+func checkPacked(t *testing.T, vs *volumeSet, want map[uint64][]byte) {
+	t.Helper()
+	var total int64
+	for id, data := range want {
+		total += int64(len(data))
+		got, err := readPacked(vs, id)
+		if err != nil {
+			t.Errorf("read %s: %v", blockName(id), err)
+		} else if !bytes.Equal(got, data) {
+			t.Errorf("read %s: %d bytes differ from the %d put", blockName(id), len(got), len(data))
+		}
+	}
+	if used, n := vs.usage(); used != total || n != len(want) {
+		t.Errorf("usage() = %d bytes, %d blocks, want %d, %d", used, n, total, len(want))
+	}
+	got, wantSizes := map[uint64]int64{}, map[uint64]int64{}
+	for _, r := range vs.report() {
+		got[r.ID] = r.Size
+	}
+	for id, data := range want {
+		wantSizes[id] = int64(len(data))
+	}
+	if !maps.Equal(got, wantSizes) {
+		t.Errorf("report() = %v, want %v", got, wantSizes)
+	}
+}
+
+func TestVolumeSet_Read(t *testing.T) {
+	vs := mustOpenVolumeSet(t, t.TempDir(), &fakeOwner{})
+	data := blockBytes(3, 5000)
+	mustPutBlock(t, vs, 1, data)
+	tests := []struct {
+		name     string
+		off, n   int64
+		wantErr  error // nil: the bytes and their checksums
+		notFound bool
+	}{
+		{"Whole", 0, 5000, nil, false},
+		{"FirstChunk", 0, 512, nil, false},
+		{"MiddleChunks", 1024, 1536, nil, false},
+		{"ShortLastChunk", 4608, 392, nil, false},
+		{"PastTheEnd", 4608, 512, ErrBadArg, false},
+		{"Unknown", 0, 1, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := uint64(1)
+			if tt.notFound {
+				id = 2
+			}
+			buf := make([]byte, tt.n)
+			crcs, ok, err := vs.read(id, tt.off, buf)
+			switch {
+			case ok == tt.notFound:
+				t.Fatalf("read: ok %v, want %v", ok, !tt.notFound)
+			case tt.notFound:
+				return
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("read: %v, want %v", err, tt.wantErr)
+				}
+				return
+			case err != nil:
+				t.Fatalf("read: %v", err)
+			}
+			if !bytes.Equal(buf, data[tt.off:tt.off+tt.n]) {
+				t.Error("read returned other bytes than were put")
+			}
+			if err := verifyChecksums(buf, crcs, tt.off); err != nil {
+				t.Errorf("the checksums read do not cover the bytes: %v", err)
+			}
+		})
+	}
+}
+
+// put, remove and a restart, with the index, report and usage after each.
+func TestVolumeSet_PutRemoveRestart(t *testing.T) {
+	dir := t.TempDir()
+	owner := &fakeOwner{}
+	vs := mustOpenVolumeSet(t, dir, owner)
+	want := map[uint64][]byte{}
+	for id := range uint64(6) {
+		want[id] = blockBytes(byte(id), 700*int(id+1))
+		mustPutBlock(t, vs, id, want[id])
+	}
+	checkPacked(t, vs, want)
+	if others := vs.remove([]uint64{1, 99, 4, 98}); !slices.Equal(others, []uint64{99, 98}) {
+		t.Errorf("remove returned %v as not packed, want [99 98]", others)
+	}
+	delete(want, 1)
+	delete(want, 4)
+	checkPacked(t, vs, want)
+	if err := vs.put(0, want[0], checksums(nil, want[0])); err != nil {
+		t.Errorf("a resend of a packed block: %v, want nil", err)
+	}
+	checkPacked(t, vs, want)
+	vs.close()
+	vs = mustOpenVolumeSet(t, dir, owner)
+	checkPacked(t, vs, want)
+	if err := vs.put(42, []byte("x"), checksums(nil, []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	vs.close()
+	if err := vs.put(43, []byte("x"), checksums(nil, []byte("x"))); !errors.Is(err, errStoreClosed) {
+		t.Errorf("put after close: %v, want errStoreClosed", err)
+	}
+}
+
+// What load indexes, of volumes written by hand.
+func TestVolumeSet_Load(t *testing.T) {
+	a, b := blockBytes(1, 1000), blockBytes(2, 1500)
+	rec := func(id uint64, data []byte) []byte { return appendRecord(nil, id, data, checksums(nil, data)) }
+	deleted := func(r []byte) []byte { r[5] = stateDeleted; return r }
+	tests := []struct {
+		name    string
+		volumes [][]byte // vol_00000000, vol_00000001, ...
+		files   []uint64 // blocks the owner keeps as files
+		want    map[uint64][]byte
+	}{
+		{"Empty", nil, nil, map[uint64][]byte{}},
+		{"OneVolume", [][]byte{slices.Concat(rec(1, a), rec(2, b))}, nil, map[uint64][]byte{1: a, 2: b}},
+		{"DeletedRecord", [][]byte{slices.Concat(deleted(rec(1, a)), rec(2, b))}, nil, map[uint64][]byte{2: b}},
+		// A delete whose mark a crash lost, then a new copy: the later wins.
+		{"StoredTwiceInOneVolume", [][]byte{slices.Concat(rec(1, a), rec(1, b))}, nil, map[uint64][]byte{1: b}},
+		{"StoredTwiceInTwoVolumes", [][]byte{rec(1, b), rec(1, a)}, nil, map[uint64][]byte{1: a}},
+		{"FileWins", [][]byte{slices.Concat(rec(1, a), rec(2, b))}, []uint64{1}, map[uint64][]byte{2: b}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for seq, v := range tt.volumes {
+				if err := os.WriteFile(filepath.Join(dir, volumeName(uint32(seq))), v, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			owner := &fakeOwner{files: map[uint64]bool{}}
+			for _, id := range tt.files {
+				owner.files[id] = true
+			}
+			vs := mustOpenVolumeSet(t, dir, owner)
+			checkPacked(t, vs, tt.want)
+		})
+	}
+}
+
+// A block the owner keeps as a file stays a file: a packed copy of it is
+// not indexed, and its record is deleted again.
+func TestVolumeSet_Put_FileWins(t *testing.T) {
+	storeDir := t.TempDir()
+	owner := &fakeOwner{files: map[uint64]bool{7: true}}
+	vs := mustOpenVolumeSet(t, filepath.Join(storeDir, "volumes"), owner)
+	mustPutBlock(t, vs, 7, blockBytes(7, 2000))
+	checkPacked(t, vs, map[uint64][]byte{})
+	vs.close()
+	if live := volumeBlocks(t, storeDir); len(live) != 0 {
+		t.Errorf("live records on disk after a put of a block kept as a file: %v", live)
+	}
+}
+
+func TestVolumeSet_Quarantine(t *testing.T) {
+	tests := []struct {
+		name       string
+		harm       func(t *testing.T, dir string)
+		wantPacked bool
+		wantKept   bool
+	}{
+		{"Readable", func(*testing.T, string) {}, true, true},
+		{"DamagedData", func(t *testing.T, dir string) {
+			flipByte(t, filepath.Join(dir, volumeName(0)), volumeHeaderSize+10)
+		}, true, true},
+		{"CutShort", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, volumeName(0)), 100) }, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			owner := &fakeOwner{}
+			vs := mustOpenVolumeSet(t, dir, owner)
+			data := blockBytes(5, 3000)
+			mustPutBlock(t, vs, 5, data)
+			tt.harm(t, dir)
+			if got := vs.quarantine(5); got != tt.wantPacked {
+				t.Errorf("quarantine(5) = %v, want %v", got, tt.wantPacked)
+			}
+			if vs.quarantine(6) {
+				t.Error("quarantine of a block never packed reports it packed")
+			}
+			checkPacked(t, vs, map[uint64][]byte{})
+			owner.mu.Lock()
+			kept, ok := owner.kept[5]
+			owner.mu.Unlock()
+			if ok != tt.wantKept {
+				t.Fatalf("a copy kept: %v, want %v", ok, tt.wantKept)
+			}
+			if ok && len(kept) != len(data) {
+				t.Errorf("kept %d bytes, want the %d of the block", len(kept), len(data))
+			}
+		})
 	}
 }
