@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -554,5 +555,70 @@ func TestMaster_ReportBad_AfterRestart_ReplicaOnPaper(t *testing.T) {
 	m2.reportBad(&ReportBadArgs{BlockID: id, Addr: "127.0.0.1:9000", Reason: "bad chunk"})
 	if slices.Contains(m2.deletes.pendingOn("MID-0"), id) {
 		t.Fatal("the only reported replica was queued for deletion because of one that exists only on paper")
+	}
+}
+
+// A replica reported corrupt is deleted from its minion; once the minion
+// says with a heartbeat that the delete is done, that minion may take a
+// copy of the block again. Before deletes were acknowledged it stayed
+// excluded until its next full block report (10 minutes), so with 3
+// minions, replication 2 and one dead, the block stayed under-replicated.
+// Without the acknowledgement the block cannot be placed, and fsck says
+// why.
+func TestMaster_Replicate_AfterDeleteAcknowledged(t *testing.T) {
+	for _, acked := range []bool{true, false} {
+		t.Run(fmt.Sprintf("acked=%v", acked), func(t *testing.T) {
+			m := newTestMaster(t, t.TempDir())
+			addMinions(t, m, 3)
+			id := putSmallFile(t, m, "/f", 2)
+			holders := m.reg.idsOf(m.ns.blocks[id])
+			bad, good := m.reg.minions[holders[0]], m.reg.minions[holders[1]]
+			var third *minionEntry
+			for _, mn := range m.reg.minions {
+				if mn != bad && mn != good {
+					third = mn
+				}
+			}
+			hb := func(mn *minionEntry, deleted ...uint64) *HeartbeatReply {
+				return m.heartbeat(&HeartbeatArgs{MinionID: mn.id, Addr: mn.addr, Free: 1 << 40, Deleted: deleted})
+			}
+			// The bad replica goes; the third minion copies the block.
+			m.reportBad(&ReportBadArgs{BlockID: id, Addr: bad.addr, Reason: "test"})
+			m.replicate(time.Now())
+			if got := copiesAsked(m, third.id); !slices.Equal(got, []uint64{id}) {
+				t.Fatalf("copies asked of %s: %v, want %s", third.id, got, blockName(id))
+			}
+			if _, err := m.blockReceived(&BlockReceivedArgs{MinionID: third.id, BlockID: id, Size: 10}); err != nil {
+				t.Fatal(err)
+			}
+			if got := hb(bad).Delete; !slices.Equal(got, []uint64{id}) {
+				t.Fatalf("deletes handed to %s: %v, want the corrupt replica", bad.id, got)
+			}
+			if acked {
+				hb(bad, id)
+			}
+			// A holder of a good replica dies: the one minion left to
+			// copy to is the one whose replica was deleted.
+			m.mu.Lock()
+			good.lastSeen = time.Time{}
+			m.mu.Unlock()
+			m.replicate(time.Now())
+			got := copiesAsked(m, bad.id)
+			r, err := m.fsck("/f")
+			if err != nil {
+				t.Fatal(err)
+			}
+			note := r.Blocks[0].Note
+			switch {
+			case acked && !slices.Equal(got, []uint64{id}):
+				t.Errorf("after the delete was acknowledged, copies asked of %s: %v, want %s", bad.id, got, blockName(id))
+			case !acked && len(got) > 0:
+				t.Errorf("a copy %v was placed where a delete of the block may still run", got)
+			case !acked && !strings.Contains(note, "no minion can take a copy"):
+				t.Errorf("fsck note %q, want why the block cannot be copied", note)
+			case acked && note != "":
+				t.Errorf("fsck note %q for a block being copied", note)
+			}
+		})
 	}
 }
