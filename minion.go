@@ -375,28 +375,26 @@ type minionRPC struct{ m *Minion }
 // WriteBlock stores one packet and forwards it down the pipeline. The
 // packet goes to the next minion before it is written here, so the network
 // and the disk work at once; the call answers when both copies are written
-// (and, for a Final packet, finalized).
-func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
+// (and, for a Final packet, finalized). A failure is in the reply, naming
+// the minion that failed (see PipelineReply); the call itself fails only
+// when the connection does.
+func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 	m := r.m
 	// The packet is forwarded (encoded onto the socket) and written by
 	// the time this returns: its buffer can take the next one.
 	defer putPacketBuf(a.Data)
 	if m.ctx.Err() != nil {
-		return errShuttingDown
+		reply.fail(m.advertised(), errShuttingDown)
+		return nil
 	}
-	var fwd *pendingCall
-	var next string
-	timeout := hops(packetHopTimeout, len(a.Next))
-	if a.Final {
-		timeout = hops(finalizeHopTimeout, len(a.Next))
-	}
+	var fwd *forward
 	if len(a.Next) > 0 {
-		next = a.Next[0]
-		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:], Final: a.Final}
-		var err error
-		if fwd, err = m.pool.start(m.ctx, next, minionService+".WriteBlock", fwdArgs, &Empty{}); err != nil {
-			return m.forwardErr(next, err)
+		timeout := hops(packetHopTimeout, len(a.Next))
+		if a.Final {
+			timeout = hops(smallBlockHopTimeout, len(a.Next))
 		}
+		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:], Final: a.Final}
+		fwd = m.startForward(a.Next[0], minionService+".WriteBlock", fwdArgs, timeout)
 	}
 	var err error
 	switch {
@@ -409,51 +407,79 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, _ *Empty) error {
 	default:
 		err = m.store.put(a.BlockID, a.Data, a.CRCs)
 	}
-	if fwd != nil {
-		if ferr := fwd.wait(m.ctx, timeout); ferr != nil {
-			err = joinErrs(err, m.forwardErr(next, ferr))
-		}
-	}
-	return err
+	m.answer(reply, err, fwd)
+	return nil
 }
 
 // errShuttingDown is a minion's answer once it is closing: the writer drops
 // it from the pipeline.
 var errShuttingDown = errors.New("minion shutting down")
 
-// forwardErr is the error of a forward to next that failed with err. A
-// forward cut short by this minion's own shutdown is this minion's fault,
-// not next's: the writer must drop this minion, not the next one.
-func (m *Minion) forwardErr(next string, err error) error {
-	if m.ctx.Err() != nil {
-		return errShuttingDown
+// forward is a pipeline call to the next minion, in flight.
+type forward struct {
+	next    string
+	pc      *pendingCall // nil if it could not be sent
+	err     error        // why it could not be sent
+	reply   PipelineReply
+	timeout time.Duration
+}
+
+// startForward sends a pipeline call to next without waiting for it.
+func (m *Minion) startForward(next, method string, args any, timeout time.Duration) *forward {
+	f := &forward{next: next, timeout: timeout}
+	f.pc, f.err = m.pool.start(m.ctx, next, method, args, &f.reply)
+	return f
+}
+
+// wait returns the failure of the forward and of the rest of the
+// pipeline after it, nil if there is none. A forward that got no answer
+// blames next; one cut short by this minion's own shutdown blames this
+// minion, since the writer must drop this one, not the next.
+func (f *forward) wait(m *Minion) *MinionError {
+	err := f.err
+	if err == nil {
+		err = f.pc.wait(m.ctx, f.timeout)
 	}
-	return fmt.Errorf("forward to %s: %w", next, err)
+	switch {
+	case m.ctx.Err() != nil:
+		return &MinionError{Addr: m.advertised(), Err: errShuttingDown}
+	case err != nil:
+		return &MinionError{Addr: f.next, Err: err}
+	}
+	return f.reply.err()
+}
+
+// answer fills reply with the outcome of this minion's part (err) and of
+// the forward, if any, waiting for it. The deepest failure is named: a
+// minion after this one that failed must go from the pipeline first.
+func (m *Minion) answer(reply *PipelineReply, err error, fwd *forward) {
+	if fwd != nil {
+		if ferr := fwd.wait(m); ferr != nil {
+			reply.fail(ferr.Addr, ferr.Err)
+			return
+		}
+	}
+	if err != nil {
+		reply.fail(m.advertised(), err)
+	}
 }
 
 // FinalizeBlock makes the block durable here and on the rest of the
-// pipeline. It answers only when every copy is fsynced.
-func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, _ *Empty) error {
+// pipeline. It answers only when every copy is fsynced; a failure is in
+// the reply, as for WriteBlock.
+func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, reply *PipelineReply) error {
 	m := r.m
 	if m.ctx.Err() != nil {
-		return errShuttingDown
+		reply.fail(m.advertised(), errShuttingDown)
+		return nil
 	}
-	done := make(chan error, 1)
+	var fwd *forward
 	if len(a.Next) > 0 {
-		next := a.Next[0]
-		go func() {
-			args := &FinalizeBlockArgs{BlockID: a.BlockID, Size: a.Size, Next: a.Next[1:]}
-			err := m.pool.call(m.ctx, next, minionService+".FinalizeBlock", args, &Empty{}, hops(finalizeHopTimeout, len(args.Next)+1))
-			if err != nil {
-				err = m.forwardErr(next, err)
-			}
-			done <- err
-		}()
-	} else {
-		done <- nil
+		args := &FinalizeBlockArgs{BlockID: a.BlockID, Size: a.Size, Next: a.Next[1:]}
+		fwd = m.startForward(a.Next[0], minionService+".FinalizeBlock", args, hops(finalizeHopTimeout, len(a.Next)))
 	}
-	err := m.store.finalize(a.BlockID, a.Size)
-	return joinErrs(err, <-done)
+	m.answer(reply, m.store.finalize(a.BlockID, a.Size), fwd)
+	return nil
 }
 
 // ReadBlock returns a range of a block with its stored checksums.
@@ -464,16 +490,4 @@ func (r *minionRPC) ReadBlock(a *ReadBlockArgs, reply *ReadBlockReply) error {
 	}
 	reply.Data, reply.CRCs = data, crcs
 	return nil
-}
-
-// joinErrs returns the first non-nil of a and b, or both on one line. It
-// keeps errors printable as the single line a user sees.
-func joinErrs(a, b error) error {
-	switch {
-	case a == nil:
-		return b
-	case b == nil:
-		return a
-	}
-	return fmt.Errorf("%w; %w", a, b)
 }

@@ -58,12 +58,24 @@ const (
 const (
 	dialTimeout = 5 * time.Second
 	metaTimeout = 15 * time.Second
-	// packetHopTimeout bounds one packet on one minion.
-	packetHopTimeout = 20 * time.Second
+	// packetHopTimeout bounds one packet (1 MiB at most) on one minion:
+	// its acknowledgement deadline, as HDFS's pipeline acks. A healthy
+	// minion on a LAN answers in milliseconds, a busy one with a slow disk
+	// in well under a second; a minion that was paused or cut off by a
+	// partition (no reset, just silence) must cost seconds, not minutes,
+	// before the pipeline goes on without it or a read moves to the next
+	// replica. It asks for at least 200 KiB/s between two minions.
+	packetHopTimeout = 5 * time.Second
+	// smallBlockHopTimeout bounds a block of one packet on one minion:
+	// stored and synced on receipt (a small file, packed into a volume).
+	smallBlockHopTimeout = 3 * packetHopTimeout
 	// finalizeHopTimeout bounds the fsync of a whole block on one minion.
 	finalizeHopTimeout = 60 * time.Second
-	// connWriteTimeout bounds every write on a connection.
-	connWriteTimeout = 60 * time.Second
+	// connWriteTimeout bounds every write on a connection: a peer that
+	// stops reading (paused, partitioned) fills the socket's buffers, and
+	// a write into them must not block a writer for longer than the
+	// packet it carries may take.
+	connWriteTimeout = packetHopTimeout
 )
 
 // hops is the timeout of a call that goes through n minions.
@@ -104,6 +116,7 @@ var (
 var sentinels = []error{
 	ErrNotFound, ErrExists, ErrIsDir, ErrNotDir, ErrBusy, ErrNoMinions,
 	ErrBadPath, ErrBadArg, ErrLease, ErrBlockNotFound, ErrChecksum, ErrWrongCluster, ErrNoSuchMinion,
+	errShuttingDown,
 }
 
 // remoteError is an error returned by a remote node. It keeps the remote
@@ -123,10 +136,15 @@ func fromRemote(err error) error {
 	if !errors.As(err, &se) {
 		return err
 	}
-	msg := string(se)
+	return remoteText(string(se))
+}
+
+// remoteText is the error a remote node sent as msg, unwrapping to the
+// sentinel it names, if any.
+func remoteText(msg string) error {
 	for _, s := range sentinels {
-		// A sentinel starts the text, or follows the context that a
-		// forwarding minion added ("forward to HOST:PORT: ...").
+		// A sentinel starts the text, or follows some context
+		// ("block blk_...: checksum mismatch: ...").
 		t := s.Error()
 		if msg == t || strings.HasPrefix(msg, t+":") || strings.HasSuffix(msg, ": "+t) || strings.Contains(msg, ": "+t+":") {
 			return &remoteError{msg: msg, sentinel: s}
@@ -446,6 +464,37 @@ type WriteBlockArgs struct {
 	// FinalizeBlock round trip (a small file).
 	Final bool
 }
+
+// PipelineReply is the answer of WriteBlock and FinalizeBlock: empty when
+// the callee and every minion after it did their part, else the address of
+// the deepest minion that failed (the callee, or one it forwarded to) and
+// why. The failure travels as data, not as net/rpc's error text, so that
+// the writer knows which minion to drop from the pipeline.
+type PipelineReply struct {
+	Failed string // host:port of the minion that failed; "" if none
+	Err    string // what went wrong there
+}
+
+// fail records that the minion at addr failed with err.
+func (r *PipelineReply) fail(addr string, err error) { r.Failed, r.Err = addr, err.Error() }
+
+// err is the failure in r as a *MinionError, or nil.
+func (r *PipelineReply) err() *MinionError {
+	if r.Failed == "" {
+		return nil
+	}
+	return &MinionError{Addr: r.Failed, Err: remoteText(r.Err)}
+}
+
+// MinionError is the failure of one minion of a write pipeline. It unwraps
+// to the sentinel the minion named, so errors.Is works across the wire.
+type MinionError struct {
+	Addr string
+	Err  error
+}
+
+func (e *MinionError) Error() string { return "minion " + e.Addr + ": " + e.Err.Error() }
+func (e *MinionError) Unwrap() error { return e.Err }
 
 // FinalizeBlockArgs ends the write of a block: every minion of the pipeline
 // checks the length, fsyncs and makes the block visible.
