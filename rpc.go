@@ -52,9 +52,9 @@ const (
 )
 
 // Timeouts of remote calls; net/rpc has none of its own (see pool.go). A
-// pipeline call waits one hop timeout per minion from the callee to the end
-// of the pipeline, so the minion next to a hung one gives up first and its
-// error, which names the hung minion, reaches the client.
+// pipeline call waits the hop timeout plus hopMargin for each minion after
+// the callee (hops), so the minion next to a silent one gives up first and
+// its answer, which names the silent one, reaches the client in time.
 const (
 	dialTimeout = 5 * time.Second
 	metaTimeout = 15 * time.Second
@@ -78,8 +78,17 @@ const (
 	connWriteTimeout = packetHopTimeout
 )
 
-// hops is the timeout of a call that goes through n minions.
-func hops(d time.Duration, n int) time.Duration { return d * time.Duration(max(n, 1)) }
+// hopMargin is what each minion of a pipeline adds to the timeout of the
+// one after it: time to answer once that one answered or timed out. Too
+// small a margin on a loaded machine blames the wrong minion (a healthy one
+// leaves the pipeline, and re-replication makes up for it); too large a one
+// delays noticing a silent first minion.
+const hopMargin = 2 * time.Second
+
+// hops is the timeout of a call that goes through n minions, each with the
+// timeout d of its own part: a silent first minion of three costs d plus
+// two margins, not three times d.
+func hops(d time.Duration, n int) time.Duration { return d + time.Duration(max(n, 1)-1)*hopMargin }
 
 // Sentinel errors. Servers return them wrapped (fmt.Errorf("%w: ...")); the
 // text crosses the wire and remoteError maps it back, so errors.Is works in
