@@ -301,7 +301,9 @@ func (r *replication) tick(now time.Time) {
 			r.recheck[id] = struct{}{}
 		} else {
 			delete(r.recheck, id) // settled, or its file is gone
-			delete(r.stuck, id)
+			if len(r.stuck) > 0 {
+				delete(r.stuck, id)
+			}
 		}
 	}
 	if r.rescan {
