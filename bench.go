@@ -145,11 +145,13 @@ type bench struct {
 	stderr io.Writer // progress
 	data   *benchData
 	root   string // remote dir of this run's files
+	sec    *Security
 }
 
 func (b *bench) client() *Client {
 	c := NewClient(b.master)
 	c.Logger = b.logger
+	c.SetSecurity(b.sec)
 	return c
 }
 
@@ -540,7 +542,7 @@ func benchCommand(e *env) *cli.Command {
 					return usagef(c, "unknown workload %q (want %v)", w, benchWorkloads)
 				}
 			}
-			b := &bench{cfg: cfg, logger: e.logger, stderr: e.stderr, data: newBenchData(), root: "/dfs-bench-" + randomHex(4)}
+			b := &bench{cfg: cfg, logger: e.logger, stderr: e.stderr, data: newBenchData(), root: "/dfs-bench-" + randomHex(4), sec: e.security}
 			b.master = c.String("master")
 			if !c.IsSet("master") {
 				dir, err := os.MkdirTemp(cfg.Dir, "dfs-bench-cluster-")
@@ -548,7 +550,7 @@ func benchCommand(e *env) *cli.Command {
 					return err
 				}
 				defer os.RemoveAll(dir)
-				cl := &DevCluster{Dir: dir, Addr: "127.0.0.1:0", Minions: 3, Logger: e.logger}
+				cl := &DevCluster{Dir: dir, Addr: "127.0.0.1:0", Minions: 3, Logger: e.logger, Security: e.security}
 				if err := cl.Start(); err != nil {
 					return fmt.Errorf("bench: local cluster: %w", err)
 				}

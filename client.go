@@ -40,8 +40,12 @@ type Client struct {
 
 // NewClient returns a client of the master at addr.
 func NewClient(addr string) *Client {
-	return &Client{Master: addr, Logger: slog.Default(), Timeout: metaTimeout, pool: newPool()}
+	return &Client{Master: addr, Logger: slog.Default(), Timeout: metaTimeout, pool: newPool(nil, roleClient)}
 }
+
+// SetSecurity sets how the client proves itself to the cluster (and the
+// cluster to it); call it before the first call.
+func (c *Client) SetSecurity(s *Security) { c.pool.setSecurity(s) }
 
 // Close closes the client's connections.
 func (c *Client) Close() { c.pool.close() }

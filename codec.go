@@ -6,7 +6,7 @@
 // Here headers are written and read directly in gob's wire format, while
 // bodies still go through encoding/gob. The bytes on the wire are exactly
 // those of net/rpc's own gob codec, so either end may be a stock net/rpc
-// peer.
+// peer once the handshake of auth.go is done.
 //
 // A gob stream is a sequence of messages, each a byte count and then a type
 // id: a negative id defines the type -id (its wireType follows), a positive
@@ -452,6 +452,86 @@ func (h *headerReader) readResponse(r *rpc.Response) error {
 	return err
 }
 
+// Bounds of one body message (a gob message: a request's or a reply's
+// body, or a type definition), checked against the message's byte count
+// before gob allocates for it. gob's own bound is 8 GiB on 64-bit machines.
+// The largest requests are block reports, a few bytes a block: 128 MiB is a
+// minion of several million blocks. The largest replies are listings.
+const (
+	maxRequestBody = 128 << 20
+	maxReplyBody   = 512 << 20
+)
+
+// errTooBig is a message over its bound.
+var errTooBig = errors.New("rpc: message too big")
+
+// msgLimiter sits between a connection's buffered reader and the gob.Decoder
+// of bodies, and fails a message whose byte count is over max before gob
+// sees the count. gob reads exactly one message at a time from an
+// io.ByteReader (it does not buffer one of its own), so the limiter knows
+// where each message starts.
+type msgLimiter struct {
+	r    *bufio.Reader
+	max  uint64
+	left uint64 // bytes of the current message, its count included, still to come
+}
+
+// start checks the count of the message that begins at the reader.
+func (l *msgLimiter) start() error {
+	b, err := l.r.Peek(1)
+	if err != nil {
+		return err
+	}
+	width := 1
+	var n uint64
+	if b[0] < 128 {
+		n = uint64(b[0])
+	} else {
+		width += -int(int8(b[0]))
+		if width > 9 {
+			return errors.New("rpc: bad message count")
+		}
+		if b, err = l.r.Peek(width); err != nil {
+			return unexpected(err)
+		}
+		for _, c := range b[1:] {
+			n = n<<8 | uint64(c)
+		}
+	}
+	if n > l.max {
+		return fmt.Errorf("%w: %d bytes, at most %d", errTooBig, n, l.max)
+	}
+	l.left = uint64(width) + n
+	return nil
+}
+
+func (l *msgLimiter) Read(p []byte) (int, error) {
+	if l.left == 0 {
+		if err := l.start(); err != nil {
+			return 0, err
+		}
+	}
+	if uint64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= uint64(n)
+	return n, err
+}
+
+func (l *msgLimiter) ReadByte() (byte, error) {
+	if l.left == 0 {
+		if err := l.start(); err != nil {
+			return 0, err
+		}
+	}
+	c, err := l.r.ReadByte()
+	if err == nil {
+		l.left--
+	}
+	return c, err
+}
+
 // clientCodec is the calling side's codec: requests out, replies in.
 type clientCodec struct {
 	rwc    io.ReadWriteCloser
@@ -466,7 +546,7 @@ type clientCodec struct {
 func newClientCodec(conn io.ReadWriteCloser) *clientCodec {
 	w := bufio.NewWriter(conn)
 	r := bufio.NewReader(conn)
-	c := &clientCodec{rwc: conn, w: w, enc: gob.NewEncoder(w), dec: gob.NewDecoder(r)}
+	c := &clientCodec{rwc: conn, w: w, enc: gob.NewEncoder(w), dec: gob.NewDecoder(&msgLimiter{r: r, max: maxReplyBody})}
 	c.hw.t = requestHeader
 	c.hr.t, c.hr.r = responseHeader, r
 	return c

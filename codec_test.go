@@ -45,7 +45,7 @@ func serveEcho(t testing.TB) string {
 	if err := srv.RegisterName("Echo", echoService{}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t))
+	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func serveEchoStock(t testing.TB) string {
 	if err := srv.RegisterName("Echo", echoService{}); err != nil {
 		t.Fatal(err)
 	}
-	return listen(t, func(c net.Conn) { srv.ServeConn(c) })
+	return listenAuthed(t, func(c net.Conn) { srv.ServeConn(c) })
 }
 
 func TestHeaderType_AsGobWritesIt(t *testing.T) {
@@ -102,7 +102,7 @@ func TestCodec_SameBytesAsGob(t *testing.T) {
 
 	got.Reset()
 	want.Reset()
-	sc := newServerCodec(nopCloser{&got})
+	sc := newServerCodec(nopCloser{&got}, nil)
 	enc = gob.NewEncoder(&want)
 	for i := range reqs {
 		r := rpc.Response{ServiceMethod: reqs[i].ServiceMethod, Seq: reqs[i].Seq}
@@ -130,7 +130,7 @@ func TestCodec_ReadsOtherStreams(t *testing.T) {
 			enc.Encode(&rpc.Request{ServiceMethod: "Echo.Echo", Seq: uint64(i)})
 			enc.Encode(&EchoArgs{Text: fmt.Sprint(i)})
 		}
-		sc := newServerCodec(nopCloser{&buf})
+		sc := newServerCodec(nopCloser{&buf}, nil)
 		for i := range 3 {
 			r, a := readRequest(t, sc)
 			if r.ServiceMethod != "Echo.Echo" || r.Seq != uint64(i) || a.Text != fmt.Sprint(i) {
@@ -193,7 +193,7 @@ func TestCodec_ReadsOtherStreams(t *testing.T) {
 			enc.Encode(&Request{ServiceMethod: "Echo.Echo", Extra: []int{1, 2}, Seq: uint64(i + 7)})
 			enc.Encode(&EchoArgs{Text: "x"})
 		}
-		sc := newServerCodec(nopCloser{&buf})
+		sc := newServerCodec(nopCloser{&buf}, nil)
 		for i := range 2 {
 			r, a := readRequest(t, sc)
 			if r.ServiceMethod != "Echo.Echo" || r.Seq != uint64(i+7) || a.Text != "x" {
@@ -248,15 +248,22 @@ func TestCodec_StockPeers(t *testing.T) {
 		}
 	}
 	t.Run("StockClient", func(t *testing.T) {
-		c, err := rpc.Dial("tcp", serveEcho(t))
+		// After the handshake (auth.go), the stream is net/rpc's own.
+		addr := serveEcho(t)
+		raw, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
+		conn, err := (*Security)(nil).dial(raw, addr, roleClient, handshakeTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := rpc.NewClient(conn)
 		defer c.Close()
 		check(t, func(m string, a *EchoArgs, r *EchoReply) error { return c.Call(m, a, r) })
 	})
 	t.Run("StockServer", func(t *testing.T) {
-		p := newPool()
+		p := newPool(nil, roleClient)
 		defer p.close()
 		addr := serveEchoStock(t)
 		check(t, func(m string, a *EchoArgs, r *EchoReply) error {
@@ -264,7 +271,7 @@ func TestCodec_StockPeers(t *testing.T) {
 		})
 	})
 	t.Run("Both", func(t *testing.T) {
-		p := newPool()
+		p := newPool(nil, roleClient)
 		defer p.close()
 		addr := serveEcho(t)
 		check(t, func(m string, a *EchoArgs, r *EchoReply) error {
@@ -275,7 +282,7 @@ func TestCodec_StockPeers(t *testing.T) {
 
 // Many calls at once on one connection, each with its own reply.
 func TestPool_ConcurrentCalls(t *testing.T) {
-	p := newPool()
+	p := newPool(nil, roleClient)
 	defer p.close()
 	addr := serveEcho(t)
 	var wg sync.WaitGroup
@@ -318,7 +325,7 @@ func TestCodec_Garbage(t *testing.T) {
 		inputs = append(inputs, b, good.Bytes()[:i])
 	}
 	for _, in := range inputs {
-		sc := newServerCodec(nopCloser{bytes.NewBuffer(bytes.Clone(in))})
+		sc := newServerCodec(nopCloser{bytes.NewBuffer(bytes.Clone(in))}, nil)
 		for range 3 { // stop at the first error
 			var r rpc.Request
 			if err := sc.ReadRequestHeader(&r); err != nil {
@@ -351,7 +358,7 @@ func TestCodec_Garbage(t *testing.T) {
 		c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02\xff\xfe"))
 		c.Close()
 	})
-	p := newPool()
+	p := newPool(nil, roleClient)
 	defer p.close()
 	err := p.call(t.Context(), garbage, "Echo.Echo", &EchoArgs{}, &EchoReply{}, time.Minute)
 	if err == nil {
@@ -368,7 +375,7 @@ func FuzzCodec_ReadRequest(f *testing.F) {
 	f.Add(good.Bytes())
 	f.Add([]byte{0xfe, 1, 0})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		sc := newServerCodec(nopCloser{bytes.NewBuffer(in)})
+		sc := newServerCodec(nopCloser{bytes.NewBuffer(in)}, nil)
 		for range 4 {
 			var r rpc.Request
 			if sc.ReadRequestHeader(&r) != nil || sc.ReadRequestBody(&EchoArgs{}) != nil {
@@ -381,7 +388,7 @@ func FuzzCodec_ReadRequest(f *testing.F) {
 // A request that gob cannot encode fails alone; the pool goes on with a
 // new connection.
 func TestPool_RequestGobCannotEncode(t *testing.T) {
-	p := newPool()
+	p := newPool(nil, roleClient)
 	defer p.close()
 	addr := serveEcho(t)
 	type bad struct{ F func() }
@@ -414,7 +421,7 @@ func TestCodec_HeadersThroughGob(t *testing.T) {
 	if !bytes.Equal(got.Bytes(), want.Bytes()) {
 		t.Errorf("requests differ from gob's:\n got %x\nwant %x", got.Bytes(), want.Bytes())
 	}
-	sc := newServerCodec(nopCloser{&got})
+	sc := newServerCodec(nopCloser{&got}, nil)
 	sc.hr.t = &headerType{name: "Request", fields: requestHeader.fields}
 	for i := range 3 {
 		r, a := readRequest(t, sc)

@@ -41,6 +41,7 @@ func masterCommand(e *env) *cli.Command {
 				return err
 			}
 			m.Logger = e.logger
+			m.Security = e.security
 			if err := m.Start(); err != nil {
 				return err
 			}
@@ -76,6 +77,95 @@ func applyClusterFlags(c *cli.Context, m *Master) error {
 	m.DeadAfter = c.Duration("dead-after")
 	m.SafeModeTimeout = c.Duration("safe-mode-timeout")
 	return nil
+}
+
+// securityFlags are how a process trusts its peers (auth.go): every command
+// that talks to the cluster takes them; servers (master, minion, dev) also
+// take --insecure.
+func securityFlags(server bool) []cli.Flag {
+	fs := []cli.Flag{
+		&cli.StringFlag{Name: "secret-file", EnvVars: []string{"DFS_SECRET_FILE"}, Usage: "`FILE` with the cluster secret (make one with: dfs secret new > FILE)"},
+		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"DFS_TLS_CERT"}, Usage: "PEM certificate `FILE`: TLS on every connection (servers need it with --tls-key)"},
+		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"DFS_TLS_KEY"}, Usage: "PEM private key `FILE` of --tls-cert"},
+		&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"DFS_TLS_CA"}, Usage: "PEM `FILE` of the CA that signed the cluster's certificates (default: the system's)"},
+	}
+	if server {
+		fs = append(fs, &cli.BoolFlag{Name: "insecure", Usage: "without a secret, take peers from any address, not only loopback (anyone who reaches the port can do anything)"})
+	}
+	return fs
+}
+
+// securityFrom reads the security flags of c. dev, if not empty, is a
+// directory where a secret is made when none is given (dfs dev).
+func securityFrom(c *cli.Context, server bool, dev string) (*Security, string, error) {
+	s := &Security{}
+	path := c.String("secret-file")
+	if path == "" && dev != "" {
+		path = filepath.Join(dev, "secret")
+		if err := os.MkdirAll(dev, 0o755); err != nil {
+			return nil, "", err
+		}
+		if err := writeSecretFile(path); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, "", fmt.Errorf("secret: %w", err)
+		}
+	}
+	if path != "" {
+		secret, err := loadSecret(path)
+		if err != nil {
+			return nil, "", err
+		}
+		s.Secret = secret
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+	}
+	var err error
+	if s.TLSServer, s.TLSClient, err = loadTLS(c.String("tls-cert"), c.String("tls-key"), c.String("tls-ca")); err != nil {
+		return nil, "", err
+	}
+	if server {
+		s.Insecure = c.Bool("insecure")
+		if s.TLSClient != nil && s.TLSServer == nil {
+			return nil, "", usagef(c, "TLS on a server needs --tls-cert and --tls-key")
+		}
+	}
+	return s, path, nil
+}
+
+func secretCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "secret",
+		Usage: "make a cluster secret",
+		Subcommands: []*cli.Command{{
+			Name:      "new",
+			Usage:     "write a fresh random cluster secret to FILE (created with mode 0600), or to stdout",
+			ArgsUsage: "[FILE]",
+			Description: "Examples: dfs secret new > /etc/dfs/secret ; dfs secret new /etc/dfs/secret\n" +
+				"Then give every process --secret-file FILE (or DFS_SECRET_FILE=FILE).",
+			Action: func(c *cli.Context) error {
+				switch c.NArg() {
+				case 0:
+					// A redirect to a file makes it with the umask's
+					// mode: narrow it before the secret is in it.
+					if f, ok := e.stdout.(*os.File); ok {
+						if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+							if err := f.Chmod(0o600); err != nil {
+								return fmt.Errorf("secret new: %w", err)
+							}
+						}
+					}
+					_, err := fmt.Fprintln(e.stdout, newSecret())
+					return err
+				case 1:
+					if err := writeSecretFile(c.Args().First()); err != nil {
+						return fmt.Errorf("secret new: %w", err)
+					}
+					return nil
+				}
+				return usagef(c, "want at most one FILE")
+			},
+		}},
+	}
 }
 
 func masterFlag() cli.Flag {
@@ -131,6 +221,7 @@ func minionCommand(e *env) *cli.Command {
 			}
 			m.PackMax = packMax
 			m.Logger = e.logger
+			m.Security = e.security
 			if err := m.Start(); err != nil {
 				return err
 			}
@@ -159,15 +250,20 @@ func devCommand(e *env) *cli.Command {
 			if c.Int("minions") < 1 || c.Int("minions") > 64 {
 				return usagef(c, "--minions %d (want 1 to 64)", c.Int("minions"))
 			}
-			cl := &DevCluster{Dir: c.String("dir"), Addr: c.String("addr"), Minions: c.Int("minions"), Logger: e.logger}
+			sec, secretPath, err := securityFrom(c, true, c.String("dir"))
+			if err != nil {
+				return err
+			}
+			cl := &DevCluster{Dir: c.String("dir"), Addr: c.String("addr"), Minions: c.Int("minions"), Logger: e.logger, Security: sec}
 			cl.Configure = func(m *Master) error { return applyClusterFlags(c, m) }
 			if err := cl.Start(); err != nil {
 				return err
 			}
 			addr := cl.Master.AddrString()
 			fmt.Fprintf(e.stdout, "DFS_MASTER=%s\n", addr)
+			fmt.Fprintf(e.stdout, "DFS_SECRET_FILE=%s\n", secretPath)
 			fmt.Fprintf(e.stdout, "# dfs dev: master at %s with %d minions, data in %s; Ctrl+C stops it\n", addr, c.Int("minions"), c.String("dir"))
-			fmt.Fprintf(e.stdout, "# try: export DFS_MASTER=%s; dfs put FILE; dfs ls; dfs get FILE > copy\n", addr)
+			fmt.Fprintf(e.stdout, "# try: export DFS_MASTER=%s DFS_SECRET_FILE=%s; dfs put FILE; dfs ls; dfs get FILE > copy\n", addr, secretPath)
 			<-c.Context.Done()
 			e.logger.Info("shutting down (signal again to force)")
 			return cl.Close()
@@ -257,6 +353,7 @@ func openLocal(name string) (*os.File, error) {
 func newClient(c *cli.Context, e *env) *Client {
 	cl := NewClient(c.String("master"))
 	cl.Logger = e.logger
+	cl.SetSecurity(e.security)
 	return cl
 }
 

@@ -19,6 +19,8 @@ type DevCluster struct {
 	Addr    string
 	Minions int
 	Logger  *slog.Logger
+	// Security is how the master and the minions trust their peers.
+	Security *Security
 	// Configure, if set, adjusts the master before it starts.
 	Configure func(*Master) error
 	// Heartbeat, if set, is the minions' heartbeat interval.
@@ -38,6 +40,7 @@ func (d *DevCluster) Start() (err error) {
 	}
 	d.Master = NewMaster(filepath.Join(d.Dir, "master"), d.Addr)
 	d.Master.Logger = d.Logger.With("role", "master")
+	d.Master.Security = d.Security
 	if d.Configure != nil {
 		if err := d.Configure(d.Master); err != nil {
 			return err
@@ -65,6 +68,7 @@ func (d *DevCluster) StartMinion(dir string) error {
 	mn := NewMinion(dir, "127.0.0.1:0", d.Master.AddrString())
 	mn.Logger = d.Logger.With("role", "minion", "name", filepath.Base(dir))
 	mn.Heartbeat = d.Heartbeat
+	mn.Security = d.Security
 	if d.ConfigureMinion != nil {
 		d.ConfigureMinion(mn)
 	}

@@ -759,8 +759,10 @@ func TestE2E_Minion_FinalizeDuringHeartbeat(t *testing.T) {
 	e2eSameBytes(t, "get /f19", e2eMustDFS(t, c.addr(), nil, "get", "/f19").stdout, data)
 }
 
-// TestE2E_Dev runs `dfs dev`, finds it through DFS_MASTER, and checks that it
-// keeps its files across a SIGINT and a restart.
+// TestE2E_Dev runs `dfs dev`, finds it through DFS_MASTER and the secret it
+// made through DFS_SECRET_FILE, and checks that it keeps its files (and its
+// secret) across a SIGINT and a restart, and that a client without the
+// secret is refused in one line.
 func TestE2E_Dev(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -775,10 +777,18 @@ func TestE2E_Dev(t *testing.T) {
 		return p, m[1]
 	}
 	dev, addr := start()
+	secret := filepath.Join(dir, "secret")
+	if st, err := os.Stat(secret); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("dfs dev's secret: %v, %v; want a file of mode 0600", st, err)
+	}
+	want := "dfs: master " + addr + " refused: " + reasonNoSecret + "\n"
+	if r := e2eRun(t, []string{"DFS_MASTER=" + addr}, []byte("x"), "put", "-", "/nosecret"); r.code != 1 || string(r.stderr) != want {
+		t.Fatalf("put without the secret: %v; want exit 1 and %q", r, want)
+	}
 	data := e2eRandom(e2eMiB + 77)
-	env := []string{"DFS_MASTER=" + addr}
+	env := []string{"DFS_MASTER=" + addr, "DFS_SECRET_FILE=" + secret}
 	if r := e2eRun(t, env, data, "put", "-", "/f"); r.code != 0 {
-		t.Fatalf("put with DFS_MASTER: %v", r)
+		t.Fatalf("put with DFS_MASTER and DFS_SECRET_FILE: %v", r)
 	}
 
 	dev.signal(os.Interrupt)
@@ -786,7 +796,7 @@ func TestE2E_Dev(t *testing.T) {
 		t.Fatalf("dfs dev exited with %d after SIGINT, want 0", code)
 	}
 	_, addr = start()
-	r := e2eRun(t, []string{"DFS_MASTER=" + addr}, nil, "get", "/f")
+	r := e2eRun(t, []string{"DFS_MASTER=" + addr, "DFS_SECRET_FILE=" + secret}, nil, "get", "/f")
 	if r.code != 0 {
 		t.Fatalf("get after restarting dfs dev: %v", r)
 	}

@@ -264,6 +264,19 @@ func (h *hookReader) Read(p []byte) (int, error) {
 }
 
 // listen serves each connection with handle on a loopback port.
+// listenAuthed is listen for handlers that speak RPC: each connection first
+// goes through the listener's side of the handshake (no secret), as a
+// master's would.
+func listenAuthed(t testing.TB, handle func(net.Conn)) string {
+	return listen(t, func(c net.Conn) {
+		conn, _, err := (*Security)(nil).accept(c, roleMaster, "")
+		if err != nil {
+			return
+		}
+		handle(conn)
+	})
+}
+
 func listen(t testing.TB, handle func(net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -39,6 +39,8 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	logger         *slog.Logger
+	// security is what the command's security flags say (securityFrom).
+	security *Security
 }
 
 // run runs the command line args and returns the exit code.
@@ -47,6 +49,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	app := newApp(e)
 	if err := app.RunContext(ctx, reorderArgs(app, args)); err != nil {
 		msg := err.Error()
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			msg = refused.Error() // the whole story, whatever the operation
+		}
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			msg = "interrupted"
 		}
@@ -88,7 +94,18 @@ func newApp(e *env) *cli.App {
 	}
 	for _, c := range cmds {
 		c.OnUsageError = onUsage
+		if c.Name == "dev" { // makes a secret of its own
+			c.Flags = append(c.Flags, securityFlags(true)...)
+			continue
+		}
+		server := c.Name == "master" || c.Name == "minion"
+		c.Flags = append(c.Flags, securityFlags(server)...)
+		c.Before = func(c *cli.Context) (err error) {
+			e.security, _, err = securityFrom(c, server, "")
+			return err
+		}
 	}
+	cmds = append(cmds, secretCommand(e))
 	return &cli.App{
 		Name:    "dfs",
 		Usage:   "a small distributed file system: one master, many minions, one binary",

@@ -63,7 +63,10 @@ type Master struct {
 	SafeModeTimeout time.Duration
 	// MaxCopiesPerMinion bounds the re-replication copies a minion receives at once.
 	MaxCopiesPerMinion int
-	Logger             *slog.Logger
+	// Security is how the master trusts its peers (auth.go); nil: no
+	// secret, loopback only.
+	Security *Security
+	Logger   *slog.Logger
 
 	lock   *dirLock
 	srv    *rpcServer
@@ -133,12 +136,13 @@ func (m *Master) Start() error {
 		lock.unlock()
 		return err
 	}
-	s, err := serveRPC(m.Addr, srv, m.Logger)
+	s, err := serveRPC(m.Addr, srv, m.Logger, m.Security, roleMaster)
 	if err != nil {
 		lock.unlock()
 		return fmt.Errorf("master listen: %w", err)
 	}
 	m.srv = s
+	m.Security.describe(m.Logger, "master", s.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.wg.Add(1)

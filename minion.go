@@ -49,7 +49,10 @@ type Minion struct {
 	// PackMax is the largest block packed into a volume file (volume.go)
 	// when it arrives whole, in one packet; 0 gives every block its own file.
 	PackMax int64
-	Logger  *slog.Logger
+	// Security is how the minion trusts its peers (auth.go); nil: no
+	// secret, loopback only.
+	Security *Security
+	Logger   *slog.Logger
 
 	lock   *dirLock
 	store  *blockStore
@@ -110,20 +113,22 @@ func (m *Minion) Start() (err error) {
 	if m.store, err = openBlockStore(m.Dir, m.PackMax, m.Logger); err != nil {
 		return err
 	}
-	m.pool = newPool()
+	m.pool = newPool(m.Security, roleMinion)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	srv := rpc.NewServer()
 	if err := srv.RegisterName(minionService, &minionRPC{m}); err != nil {
 		return err
 	}
-	if m.srv, err = serveRPC(m.Listen, srv, m.Logger); err != nil {
+	if m.srv, err = serveRPC(m.Listen, srv, m.Logger, m.Security, roleMinion); err != nil {
 		return fmt.Errorf("minion listen: %w", err)
 	}
 	m.interval = m.Heartbeat
 	if m.interval <= 0 {
 		m.interval = DefaultHeartbeat
 	}
-	if err := m.register(); errors.Is(err, ErrWrongCluster) {
+	m.Security.describe(m.Logger, "minion", m.srv.Addr().String())
+	var refused *RefusedError
+	if err := m.register(); errors.Is(err, ErrWrongCluster) || errors.As(err, &refused) {
 		return err
 	} else if err != nil {
 		m.Logger.Warn("master not reachable yet; retrying", "master", m.MasterAddr, "err", err)
@@ -237,9 +242,10 @@ func (m *Minion) advertiseAddr() (string, error) {
 		}
 	}
 	if host == "" {
-		// The local end of a connection to the master is an address
-		// that the master, and so the clients near it, can reach.
-		conn, err := net.DialTimeout("tcp", m.MasterAddr, dialTimeout)
+		// The local end of a route to the master is an address that
+		// the master, and so the clients near it, can reach. A UDP
+		// "connection" finds the route without sending a packet.
+		conn, err := net.Dial("udp", m.MasterAddr)
 		if err != nil {
 			return "", err
 		}

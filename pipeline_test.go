@@ -53,7 +53,7 @@ func TestPipeline_MinionError(t *testing.T) {
 			if tt.before != nil {
 				tt.before()
 			}
-			p := newPool()
+			p := newPool(nil, roleClient)
 			defer p.close()
 			var reply PipelineReply
 			args := &WriteBlockArgs{BlockID: randomID(), Data: data, CRCs: tt.crcs, Next: tt.next, Final: !tt.packet}

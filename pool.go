@@ -15,9 +15,14 @@ import (
 )
 
 // pool keeps one *rpc.Client per address. It is safe for concurrent use.
+// Each connection it dials opens with the handshake of auth.go, as a
+// process of role self.
 type pool struct {
-	// mu guards clients and closed.
+	self role
+
+	// mu guards the fields below.
 	mu      sync.Mutex
+	sec     *Security
 	clients map[string]*rpc.Client
 	closed  bool
 
@@ -25,8 +30,15 @@ type pool struct {
 	waiting deadlines
 }
 
-func newPool() *pool {
-	return &pool{clients: make(map[string]*rpc.Client)}
+func newPool(sec *Security, self role) *pool {
+	return &pool{self: self, sec: sec, clients: make(map[string]*rpc.Client)}
+}
+
+// setSecurity changes how connections dialed from now on open.
+func (p *pool) setSecurity(sec *Security) {
+	p.mu.Lock()
+	p.sec = sec
+	p.mu.Unlock()
 }
 
 // errPoolClosed is returned by calls made after close.
@@ -34,7 +46,8 @@ var errPoolClosed = errors.New("connection pool closed")
 
 // get returns the client for addr, dialing it if there is none; pooled is
 // true if it was there already.
-func (p *pool) get(ctx context.Context, addr string) (_ *rpc.Client, pooled bool, _ error) {
+// A new connection's handshake takes at most limit (and handshakeTimeout).
+func (p *pool) get(ctx context.Context, addr string, limit time.Duration) (_ *rpc.Client, pooled bool, _ error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -44,12 +57,25 @@ func (p *pool) get(ctx context.Context, addr string) (_ *rpc.Client, pooled bool
 		p.mu.Unlock()
 		return c, true, nil
 	}
+	sec := p.sec
 	p.mu.Unlock()
 
 	// Dial outside the lock: one unreachable address must not stall calls
 	// to the others.
 	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	// The handshake has a deadline of its own; ctx may end it sooner.
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	conn, err := sec.dial(raw, addr, p.self, min(limit, handshakeTimeout))
+	if !stop() {
+		if err == nil {
+			conn.Close()
+		}
+		return nil, false, ctx.Err()
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -101,7 +127,7 @@ func (p *pool) close() {
 // sentinels.
 func (p *pool) call(ctx context.Context, addr, method string, args, reply any, timeout time.Duration) error {
 	for attempt := 0; ; attempt++ {
-		pc, err := p.start(ctx, addr, method, args, reply)
+		pc, err := p.startWithin(ctx, addr, method, args, reply, timeout)
 		if err != nil {
 			return err
 		}
@@ -144,8 +170,13 @@ type pendingCall struct {
 // request went out (the peer restarted) is redialed once, so a healthy peer
 // is not taken for a failed one.
 func (p *pool) start(ctx context.Context, addr, method string, args, reply any) (*pendingCall, error) {
+	return p.startWithin(ctx, addr, method, args, reply, handshakeTimeout)
+}
+
+// startWithin is start with at most limit for a new connection's handshake.
+func (p *pool) startWithin(ctx context.Context, addr, method string, args, reply any, limit time.Duration) (*pendingCall, error) {
 	for attempt := 0; ; attempt++ {
-		c, pooled, err := p.get(ctx, addr)
+		c, pooled, err := p.get(ctx, addr, limit)
 		if err != nil {
 			return nil, err
 		}

@@ -17,13 +17,13 @@ import (
 func TestPool_Timeout(t *testing.T) {
 	var mu sync.Mutex
 	conns := 0
-	silent := listen(t, func(c net.Conn) {
+	silent := listenAuthed(t, func(c net.Conn) {
 		mu.Lock()
 		conns++
 		mu.Unlock()
 		io.Copy(io.Discard, c) // reads, never answers
 	})
-	p := newPool()
+	p := newPool(nil, roleClient)
 	defer p.close()
 	for range 2 {
 		err := p.call(t.Context(), silent, "Master.Stat", &PathArgs{}, &Empty{}, 20*time.Millisecond)
@@ -41,8 +41,8 @@ func TestPool_Timeout(t *testing.T) {
 // A call with a short timeout times out even while calls with long ones
 // wait: the shared timer follows the earliest deadline.
 func TestPool_TimeoutShorterThanOthers(t *testing.T) {
-	silent := listen(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-	p := newPool()
+	silent := listenAuthed(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	p := newPool(nil, roleClient)
 	defer p.close()
 	long := make(chan error, 3)
 	for range 3 {
@@ -67,8 +67,8 @@ func TestPool_TimeoutShorterThanOthers(t *testing.T) {
 
 // A call whose context ends fails with the context's error.
 func TestPool_ContextCanceled(t *testing.T) {
-	silent := listen(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-	p := newPool()
+	silent := listenAuthed(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	p := newPool(nil, roleClient)
 	defer p.close()
 	ctx, cancel := context.WithCancel(t.Context())
 	pc, err := p.start(ctx, silent, "Master.Stat", &PathArgs{}, &Empty{})
@@ -124,13 +124,13 @@ func TestPool_BrokenConnection_ReadsRetried(t *testing.T) {
 	if err := srv.RegisterName(masterService, b); err != nil {
 		t.Fatal(err)
 	}
-	addr := listen(t, func(c net.Conn) {
+	addr := listenAuthed(t, func(c net.Conn) {
 		b.mu.Lock()
 		conns = append(conns, c)
 		b.mu.Unlock()
-		srv.ServeCodec(newServerCodec(c))
+		srv.ServeCodec(newServerCodec(c, nil))
 	})
-	p := newPool()
+	p := newPool(nil, roleClient)
 	defer p.close()
 	for i := range 2 {
 		var fi FileInfo

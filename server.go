@@ -15,28 +15,52 @@ import (
 	"time"
 )
 
-// rpcServer serves one rpc.Server on one TCP listener.
+// rpcServer serves one rpc.Server on one TCP listener. Every connection
+// opens with the handshake of auth.go; only a peer it lets in reaches the
+// rpc.Server.
 type rpcServer struct {
 	ln     net.Listener
 	srv    *rpc.Server
 	logger *slog.Logger
+	sec    *Security
+	self   role
 
-	// mu guards conns and closed.
+	// maxConns and maxPerIP bound the connections open at once, in all
+	// and from one IP address.
+	maxConns, maxPerIP int
+
+	refusals refusalLog
+
+	// mu guards the fields below.
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	perIP  map[string]int
+	seen   map[string]bool // peers from other hosts seen without a secret (--insecure)
 	closed bool
 
 	wg sync.WaitGroup
 }
 
-// serveRPC listens on addr and serves srv until Close. It returns once the
-// listener is bound, so Addr is valid at once.
-func serveRPC(addr string, srv *rpc.Server, logger *slog.Logger) (*rpcServer, error) {
+// Connection limits of a server. A cluster's own processes need a handful
+// each; the rest is for clients.
+const (
+	defaultMaxConns = 4096
+	defaultMaxPerIP = 512
+	// maxSeen bounds the peer addresses remembered for --insecure's
+	// warnings.
+	maxSeen = 4096
+)
+
+// serveRPC listens on addr and serves srv, as a process of role self, until
+// Close. It returns once the listener is bound, so Addr is valid at once.
+func serveRPC(addr string, srv *rpc.Server, logger *slog.Logger, sec *Security, self role) (*rpcServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &rpcServer{ln: ln, srv: srv, logger: logger, conns: make(map[net.Conn]struct{})}
+	s := &rpcServer{ln: ln, srv: srv, logger: logger, sec: sec, self: self,
+		maxConns: defaultMaxConns, maxPerIP: defaultMaxPerIP,
+		conns: make(map[net.Conn]struct{}), perIP: make(map[string]int), seen: make(map[string]bool)}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -62,18 +86,46 @@ func (s *rpcServer) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		if !s.track(conn) {
+		refuse, ok := s.track(conn)
+		if !ok {
 			conn.Close()
-			return
+			if s.isClosed() {
+				return
+			}
+			continue // far over the limit: not worth a goroutine
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(conn)
+			c, p, err := s.sec.accept(conn, s.self, refuse)
+			if err != nil {
+				s.refusals.log(s.logger, conn.RemoteAddr().String(), err)
+				return
+			}
+			s.warnInsecure(conn.RemoteAddr())
 			// ServeCodec returns when the peer hangs up or sends
 			// something that is not a gob-encoded rpc request.
-			s.srv.ServeCodec(newServerCodec(&deadlineConn{Conn: conn, writeTimeout: connWriteTimeout}))
+			s.srv.ServeCodec(newServerCodec(&deadlineConn{Conn: c, writeTimeout: connWriteTimeout}, p))
 		}()
+	}
+}
+
+// warnInsecure warns of each new peer from another host that got in without
+// a secret.
+func (s *rpcServer) warnInsecure(a net.Addr) {
+	if s.sec == nil || s.sec.Secret != nil || !s.sec.Insecure || isLoopback(a) {
+		return
+	}
+	host, _, _ := net.SplitHostPort(a.String())
+	s.mu.Lock()
+	fresh := !s.seen[host] && len(s.seen) < maxSeen
+	if fresh {
+		s.seen[host] = true
+	}
+	s.mu.Unlock()
+	if fresh {
+		s.logger.Warn("a peer from another host got in without a cluster secret (--insecure)", "peer", a.String())
 	}
 }
 
@@ -83,21 +135,41 @@ func (s *rpcServer) isClosed() bool {
 	return s.closed
 }
 
-func (s *rpcServer) track(c net.Conn) bool {
+// track counts c in. Over a limit, it is still taken, to be told why it is
+// refused (refuse); far over the total limit, or once closed, it is not
+// taken at all (ok is false).
+func (s *rpcServer) track(c net.Conn) (refuse string, ok bool) {
+	ip := remoteIP(c)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return false
+	if s.closed || len(s.conns) >= 2*s.maxConns {
+		return "", false
+	}
+	if len(s.conns) >= s.maxConns || s.perIP[ip] >= s.maxPerIP {
+		refuse = reasonTooMany
 	}
 	s.conns[c] = struct{}{}
-	return true
+	s.perIP[ip]++
+	return refuse, true
 }
 
 func (s *rpcServer) untrack(c net.Conn) {
+	ip := remoteIP(c)
 	s.mu.Lock()
 	delete(s.conns, c)
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
 	s.mu.Unlock()
 	c.Close()
+}
+
+func remoteIP(c net.Conn) string {
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
 }
 
 // Close stops accepting, closes every connection and waits for the serving
@@ -132,12 +204,13 @@ type serverCodec struct {
 	hr     headerReader
 	hw     headerWriter
 	closed bool
+	peer   *peer // who is at the other end; nil in tests of the codec alone
 }
 
-func newServerCodec(conn io.ReadWriteCloser) *serverCodec {
+func newServerCodec(conn io.ReadWriteCloser, p *peer) *serverCodec {
 	buf := bufio.NewWriter(conn)
 	r := bufio.NewReader(conn)
-	c := &serverCodec{rwc: conn, dec: gob.NewDecoder(r), enc: gob.NewEncoder(buf), encBuf: buf}
+	c := &serverCodec{rwc: conn, dec: gob.NewDecoder(&msgLimiter{r: r, max: maxRequestBody}), enc: gob.NewEncoder(buf), encBuf: buf, peer: p}
 	c.hr.t, c.hr.r = requestHeader, r
 	c.hw.t = responseHeader
 	return c
@@ -149,8 +222,19 @@ func (c *serverCodec) ReadRequestBody(body any) error {
 	if a, ok := body.(*WriteBlockArgs); ok {
 		a.Data = getPacketBuf()[:0] // gob decodes into its capacity
 	}
-	return c.dec.Decode(body)
+	if err := c.dec.Decode(body); err != nil {
+		return err
+	}
+	if a, ok := body.(peerArgs); ok && c.peer != nil {
+		a.setPeer(c.peer)
+	}
+	return nil
 }
+
+// peerArgs are the arguments of calls whose handlers need to know who called
+// (a minion's own reports): the codec fills the peer in, after gob, so no
+// peer can claim one.
+type peerArgs interface{ setPeer(*peer) }
 
 // releaser is a reply whose buffers can be reused once it is sent.
 type releaser interface{ release() }
