@@ -38,7 +38,14 @@ func testLogger(t testing.TB) *slog.Logger {
 // ports chosen by the OS, and stops them when the test ends.
 func startCluster(t testing.TB, n int) *DevCluster {
 	t.Helper()
-	cl := &DevCluster{Dir: t.TempDir(), Addr: "127.0.0.1:0", Minions: n, Logger: testLogger(t), Heartbeat: testHeartbeat}
+	return startSecureCluster(t, n, nil)
+}
+
+// startSecureCluster is startCluster with the given security on every
+// process; newTestClient gives its clients the same.
+func startSecureCluster(t testing.TB, n int, sec *Security) *DevCluster {
+	t.Helper()
+	cl := &DevCluster{Dir: t.TempDir(), Addr: "127.0.0.1:0", Minions: n, Logger: testLogger(t), Heartbeat: testHeartbeat, Security: sec}
 	cl.Configure = configureTestMaster
 	cl.ConfigureMinion = func(mn *Minion) {
 		mn.ReportInterval = 20 * testHeartbeat
@@ -67,6 +74,7 @@ func configureTestMaster(m *Master) error {
 func newTestClient(t testing.TB, cl *DevCluster) *Client {
 	c := NewClient(cl.Master.AddrString())
 	c.Logger = testLogger(t)
+	c.SetSecurity(cl.Security)
 	t.Cleanup(c.Close)
 	return c
 }
