@@ -2,7 +2,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO      ?= go
 BIN     ?= dfs
 
-.PHONY: build test check lint demo bench clean
+.PHONY: build test check lint demo bench fuzz clean
 
 ## build: the dfs binary, with its version
 build:
@@ -30,6 +30,10 @@ demo: build
 bench: build
 	./$(BIN) bench --size 1GiB
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: every fuzz target for FUZZTIME each (default 1m; the seed corpora run in make test)
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),1m) GO=$(GO) ./scripts/fuzz.sh
 
 clean:
 	rm -f $(BIN)
