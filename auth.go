@@ -23,6 +23,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -111,9 +112,14 @@ func (e *RefusedError) Error() string {
 // peer is the other end of an accepted connection, as the handshake
 // established it.
 type peer struct {
-	addr string // host:port it connected from
-	role role
+	addr   string // host:port it connected from
+	role   role
+	closed atomic.Bool // the connection is over
 }
+
+// gone reports whether p's connection has ended. A nil peer is a caller in
+// this process (tests), which is there for as long as it calls.
+func (p *peer) gone() bool { return p != nil && p.closed.Load() }
 
 // proof is one side's HMAC over everything the handshake agreed on.
 func proof(secret []byte, label string, dialer, listener role, nonceD, nonceL, binding []byte) []byte {

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/big"
@@ -21,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -645,5 +647,112 @@ func TestSecurity_TLSCluster(t *testing.T) {
 		t.Fatal("a client without TLS got an answer")
 	} else {
 		t.Logf("without TLS: %v", err)
+	}
+}
+
+// A member that lies (it holds the secret, so it gets in) cannot make the
+// master delete real replicas: not by registering under a real minion's id,
+// not by heartbeating for one, not by claiming every block in its report,
+// not by reporting real replicas corrupt.
+func TestSecurity_LyingMinionDeletesNothing(t *testing.T) {
+	sec := &Security{Secret: testSecret}
+	cl := startSecureCluster(t, 3, sec)
+	c := newTestClient(t, cl)
+	files := map[string][]byte{}
+	for i := range 4 {
+		p := fmt.Sprintf("/f%d", i)
+		files[p] = randomBytes(t, 2*testBlockSize+1000*i)
+		mustPut(t, c, p, files[p], PutOptions{Replication: 3})
+	}
+	var claims []BlockReport
+	for p := range files {
+		fi, err := c.Stat(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range fi.Blocks {
+			claims = append(claims, BlockReport{ID: b.ID, Size: b.Size})
+		}
+	}
+	held := func() []int {
+		var n []int
+		for _, mn := range cl.MinionSet {
+			n = append(n, len(mn.store.report()))
+		}
+		return n
+	}
+	before := held()
+
+	liar := newPool(sec, roleMinion)
+	defer liar.close()
+	master := cl.Master.AddrString()
+	real := cl.MinionSet[0]
+	real.mu.Lock()
+	realID := real.ident.MinionID
+	real.mu.Unlock()
+	call := func(method string, args, reply any) error {
+		return liar.call(t.Context(), master, masterService+"."+method, args, reply, 5*time.Second)
+	}
+
+	// A real minion's identity, taken from another connection.
+	var rr RegisterReply
+	if err := call("Register", &RegisterArgs{MinionID: realID, Addr: "127.0.0.1:1", Blocks: claims}, &rr); !errors.Is(err, ErrIdentityTaken) {
+		t.Fatalf("register under a live minion's id: %v, want %v", err, ErrIdentityTaken)
+	}
+	if err := call("Register", &RegisterArgs{MinionID: "MID-liar-2", Addr: real.advertised(), Blocks: claims}, &rr); !errors.Is(err, ErrIdentityTaken) {
+		t.Fatalf("register at a live minion's address: %v, want %v", err, ErrIdentityTaken)
+	}
+	var hr HeartbeatReply
+	if err := call("Heartbeat", &HeartbeatArgs{MinionID: realID, Addr: real.advertised()}, &hr); err != nil || !hr.Reregister || len(hr.Delete)+len(hr.Copy) > 0 {
+		t.Fatalf("heartbeat for another minion: %+v, %v; want only Reregister", hr, err)
+	}
+
+	// A minion of its own that claims every block.
+	liarAddr := closedPort(t)
+	if err := call("Register", &RegisterArgs{MinionID: "MID-liar", Addr: liarAddr, Capacity: 1 << 40, Free: 1 << 40, Blocks: claims}, &rr); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	// Real replicas reported corrupt by the liar.
+	for _, b := range claims {
+		for _, mn := range cl.MinionSet {
+			if err := call("ReportBad", &ReportBadArgs{BlockID: b.ID, Addr: mn.advertised(), Reason: "lies"}, &Empty{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Keep it live; the deletes it is handed are of its own claims.
+	deleted := map[uint64]bool{}
+	for i := 0; i < 40; i++ {
+		var hr HeartbeatReply
+		if err := call("Heartbeat", &HeartbeatArgs{MinionID: "MID-liar", Addr: liarAddr, Capacity: 1 << 40, Free: 1 << 40, NumBlocks: len(claims)}, &hr); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range hr.Delete {
+			deleted[id] = true
+		}
+		if len(deleted) == len(claims) {
+			break
+		}
+		time.Sleep(testHeartbeat)
+	}
+	if len(deleted) != len(claims) {
+		t.Errorf("the liar was asked to delete %d of its %d claimed blocks", len(deleted), len(claims))
+	}
+	// The real minions had time to act on any deletes of theirs.
+	time.Sleep(5 * testHeartbeat)
+	if after := held(); !slices.Equal(after, before) {
+		t.Errorf("blocks on the real minions: %v before the liar, %v after", before, after)
+	}
+	for p, data := range files {
+		mustGet(t, c, p, data)
+		fi, err := c.Stat(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range fi.Blocks {
+			if len(b.Replicas) != 3 || slices.Contains(b.Replicas, liarAddr) {
+				t.Errorf("%s: block %x on %v, want the 3 real minions", p, b.ID, b.Replicas)
+			}
+		}
 	}
 }

@@ -54,14 +54,16 @@ type Minion struct {
 	Security *Security
 	Logger   *slog.Logger
 
-	lock   *dirLock
-	store  *blockStore
-	srv    *rpcServer
-	pool   *pool
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	lock  *dirLock
+	store *blockStore
+	srv   *rpcServer
+	pool  *pool
+	// verifyQ holds blocks to check at the master's request (verifyLoop).
+	verifyQ chan uint64
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -128,14 +130,23 @@ func (m *Minion) Start() (err error) {
 	}
 	m.Security.describe(m.Logger, "minion", m.srv.Addr().String())
 	var refused *RefusedError
-	if err := m.register(); errors.Is(err, ErrWrongCluster) || errors.As(err, &refused) {
-		return err
-	} else if err != nil {
-		m.Logger.Warn("master not reachable yet; retrying", "master", m.MasterAddr, "err", err)
+	regErr := m.register()
+	// Restarted at once, this minion may find its last process's
+	// connection still open at the master for a moment.
+	for i := 0; i < 20 && errors.Is(regErr, ErrIdentityTaken); i++ {
+		time.Sleep(50 * time.Millisecond)
+		regErr = m.register()
+	}
+	if errors.Is(regErr, ErrWrongCluster) || errors.As(regErr, &refused) {
+		return regErr
+	} else if regErr != nil {
+		m.Logger.Warn("not registered with the master yet; retrying", "master", m.MasterAddr, "err", regErr)
 	}
 	m.copying = make(map[uint64]bool)
-	m.wg.Add(1)
+	m.verifyQ = make(chan uint64, maxVerify)
+	m.wg.Add(2)
 	go m.loop()
+	go m.verifyLoop()
 	if m.ScrubInterval > 0 {
 		m.wg.Add(1)
 		go m.scrubLoop()
@@ -327,6 +338,12 @@ func (m *Minion) heartbeat() error {
 	for _, cmd := range reply.Copy {
 		m.startCopy(cmd)
 	}
+	for _, id := range reply.Verify {
+		select {
+		case m.verifyQ <- id:
+		default: // full: whoever found it bad reports it again
+		}
+	}
 	if reply.Reregister {
 		return m.register()
 	}
@@ -393,6 +410,10 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 		reply.fail(m.advertised(), errShuttingDown)
 		return nil
 	}
+	if err := checkNext(a.Next); err != nil {
+		reply.fail(m.advertised(), err)
+		return nil
+	}
 	var fwd *forward
 	if len(a.Next) > 0 {
 		timeout := hops(packetHopTimeout, len(a.Next))
@@ -414,6 +435,22 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 		err = m.store.put(a.BlockID, a.Data, a.CRCs)
 	}
 	m.answer(reply, err, fwd)
+	return nil
+}
+
+// checkNext checks the rest of a pipeline before this minion dials any of
+// it: no longer than a replication can be, each a host:port. (The dial
+// then proves each holds the cluster secret, auth.go, before a byte of the
+// block goes.)
+func checkNext(next []string) error {
+	if len(next) >= maxReplication {
+		return fmt.Errorf("%w: a pipeline of %d more minions", ErrBadArg, len(next))
+	}
+	for _, addr := range next {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" || port == "0" {
+			return fmt.Errorf("%w: forward address %q", ErrBadArg, addr)
+		}
+	}
 	return nil
 }
 
@@ -477,6 +514,10 @@ func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, reply *PipelineReply) er
 	m := r.m
 	if m.ctx.Err() != nil {
 		reply.fail(m.advertised(), errShuttingDown)
+		return nil
+	}
+	if err := checkNext(a.Next); err != nil {
+		reply.fail(m.advertised(), err)
 		return nil
 	}
 	var fwd *forward

@@ -53,6 +53,10 @@ type minionEntry struct {
 	// minion known only from the image or log has sent no stats or block
 	// report yet.
 	registered bool
+	// conn is the connection it registered on: its heartbeats and
+	// reports count only from there (nil: registered from this process,
+	// in tests).
+	conn *peer
 	// counted is how it stood at the last replication tick: a change
 	// makes the tick look at every block (see replicate).
 	counted replicaState
@@ -198,6 +202,28 @@ func (r *registry) image() []imageMinion {
 
 // ---- the RPCs of minions ----
 
+// claimable reports why a registration of id at addr, on connection p, may
+// not take over a minion already registered: one identity (id or address)
+// belongs to one live connection. A registration replaces another only
+// once that one's connection has ended or it has gone silent (dead), as
+// when a minion restarts.
+func (r *registry) claimable(id, addr string, p *peer, now time.Time) error {
+	for _, mn := range r.minions {
+		if mn.id != id && mn.addr != addr {
+			continue
+		}
+		if !mn.registered || mn.conn == nil || mn.conn == p || mn.conn.gone() || !r.alive(mn, now) {
+			continue
+		}
+		what := "minion id " + id
+		if mn.id != id {
+			what = "address " + addr + " (minion " + mn.id + ")"
+		}
+		return fmt.Errorf("%w: %s is registered from %s, a live connection", ErrIdentityTaken, what, mn.conn.addr)
+	}
+	return nil
+}
+
 // register records a minion and reconciles its block report.
 func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	if a.MinionID == "" {
@@ -206,10 +232,16 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	if _, _, err := net.SplitHostPort(a.Addr); err != nil {
 		return nil, fmt.Errorf("%w: minion address %q: %v", ErrBadArg, a.Addr, err)
 	}
+	if a.peer != nil && a.peer.role != roleMinion {
+		return nil, fmt.Errorf("%w: a %v may not register as a minion", ErrBadArg, a.peer.role)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if a.ClusterID != "" && a.ClusterID != m.clusterID {
 		return nil, fmt.Errorf("%w: minion dir is of %s, this master is %s", ErrWrongCluster, a.ClusterID, m.clusterID)
+	}
+	if err := m.reg.claimable(a.MinionID, a.Addr, a.peer, time.Now()); err != nil {
+		return nil, err
 	}
 	for _, other := range m.reg.minions {
 		if other.id != a.MinionID && other.addr == a.Addr {
@@ -235,6 +267,7 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	}
 	mn.addr = a.Addr
 	mn.registered = true
+	mn.conn = a.peer
 	m.reg.updateStats(mn, a.Capacity, a.Free, a.Used, len(a.Blocks))
 
 	reply := &RegisterReply{ClusterID: m.clusterID, Heartbeat: m.Heartbeat}
@@ -276,7 +309,7 @@ func (m *Master) reconcile(mn *minionEntry, report []BlockReport, now time.Time)
 			case b.replicas.has(mn.slot):
 				listed++
 			case !slices.Contains(m.repl.corrupt[r.ID], mn.id):
-				m.repl.addReplica(r.ID, b, mn, now)
+				m.repl.adopt(r.ID, b, mn, now)
 				listed++
 				m.repl.dropCorrupt(r.ID)
 			}
@@ -333,10 +366,11 @@ func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mn := m.reg.minions[a.MinionID]
-	if mn == nil || mn.addr != a.Addr || !mn.registered {
-		// Unknown, moved, or known only from before a restart: the
-		// master wants its block report (blocks to delete may have
-		// been queued in the old process's memory).
+	if mn == nil || mn.addr != a.Addr || !mn.registered || (a.peer != nil && a.peer != mn.conn) {
+		// Unknown, moved, known only from before a restart, or on
+		// another connection than its registration's: the master
+		// wants its block report (blocks to delete may have been
+		// queued in the old process's memory), on this connection.
 		return &HeartbeatReply{Reregister: true}
 	}
 	m.reg.updateStats(mn, a.Capacity, a.Free, a.Used, a.NumBlocks)
@@ -344,8 +378,9 @@ func (m *Master) heartbeat(a *HeartbeatArgs) *HeartbeatReply {
 	// those blocks again.
 	m.deletes.acked(mn.id, a.Deleted)
 	m.deletes.release(m.journal.synced())
-	reply := &HeartbeatReply{Copy: m.repl.copyCmds[mn.id]}
+	reply := &HeartbeatReply{Copy: m.repl.copyCmds[mn.id], Verify: m.repl.verify[mn.id]}
 	delete(m.repl.copyCmds, mn.id)
+	delete(m.repl.verify, mn.id)
 	// A bounded batch per heartbeat (as HDFS's invalidate limit), so that
 	// a big rm -r does not hold up the minion's heartbeats.
 	reply.Delete = m.deletes.take(mn.id, maxDeletesPerHeartbeat)

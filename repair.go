@@ -28,22 +28,23 @@ func (m *Minion) startCopy(cmd CopyCommand) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		err := m.copyBlock(cmd)
+		src, err := m.copyBlock(cmd)
 		if err != nil && m.ctx.Err() == nil {
 			m.Logger.Warn("copy block", "block", blockName(cmd.BlockID), "err", err)
 		}
 		m.mu.Lock()
 		delete(m.copying, cmd.BlockID)
 		m.mu.Unlock()
-		m.reportCopy(cmd, err)
+		m.reportCopy(cmd, src, err)
 	}()
 }
 
 // copyBlock fetches block cmd.BlockID from the first source that can
-// serve it whole, checking every packet, and stores it.
-func (m *Minion) copyBlock(cmd CopyCommand) error {
+// serve it whole, checking every packet, and stores it. It returns the
+// source that served it ("" if the block was here already).
+func (m *Minion) copyBlock(cmd CopyCommand) (source string, _ error) {
 	if m.store.has(cmd.BlockID) {
-		return nil
+		return "", nil
 	}
 	var lastErr error
 	for _, src := range cmd.Sources {
@@ -67,10 +68,10 @@ func (m *Minion) copyBlock(cmd CopyCommand) error {
 			err = fmt.Errorf("%w: whole-block CRC32C %08x, want %08x", ErrChecksum, sum, cmd.CRC)
 		}
 		if err == nil && cmd.Size <= packetSize {
-			return m.store.put(cmd.BlockID, whole, crcList)
+			return src, m.store.put(cmd.BlockID, whole, crcList)
 		}
 		if err == nil {
-			return m.store.finalize(cmd.BlockID, cmd.Size)
+			return src, m.store.finalize(cmd.BlockID, cmd.Size)
 		}
 		if errors.Is(err, ErrChecksum) {
 			m.reportBad(cmd.BlockID, src, err)
@@ -81,14 +82,14 @@ func (m *Minion) copyBlock(cmd CopyCommand) error {
 	if lastErr == nil {
 		lastErr = errors.New("no source")
 	}
-	return lastErr
+	return "", lastErr
 }
 
 // reportCopy tells the master how a copy went; a copy the master no longer
 // wants is deleted.
-func (m *Minion) reportCopy(cmd CopyCommand, copyErr error) {
+func (m *Minion) reportCopy(cmd CopyCommand, source string, copyErr error) {
 	m.mu.Lock()
-	args := &BlockReceivedArgs{MinionID: m.ident.MinionID, BlockID: cmd.BlockID, Size: cmd.Size, Failed: copyErr != nil}
+	args := &BlockReceivedArgs{MinionID: m.ident.MinionID, BlockID: cmd.BlockID, Size: cmd.Size, Failed: copyErr != nil, Source: source}
 	m.mu.Unlock()
 	var reply BlockReceivedReply
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".BlockReceived", args, &reply, metaTimeout); err != nil {
@@ -107,6 +108,53 @@ func (m *Minion) reportBad(id uint64, addr string, why error) {
 	args := &ReportBadArgs{BlockID: id, Addr: addr, Reason: why.Error()}
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".ReportBad", args, &Empty{}, metaTimeout); err != nil {
 		m.Logger.Debug("report bad replica", "block", blockName(id), "err", err)
+	}
+}
+
+// check re-reads block id whole against its checksums; if it is corrupt,
+// the block is moved to corrupt/ and reported to the master, and check
+// returns true. why names the asker in the log.
+func (m *Minion) check(id uint64, why string) (corrupt bool) {
+	err := m.store.verify(id)
+	if err == nil || m.ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, ErrBlockNotFound) {
+		if why == "verify" {
+			// The master lists it here (a damaged record is dropped
+			// at start, for one): say it is not.
+			m.reportBad(id, m.advertised(), err)
+		}
+		return false // for the scrubber: deleted meanwhile
+	}
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM) {
+		// Not the block's fault: try it again later. Anything else (a
+		// bad checksum, a short file, EIO from a bad sector) means this
+		// replica cannot be trusted.
+		m.Logger.Warn(why+": cannot read block", "block", blockName(id), "err", err)
+		return false
+	}
+	m.Logger.Warn(why+": corrupt block", "block", blockName(id), "moved_to", "corrupt/", "err", err)
+	// Out of the store first: the minion must neither serve it nor
+	// report it as good again, whatever becomes of this report.
+	if qerr := m.store.quarantine(id); qerr != nil {
+		m.Logger.Error(why+": quarantine", "block", blockName(id), "err", qerr)
+	}
+	m.reportBad(id, m.advertised(), err)
+	return true
+}
+
+// verifyLoop checks the blocks the master asks it to (others found them
+// corrupt here), one at a time.
+func (m *Minion) verifyLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case id := <-m.verifyQ:
+			m.check(id, "verify")
+		}
 	}
 }
 
@@ -140,30 +188,13 @@ func (m *Minion) scrub(ctx context.Context) (n, bad int) {
 	}
 	for _, r := range m.store.report() {
 		start := time.Now()
-		err := m.store.verify(r.ID)
+		corrupt := m.check(r.ID, "scrub")
 		if ctx.Err() != nil {
 			return n, bad
 		}
 		n++
-		if errors.Is(err, ErrBlockNotFound) {
-			continue // deleted meanwhile
-		}
-		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM) {
-			// Not the block's fault: try it again next pass. Anything
-			// else (a bad checksum, a short file, EIO from a bad
-			// sector) means this replica cannot be trusted.
-			m.Logger.Warn("scrub: cannot read block", "block", blockName(r.ID), "err", err)
-			continue
-		}
-		if err != nil {
+		if corrupt {
 			bad++
-			m.Logger.Warn("scrub: corrupt block", "block", blockName(r.ID), "moved_to", "corrupt/", "err", err)
-			// Out of the store first: the minion must neither serve it
-			// nor report it as good again, whatever becomes of this report.
-			if qerr := m.store.quarantine(r.ID); qerr != nil {
-				m.Logger.Error("scrub: quarantine", "block", blockName(r.ID), "err", qerr)
-			}
-			m.reportBad(r.ID, m.advertised(), err)
 		}
 		// Pace the pass: this block may take size/rate seconds.
 		pause := time.Duration(float64(r.Size)/float64(rate)*float64(time.Second)) - time.Since(start)

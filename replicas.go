@@ -97,5 +97,6 @@ func (r *replication) dropReplica(id uint64, b *blockEntry, mn *minionEntry) {
 		mn.load -= b.size
 		mn.replicas--
 		r.recheck[id] = struct{}{}
+		r.confirm(id, mn.slot)
 	}
 }

@@ -94,7 +94,21 @@ type replication struct {
 	// corrupt lists, by block, replicas that failed their checksums and
 	// are kept because no good replica is left. It is rare and small.
 	corrupt map[uint64][]string
+	// unconfirmed lists, by block, the replicas the master knows only
+	// from a minion's block report: not placed by it in this process
+	// (a write or a copy it asked for), and not yet the checked source
+	// of a copy. Trimming takes them first, so a report that lies cannot
+	// make the master delete a replica it placed. Small: returning
+	// minions' blocks, mostly.
+	unconfirmed map[uint64][]minionSlot
+	// verify holds, by minion id, blocks that a reader or another minion
+	// found corrupt there, for the minion to check (a report from
+	// anyone but the holder is not believed as such).
+	verify map[string][]uint64
 }
+
+// maxVerify bounds the blocks waiting for a minion to check them.
+const maxVerify = 1024
 
 func newReplication(ns *namespace, reg *registry, l *leases, d *deleteQueue, logger *slog.Logger, maxCopies int, safeModeTimeout time.Duration) *replication {
 	if safeModeTimeout <= 0 {
@@ -109,6 +123,40 @@ func newReplication(ns *namespace, reg *registry, l *leases, d *deleteQueue, log
 		stuck:    make(map[uint64]string),
 		grown:    make(map[uint64]int64),
 		corrupt:  make(map[uint64][]string),
+
+		unconfirmed: make(map[uint64][]minionSlot),
+		verify:      make(map[string][]uint64),
+	}
+}
+
+// adopt records a replica that mn's block report names and the master did
+// not list: a replica, but an unconfirmed one.
+func (r *replication) adopt(id uint64, b *blockEntry, mn *minionEntry, now time.Time) {
+	r.addReplica(id, b, mn, now)
+	r.unconfirmed[id] = append(r.unconfirmed[id], mn.slot)
+}
+
+// confirm marks mn's replica of block id as proven.
+func (r *replication) confirm(id uint64, s minionSlot) {
+	l := r.unconfirmed[id]
+	if i := slices.Index(l, s); i >= 0 {
+		if l = slices.Delete(l, i, i+1); len(l) == 0 {
+			delete(r.unconfirmed, id)
+		} else {
+			r.unconfirmed[id] = l
+		}
+	}
+}
+
+func (r *replication) isUnconfirmed(id uint64, s minionSlot) bool {
+	return slices.Contains(r.unconfirmed[id], s)
+}
+
+// askVerify queues block id for mn to check.
+func (r *replication) askVerify(id uint64, mn *minionEntry) {
+	l := r.verify[mn.id]
+	if len(l) < maxVerify && !slices.Contains(l, id) {
+		r.verify[mn.id] = append(l, id)
 	}
 }
 
@@ -163,6 +211,7 @@ func (r *replication) replicationSet(id uint64) { r.recheck[id] = struct{}{} }
 // Copies in flight end by themselves (their target's report finds no block).
 func (r *replication) forget(id uint64) {
 	delete(r.corrupt, id)
+	delete(r.unconfirmed, id)
 	delete(r.grown, id)
 	delete(r.stuck, id)
 }
@@ -464,7 +513,17 @@ func (r *replication) trim(id uint64, b *blockEntry, now time.Time) bool {
 	if len(live) <= int(b.repl) {
 		return r.liveCount(b, now) <= int(b.repl)
 	}
-	slices.SortFunc(live, func(a, b *minionEntry) int { return cmp.Or(cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id)) })
+	// Unconfirmed replicas go first: a replica the master placed is
+	// never trimmed for one it only has a minion's word for.
+	unconfirmed := func(mn *minionEntry) int {
+		if r.isUnconfirmed(id, mn.slot) {
+			return 0
+		}
+		return 1
+	}
+	slices.SortFunc(live, func(a, b *minionEntry) int {
+		return cmp.Or(cmp.Compare(unconfirmed(a), unconfirmed(b)), cmp.Compare(b.load, a.load), strings.Compare(a.id, b.id))
+	})
 	for _, mn := range live[:len(live)-int(b.repl)] {
 		r.dropReplica(id, b, mn)
 		r.queueDelete(id, []string{mn.id})
@@ -478,6 +537,9 @@ func (r *replication) received(a *BlockReceivedArgs) (*BlockReceivedReply, error
 	if mn == nil {
 		return nil, fmt.Errorf("%w: unknown minion %s", ErrBadArg, a.MinionID)
 	}
+	if a.peer != nil && a.peer != mn.conn {
+		return nil, fmt.Errorf("%w: minion %s reports only on the connection it registered on", ErrBadArg, a.MinionID)
+	}
 	r.endCopy(a.BlockID, mn.id)
 	r.deletes.forget(mn.id, a.BlockID) // a new copy, not the one deleted before
 	if a.Failed {
@@ -490,12 +552,21 @@ func (r *replication) received(a *BlockReceivedArgs) (*BlockReceivedReply, error
 	if !b.replicas.has(mn.slot) {
 		r.addReplica(a.BlockID, b, mn, time.Now())
 	}
+	r.confirm(a.BlockID, mn.slot)
+	// The source served the whole block, checked against its CRC.
+	if src := r.reg.byAddr(a.Source); src != nil && b.replicas.has(src.slot) {
+		r.confirm(a.BlockID, src.slot)
+	}
 	r.dropCorrupt(a.BlockID)
 	return &BlockReceivedReply{}, nil
 }
 
 // reportBad drops a replica that failed its checksums. The last replica of
 // a block is kept, marked corrupt: some of its bytes may still be wanted.
+// Only the holder's own report (its scrubber's, on the connection it
+// registered on) is taken as it is; a reader's or another minion's asks the
+// holder to check the block, so that nobody can make the master drop good
+// replicas by saying they are bad.
 func (r *replication) reportBad(a *ReportBadArgs) {
 	b := r.ns.blocks[a.BlockID]
 	if b == nil {
@@ -508,6 +579,11 @@ func (r *replication) reportBad(a *ReportBadArgs) {
 		}
 	}
 	if mn == nil {
+		return
+	}
+	if a.peer != nil && a.peer != mn.conn {
+		r.logger.Info("replica reported corrupt; asking its minion to check it", "block", blockName(a.BlockID), "minion", a.Addr, "by", a.peer.addr, "reason", a.Reason)
+		r.askVerify(a.BlockID, mn)
 		return
 	}
 	r.logger.Warn("corrupt replica", "block", blockName(a.BlockID), "minion", a.Addr, "reason", a.Reason)

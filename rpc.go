@@ -120,12 +120,15 @@ var (
 	ErrWrongCluster = errors.New("minion belongs to another cluster")
 	// ErrNoSuchMinion is returned for an address where no minion is known.
 	ErrNoSuchMinion = errors.New("no such minion")
+	// ErrIdentityTaken refuses a registration under the id or address of
+	// a minion registered from another live connection.
+	ErrIdentityTaken = errors.New("minion identity in use")
 )
 
 var sentinels = []error{
 	ErrNotFound, ErrExists, ErrIsDir, ErrNotDir, ErrBusy, ErrNoMinions,
 	ErrBadPath, ErrBadArg, ErrLease, ErrBlockNotFound, ErrChecksum, ErrWrongCluster, ErrNoSuchMinion,
-	errShuttingDown,
+	ErrIdentityTaken, errShuttingDown,
 }
 
 // remoteError is an error returned by a remote node. It keeps the remote
@@ -182,6 +185,8 @@ type RegisterArgs struct {
 	Free      int64
 	Used      int64
 	Blocks    []BlockReport
+
+	peer *peer // the connection it came on (set by the codec, not sent)
 }
 
 // BlockReport is one block a minion holds.
@@ -210,6 +215,8 @@ type HeartbeatArgs struct {
 	// Deleted are the blocks it deleted at the master's request since
 	// its last heartbeat: the master may place copies of them there again.
 	Deleted []uint64
+
+	peer *peer
 }
 
 // HeartbeatReply carries the master's commands to a minion.
@@ -220,6 +227,9 @@ type HeartbeatReply struct {
 	Delete []uint64
 	// Copy lists blocks the minion should fetch from another minion.
 	Copy []CopyCommand
+	// Verify lists blocks that a reader or another minion found corrupt
+	// here: the minion re-reads each and reports it itself if it is bad.
+	Verify []uint64
 }
 
 // CopyCommand asks a minion to copy a block from one of Sources (tried in
@@ -240,6 +250,11 @@ type BlockReceivedArgs struct {
 	// Failed reports that the copy could not be made, so the master may
 	// ask again at once.
 	Failed bool
+	// Source is the minion the good copy came from: its replica has
+	// just proved itself, checked against the block's CRC.
+	Source string
+
+	peer *peer
 }
 
 // BlockReceivedReply tells the minion whether to keep the block.
@@ -253,7 +268,14 @@ type ReportBadArgs struct {
 	BlockID uint64
 	Addr    string // the minion holding the bad replica
 	Reason  string
+
+	peer *peer
 }
+
+func (a *RegisterArgs) setPeer(p *peer)      { a.peer = p }
+func (a *HeartbeatArgs) setPeer(p *peer)     { a.peer = p }
+func (a *BlockReceivedArgs) setPeer(p *peer) { a.peer = p }
+func (a *ReportBadArgs) setPeer(p *peer)     { a.peer = p }
 
 // DecommissionArgs names a minion to drain.
 type DecommissionArgs struct {

@@ -107,6 +107,7 @@ func (s *rpcServer) acceptLoop() {
 			// ServeCodec returns when the peer hangs up or sends
 			// something that is not a gob-encoded rpc request.
 			s.srv.ServeCodec(newServerCodec(&deadlineConn{Conn: c, writeTimeout: connWriteTimeout}, p))
+			p.closed.Store(true)
 		}()
 	}
 }
