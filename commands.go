@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 )
 
@@ -280,12 +281,12 @@ func putCommand(e *env) *cli.Command {
 		ArgsUsage: "LOCAL [REMOTE]",
 		Description: "REMOTE defaults to /NAME of LOCAL; '-' as LOCAL reads stdin and needs REMOTE.\n" +
 			"Examples: dfs put photo.jpg ; dfs put big.iso /isos/big.iso ; tar c dir | dfs put - /backup.tar",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			masterFlag(),
 			&cli.IntFlag{Name: "replication", Aliases: []string{"r"}, Usage: "replicas of each block (default: the master's)"},
 			&cli.StringFlag{Name: "block-size", Aliases: []string{"b"}, Usage: "block `SIZE`, e.g. 64MiB (default: the master's)"},
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace an existing file"},
-		},
+		}, progressFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 || c.NArg() > 2 {
 				return usagef(c, "put takes LOCAL [REMOTE]")
@@ -306,6 +307,7 @@ func putCommand(e *env) *cli.Command {
 				opt.BlockSize = bs
 			}
 			var in io.Reader
+			size := int64(-1)
 			if local == "-" {
 				if remote == "" {
 					return usagef(c, "put - (stdin) needs a REMOTE path")
@@ -318,14 +320,28 @@ func putCommand(e *env) *cli.Command {
 				}
 				defer f.Close()
 				in = f
+				if st, err := f.Stat(); err == nil {
+					size = st.Size()
+				}
 				if remote == "" {
 					remote = filepath.Base(local)
 				}
 			}
+			bar := newProgress(c, e, "put "+remote, size)
+			if bar != nil {
+				in = countingReader{in, bar}
+			}
 			cl := newClient(c, e)
 			defer cl.Close()
 			if _, err := cl.Put(c.Context, in, remote, opt); err != nil {
+				if bar != nil {
+					bar.Exit()
+					fmt.Fprintln(e.stderr)
+				}
 				return fmt.Errorf("put %s: %w", remote, err)
+			}
+			if bar != nil {
+				bar.Finish()
 			}
 			return nil
 		},
@@ -363,7 +379,7 @@ func getCommand(e *env) *cli.Command {
 		Usage:       "write a dfs file to stdout (or to LOCAL)",
 		ArgsUsage:   "REMOTE [LOCAL]",
 		Description: "Examples: dfs get photo.jpg > copy.jpg ; dfs get /isos/big.iso big.iso",
-		Flags:       []cli.Flag{masterFlag()},
+		Flags:       append([]cli.Flag{masterFlag()}, progressFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 || c.NArg() > 2 {
 				return usagef(c, "get takes REMOTE [LOCAL]")
@@ -371,27 +387,51 @@ func getCommand(e *env) *cli.Command {
 			remote, local := c.Args().Get(0), c.Args().Get(1)
 			cl := newClient(c, e)
 			defer cl.Close()
-			if local == "" || local == "-" {
-				if _, err := cl.Get(c.Context, remote, e.stdout); err != nil {
-					return fmt.Errorf("get %s: %w", remote, err)
-				}
-				return nil
-			}
-			if st, err := os.Stat(local); err == nil && st.IsDir() {
-				local = filepath.Join(local, path.Base("/"+remote)) // like cp
-			}
-			// A local file appears only complete: write a temp file
-			// beside it and rename it at the end.
-			err := writeFileAtomic(local, func(w io.Writer) error {
-				_, err := cl.Get(c.Context, remote, w)
-				return err
-			})
+			err := getTo(c, e, cl, remote, local)
 			if err != nil {
 				return fmt.Errorf("get %s: %w", remote, err)
 			}
 			return nil
 		},
 	}
+}
+
+// getTo writes remote to local: stdout if local is "" or "-", else a file
+// made whole at the end (into the directory local, if it is one). A
+// progress bar, if one is to be shown, counts the bytes.
+func getTo(c *cli.Context, e *env, cl *Client, remote, local string) error {
+	var bar *progressbar.ProgressBar
+	if wantProgress(c, e) {
+		fi, err := cl.Stat(c.Context, remote)
+		if err != nil {
+			return err
+		}
+		bar = newProgress(c, e, "get "+remote, fi.Size)
+	}
+	get := func(w io.Writer) error {
+		if bar != nil {
+			w = countingWriter{w, bar}
+		}
+		_, err := cl.Get(c.Context, remote, w)
+		if bar != nil {
+			if err != nil {
+				bar.Exit()
+				fmt.Fprintln(e.stderr)
+			} else {
+				bar.Finish()
+			}
+		}
+		return err
+	}
+	if local == "" || local == "-" {
+		return get(e.stdout)
+	}
+	if st, err := os.Stat(local); err == nil && st.IsDir() {
+		local = filepath.Join(local, path.Base("/"+remote)) // like cp
+	}
+	// A local file appears only complete: write a temp file beside it
+	// and rename it at the end.
+	return writeFileAtomic(local, get)
 }
 
 func lsCommand(e *env) *cli.Command {
