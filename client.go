@@ -318,6 +318,14 @@ type finalized struct {
 // has passed its checksum; when no replica of a block can be read, Get
 // stops with an error and writes nothing of that block's remainder.
 func (c *Client) Get(ctx context.Context, remote string, w io.Writer) (int64, error) {
+	return c.GetRange(ctx, remote, 0, -1, w)
+}
+
+// GetRange writes length bytes of the file remote from offset to w (to the
+// end if length is negative), reading only the blocks, and of them only the
+// checksum chunks, that hold them. Every byte is checked against its chunk's
+// checksum, and a block read whole against its CRC32C too, as Get does.
+func (c *Client) GetRange(ctx context.Context, remote string, offset, length int64, w io.Writer) (int64, error) {
 	fi, err := c.Stat(ctx, remote)
 	if err != nil {
 		return 0, err
@@ -325,13 +333,24 @@ func (c *Client) Get(ctx context.Context, remote string, w io.Writer) (int64, er
 	if fi.Dir {
 		return 0, fmt.Errorf("%w: %s", ErrIsDir, fi.Path)
 	}
-	var n int64
+	if offset < 0 || offset > fi.Size {
+		return 0, fmt.Errorf("%w: offset %d is outside %s (%d bytes)", ErrBadArg, offset, fi.Path, fi.Size)
+	}
+	end := fi.Size
+	if length >= 0 {
+		end = min(end, offset+length)
+	}
+	var n, start int64
 	for i, b := range fi.Blocks {
-		err := c.readBlock(ctx, b, w)
-		if err != nil {
+		lo, hi := max(offset-start, 0), min(end-start, b.Size)
+		start += b.Size
+		if lo >= hi {
+			continue
+		}
+		if err := c.readBlock(ctx, b, lo, hi, w); err != nil {
 			return n, fmt.Errorf("block %d of %d (%s): %w", i+1, len(fi.Blocks), blockName(b.ID), err)
 		}
-		n += b.Size
+		n += hi - lo
 	}
 	return n, nil
 }
@@ -353,19 +372,36 @@ func (c *Client) reportBad(id uint64, addr string, why error) {
 	}
 }
 
-// readBlock copies block b to w, going through its replicas in order and
-// resuming each at the offset where the last one failed.
-func (c *Client) readBlock(ctx context.Context, b BlockInfo, w io.Writer) error {
+// readBlock copies bytes [lo, hi) of block b to w, going through its
+// replicas in order and resuming each at the offset where the last one
+// failed. The reads start and end on checksum chunks; a block read whole is
+// checked against its CRC32C too.
+func (c *Client) readBlock(ctx context.Context, b BlockInfo, lo, hi int64, w io.Writer) error {
 	if len(b.Replicas) == 0 {
 		return errors.New("no live replica: every minion that holds it is down")
 	}
+	off := lo - lo%bytesPerChecksum
+	end := min(b.Size, (hi+bytesPerChecksum-1)/bytesPerChecksum*bytesPerChecksum)
+	whole := lo == 0 && hi == b.Size
 	var (
-		off     int64
 		sum     uint32
 		lastErr error
 	)
 	for _, addr := range b.Replicas {
-		err := c.readFrom(ctx, addr, b, &off, &sum, w)
+		err := readBlockRange(ctx, c.pool, addr, b.ID, end, &off, func(data []byte, _ []uint32) error {
+			if whole {
+				sum = crc32.Update(sum, castagnoli, data)
+			}
+			// The packet covers [off, off+len(data)); write the part
+			// in [lo, hi).
+			from, to := max(lo-off, 0), min(hi-off, int64(len(data)))
+			if from < to {
+				if _, err := w.Write(data[from:to]); err != nil {
+					return &writeError{err}
+				}
+			}
+			return nil
+		})
 		if err == nil {
 			break
 		}
@@ -379,25 +415,13 @@ func (c *Client) readBlock(ctx context.Context, b BlockInfo, w io.Writer) error 
 		c.Logger.Warn("replica failed; trying the next one", "block", blockName(b.ID), "minion", addr, "offset", off, "err", err)
 		lastErr = fmt.Errorf("minion %s: %w", addr, err)
 	}
-	if off < b.Size {
+	if off < end {
 		return fmt.Errorf("all %d replicas failed; last: %w", len(b.Replicas), lastErr)
 	}
-	if sum != b.CRC {
+	if whole && sum != b.CRC {
 		return fmt.Errorf("%w: whole-block CRC32C is %08x, the master recorded %08x", ErrChecksum, sum, b.CRC)
 	}
 	return nil
-}
-
-// readFrom reads b from the minion at addr, from *off to its end. It
-// advances *off and *sum past every packet that was checked and written to w.
-func (c *Client) readFrom(ctx context.Context, addr string, b BlockInfo, off *int64, sum *uint32, w io.Writer) error {
-	return readBlockRange(ctx, c.pool, addr, b.ID, b.Size, off, func(data []byte, _ []uint32) error {
-		if _, err := w.Write(data); err != nil {
-			return &writeError{err}
-		}
-		*sum = crc32.Update(*sum, castagnoli, data)
-		return nil
-	})
 }
 
 // Stat describes the file or directory remote, with block locations.

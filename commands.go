@@ -378,16 +378,23 @@ func getCommand(e *env) *cli.Command {
 		Name:        "get",
 		Usage:       "write a dfs file to stdout (or to LOCAL)",
 		ArgsUsage:   "REMOTE [LOCAL]",
-		Description: "Examples: dfs get photo.jpg > copy.jpg ; dfs get /isos/big.iso big.iso",
-		Flags:       append([]cli.Flag{masterFlag()}, progressFlags()...),
+		Description: "Examples: dfs get photo.jpg > copy.jpg ; dfs get /isos/big.iso big.iso ; dfs get --offset 1MiB --length 512 /f",
+		Flags: append([]cli.Flag{masterFlag(),
+			&cli.StringFlag{Name: "offset", Usage: "start at byte `N` (a SIZE: 1MiB works)"},
+			&cli.StringFlag{Name: "length", Usage: "at most `N` bytes (a SIZE; default: to the end)"},
+		}, progressFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 || c.NArg() > 2 {
 				return usagef(c, "get takes REMOTE [LOCAL]")
 			}
 			remote, local := c.Args().Get(0), c.Args().Get(1)
+			offset, length, err := rangeFlags(c)
+			if err != nil {
+				return err
+			}
 			cl := newClient(c, e)
 			defer cl.Close()
-			err := getTo(c, e, cl, remote, local)
+			err = getTo(c, e, cl, remote, local, offset, length)
 			if err != nil {
 				return fmt.Errorf("get %s: %w", remote, err)
 			}
@@ -399,20 +406,24 @@ func getCommand(e *env) *cli.Command {
 // getTo writes remote to local: stdout if local is "" or "-", else a file
 // made whole at the end (into the directory local, if it is one). A
 // progress bar, if one is to be shown, counts the bytes.
-func getTo(c *cli.Context, e *env, cl *Client, remote, local string) error {
+func getTo(c *cli.Context, e *env, cl *Client, remote, local string, offset, length int64) error {
 	var bar *progressbar.ProgressBar
 	if wantProgress(c, e) {
 		fi, err := cl.Stat(c.Context, remote)
 		if err != nil {
 			return err
 		}
-		bar = newProgress(c, e, "get "+remote, fi.Size)
+		size := max(fi.Size-offset, 0)
+		if length >= 0 {
+			size = min(size, length)
+		}
+		bar = newProgress(c, e, "get "+remote, size)
 	}
 	get := func(w io.Writer) error {
 		if bar != nil {
 			w = countingWriter{w, bar}
 		}
-		_, err := cl.Get(c.Context, remote, w)
+		_, err := cl.GetRange(c.Context, remote, offset, length, w)
 		if bar != nil {
 			if err != nil {
 				bar.Exit()
@@ -434,15 +445,221 @@ func getTo(c *cli.Context, e *env, cl *Client, remote, local string) error {
 	return writeFileAtomic(local, get)
 }
 
+// rangeFlags reads get's --offset and --length; length is -1 when not set.
+func rangeFlags(c *cli.Context) (offset, length int64, err error) {
+	length = -1
+	if s := c.String("offset"); s != "" {
+		if offset, err = parseSize(s); err != nil {
+			return 0, 0, usagef(c, "--offset: %v", err)
+		}
+	}
+	if s := c.String("length"); s != "" {
+		if length, err = parseSize(s); err != nil {
+			return 0, 0, usagef(c, "--length: %v", err)
+		}
+	}
+	return offset, length, nil
+}
+
+func catCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "cat",
+		Usage:       "write dfs files to stdout, one after the other",
+		ArgsUsage:   "PATH...",
+		Description: "Example: dfs cat /logs/a /logs/b | grep error",
+		Flags:       []cli.Flag{masterFlag()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return usagef(c, "cat takes at least one PATH")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			for _, p := range c.Args().Slice() {
+				if _, err := cl.Get(c.Context, p, e.stdout); err != nil {
+					return fmt.Errorf("cat %s: %w", p, err)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// humanFlag is -h of ls, du and df: sizes in KiB, MiB, ... (help is --help
+// only, as in HDFS's and coreutils' du and df).
+func humanFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "human-readable", Aliases: []string{"h"}, Usage: "sizes as 1.5 MiB rather than bytes"}
+}
+
+// sizeText is n in bytes, or human-readable with -h.
+func sizeText(c *cli.Context, n int64) string {
+	if c.Bool("human-readable") {
+		return humanSize(n)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// duEntry is one line of du: the bytes of the files at or below Path, and
+// those bytes times each file's replication.
+type duEntry struct {
+	Path         string `json:"path"`
+	Size         int64  `json:"size"`
+	WithReplicas int64  `json:"size_with_replicas"`
+	Files        int    `json:"files"`
+}
+
+func duCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "du",
+		Usage:     "show the space of a directory's entries (or, with -s, of PATH): bytes, and bytes with replicas",
+		ArgsUsage: "[PATH]",
+		Description: "Columns, as HDFS's du: size, size with replicas (what the minions' disks hold), path.\n" +
+			"Example: dfs du -s -h /backups",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "summary", Aliases: []string{"s"}, Usage: "one line: the total of PATH"},
+			humanFlag(),
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON array"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return usagef(c, "du takes at most one PATH")
+			}
+			p := c.Args().First()
+			if p == "" {
+				p = "/"
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			entries, err := du(c.Context, cl, p, c.Bool("summary"))
+			if err != nil {
+				return fmt.Errorf("du %s: %w", p, err)
+			}
+			if c.Bool("json") {
+				return printJSON(e.stdout, entries)
+			}
+			rows := make([][3]string, len(entries))
+			var w [2]int
+			for i, d := range entries {
+				rows[i] = [3]string{sizeText(c, d.Size), sizeText(c, d.WithReplicas), d.Path}
+				w[0], w[1] = max(w[0], len(rows[i][0])), max(w[1], len(rows[i][1]))
+			}
+			for _, r := range rows {
+				fmt.Fprintf(e.stdout, "%-*s  %-*s  %s\n", w[0], r[0], w[1], r[1], r[2])
+			}
+			return nil
+		},
+	}
+}
+
+// du adds up the files at or below p: one entry for p if summary (or p is
+// a file), else one for each entry of the directory p. It lists p's
+// subtree once, so it costs in proportion to it.
+func du(ctx context.Context, cl *Client, p string, summary bool) ([]duEntry, error) {
+	fi, err := cl.Stat(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Dir {
+		return []duEntry{{Path: fi.Path, Size: fi.Size, WithReplicas: fi.Size * int64(fi.Replication), Files: 1}}, nil
+	}
+	all, err := cl.List(ctx, fi.Path, true)
+	if err != nil {
+		return nil, err
+	}
+	total := duEntry{Path: fi.Path}
+	var out []duEntry
+	index := map[string]int{} // child path -> its entry in out
+	prefix := strings.TrimSuffix(fi.Path, "/") + "/"
+	for _, f := range all {
+		rel, ok := strings.CutPrefix(f.Path, prefix)
+		if !ok {
+			continue
+		}
+		child := prefix + strings.SplitN(rel, "/", 2)[0]
+		i, seen := index[child]
+		if !seen && !summary {
+			i, seen = len(out), true
+			index[child] = i
+			out = append(out, duEntry{Path: child})
+		}
+		if f.Dir {
+			continue
+		}
+		add := func(d *duEntry) {
+			d.Size += f.Size
+			d.WithReplicas += f.Size * int64(f.Replication)
+			d.Files++
+		}
+		add(&total)
+		if seen && !summary {
+			add(&out[i])
+		}
+	}
+	if summary {
+		return []duEntry{total}, nil
+	}
+	slices.SortFunc(out, func(a, b duEntry) int { return strings.Compare(a.Path, b.Path) })
+	return out, nil
+}
+
+// dfReport is the space of the cluster: of its live (and draining) minions.
+type dfReport struct {
+	Master    string `json:"master"`
+	Size      int64  `json:"size"`
+	Used      int64  `json:"used"`
+	Available int64  `json:"available"`
+	Minions   int    `json:"live_minions"`
+}
+
+func dfCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "df",
+		Usage: "show the cluster's capacity, used and available space (of its live minions)",
+		Flags: []cli.Flag{masterFlag(), humanFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef(c, "df takes no arguments")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			r, err := cl.Report(c.Context)
+			if err != nil {
+				return fmt.Errorf("df: %w", err)
+			}
+			d := dfReport{Master: c.String("master")}
+			for _, mn := range r.Minions {
+				if mn.State == stateLive || mn.State == stateDecommissioning {
+					d.Size, d.Used, d.Available = d.Size+mn.Capacity, d.Used+mn.Used, d.Available+mn.Free
+					d.Minions++
+				}
+			}
+			if c.Bool("json") {
+				return printJSON(e.stdout, d)
+			}
+			use := "-"
+			if d.Size > 0 {
+				use = fmt.Sprintf("%d%%", (d.Used*100+d.Size-1)/d.Size)
+			}
+			rows := [2][5]string{{"Filesystem", "Size", "Used", "Available", "Use%"},
+				{"dfs://" + d.Master, sizeText(c, d.Size), sizeText(c, d.Used), sizeText(c, d.Available), use}}
+			for _, r := range rows {
+				fmt.Fprintf(e.stdout, "%-28s %12s %12s %12s %5s\n", r[0], r[1], r[2], r[3], r[4])
+			}
+			return nil
+		},
+	}
+}
+
 func lsCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:        "ls",
 		Usage:       "list a directory (default /)",
 		ArgsUsage:   "[PATH]",
-		Description: "Columns: type (- file, d directory), replication, size in bytes, modified, path.",
+		Description: "Columns: type (- file, d directory), replication, size in bytes (-h: KiB, MiB, ...), modified, path.",
 		Flags: []cli.Flag{
 			masterFlag(),
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"R"}, Usage: "list every file and directory below PATH"},
+			humanFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array"},
 		},
 		Action: func(c *cli.Context) error {
@@ -469,7 +686,7 @@ func lsCommand(e *env) *cli.Command {
 			rows := make([][3]string, 0, len(entries))
 			var w [2]int
 			for _, fi := range entries {
-				r := [3]string{strconv.Itoa(fi.Replication), strconv.FormatInt(fi.Size, 10), fi.Path}
+				r := [3]string{strconv.Itoa(fi.Replication), sizeText(c, fi.Size), fi.Path}
 				if fi.Dir {
 					r[0], r[2] = "-", fi.Path+"/"
 				}

@@ -47,6 +47,10 @@ type env struct {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	app := newApp(e)
+	if n := len(args); n > 0 && args[n-1] == completionFlag {
+		complete(app, args[1:n-1], stdout)
+		return 0
+	}
 	if err := app.RunContext(ctx, reorderArgs(app, args)); err != nil {
 		msg := err.Error()
 		var refused *RefusedError
@@ -85,15 +89,23 @@ func usagef(c *cli.Context, format string, a ...any) error {
 	return &usageError{cmd: name, msg: fmt.Sprintf(format, a...)}
 }
 
+func init() {
+	// -h is ls's, du's and df's human-readable sizes, as in HDFS and
+	// coreutils; help is --help.
+	cli.HelpFlag = &cli.BoolFlag{Name: "help", Usage: "show help"}
+}
+
 func newApp(e *env) *cli.App {
 	onUsage := func(c *cli.Context, err error, _ bool) error { return usagef(c, "%v", err) }
 	cmds := []*cli.Command{
 		masterCommand(e), minionCommand(e), devCommand(e),
-		putCommand(e), getCommand(e), lsCommand(e), statCommand(e), mkdirCommand(e), mvCommand(e), rmCommand(e), setrepCommand(e),
+		putCommand(e), getCommand(e), catCommand(e), lsCommand(e), statCommand(e), duCommand(e), dfCommand(e),
+		mkdirCommand(e), mvCommand(e), rmCommand(e), setrepCommand(e),
 		reportCommand(e), fsckCommand(e), decommissionCommand(e), benchCommand(e),
 	}
 	for _, c := range cmds {
 		c.OnUsageError = onUsage
+		c.HideHelpCommand = true
 		if c.Name == "dev" { // makes a secret of its own
 			c.Flags = append(c.Flags, securityFlags(true)...)
 			continue
@@ -105,7 +117,7 @@ func newApp(e *env) *cli.App {
 			return err
 		}
 	}
-	cmds = append(cmds, secretCommand(e))
+	cmds = append(cmds, secretCommand(e), completionCommand(e))
 	return &cli.App{
 		Name:    "dfs",
 		Usage:   "a small distributed file system: one master, many minions, one binary",
