@@ -377,7 +377,7 @@ func TestServer_DropsSilentAndSlowPeers(t *testing.T) {
 	if err := srv.RegisterName("Echo", echoService{}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), &Security{Secret: testSecret}, roleMaster)
+	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), &Security{Secret: testSecret}, roleMaster, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +423,7 @@ func TestServer_ConnectionLimit(t *testing.T) {
 	if err := srv.RegisterName("Echo", echoService{}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster)
+	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +459,7 @@ func TestServer_HostileBodySize(t *testing.T) {
 	if err := srv.RegisterName("Echo", echoService{}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster)
+	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -414,7 +414,7 @@ func (s *blockStore) finalize(id uint64, size int64) error {
 func (s *blockStore) commit(w *blockWriter, size int64) error {
 	var errs []error
 	for _, f := range []*os.File{w.data, w.meta} {
-		errs = append(errs, f.Sync(), f.Close())
+		errs = append(errs, timedSync(fsyncBlock, f.Sync), f.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

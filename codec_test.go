@@ -45,7 +45,7 @@ func serveEcho(t testing.TB) string {
 	if err := srv.RegisterName("Echo", echoService{}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster)
+	s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

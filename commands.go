@@ -32,6 +32,7 @@ func masterCommand(e *env) *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: ":2131", Usage: "`HOST:PORT` to listen on"},
 			&cli.StringFlag{Name: "dir", Value: "dfs-master", Usage: "`DIR` for the metadata"},
+			httpFlag(defaultMasterHTTP),
 		}, clusterFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -43,6 +44,7 @@ func masterCommand(e *env) *cli.Command {
 			}
 			m.Logger = e.logger
 			m.Security = e.security
+			m.HTTPAddr, m.HTTPRequired = c.String("http"), c.IsSet("http")
 			if err := m.Start(); err != nil {
 				return err
 			}
@@ -169,6 +171,20 @@ func secretCommand(e *env) *cli.Command {
 	}
 }
 
+// defaultMasterHTTP is the master's web address, as HDFS's NameNode's.
+const defaultMasterHTTP = "127.0.0.1:9870"
+
+// httpFlag is --http, the web listener of /metrics (metrics.go).
+func httpFlag(def string) cli.Flag {
+	usage := "`HOST:PORT` of the web listener (/metrics); loopback needs nothing, another address needs the cluster secret on every request or --insecure"
+	if def == "" {
+		usage += " (default: none)"
+	} else {
+		usage += "; empty: none"
+	}
+	return &cli.StringFlag{Name: "http", Value: def, Usage: usage}
+}
+
 func masterFlag() cli.Flag {
 	return &cli.StringFlag{Name: "master", Aliases: []string{"m"}, Value: DefaultMasterAddr, EnvVars: []string{"DFS_MASTER"},
 		Usage: "the master's `HOST:PORT`"}
@@ -189,6 +205,7 @@ func minionCommand(e *env) *cli.Command {
 			&cli.DurationFlag{Name: "report-interval", Value: DefaultReportInterval, Usage: "interval of full block reports"},
 			&cli.DurationFlag{Name: "scrub-interval", Value: DefaultScrubInterval, Usage: "start a pass re-reading every block this often (0: no scrubbing)"},
 			&cli.StringFlag{Name: "scrub-rate", Value: "32MiB", Usage: "most bytes a second the scrubber reads"},
+			httpFlag(""),
 			&cli.StringFlag{Name: "pack-max", Value: "1MiB", Usage: "pack blocks of up to `SIZE` that arrive in one packet into shared volume files (0: a file per block; at most 1MiB)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -223,6 +240,7 @@ func minionCommand(e *env) *cli.Command {
 			m.PackMax = packMax
 			m.Logger = e.logger
 			m.Security = e.security
+			m.HTTPAddr = c.String("http")
 			if err := m.Start(); err != nil {
 				return err
 			}
@@ -243,6 +261,7 @@ func devCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "minions", Aliases: []string{"n"}, Value: 3, Usage: "number of minions"},
 			&cli.StringFlag{Name: "dir", Value: "dfs-dev", Usage: "`DIR` for the master's and the minions' data"},
 			&cli.StringFlag{Name: "addr", Value: DefaultMasterAddr, Usage: "master's `HOST:PORT` (port 0: any free port)"},
+			httpFlag(defaultMasterHTTP),
 		}, clusterFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -256,7 +275,10 @@ func devCommand(e *env) *cli.Command {
 				return err
 			}
 			cl := &DevCluster{Dir: c.String("dir"), Addr: c.String("addr"), Minions: c.Int("minions"), Logger: e.logger, Security: sec}
-			cl.Configure = func(m *Master) error { return applyClusterFlags(c, m) }
+			cl.Configure = func(m *Master) error {
+				m.HTTPAddr, m.HTTPRequired = c.String("http"), c.IsSet("http")
+				return applyClusterFlags(c, m)
+			}
 			if err := cl.Start(); err != nil {
 				return err
 			}

@@ -232,7 +232,7 @@ func (l *editLog) sync(seq uint64) error {
 		l.mu.Unlock()
 		_, err := f.Write(buf)
 		if err == nil {
-			err = fdatasync(f)
+			err = timedSync(fsyncEditLog, func() error { return fdatasync(f) })
 		}
 		l.mu.Lock()
 		l.syncing = false

@@ -66,7 +66,14 @@ type Master struct {
 	// Security is how the master trusts its peers (auth.go); nil: no
 	// secret, loopback only.
 	Security *Security
-	Logger   *slog.Logger
+	// HTTPAddr, if set, is where the master serves /metrics (metrics.go).
+	// A bind failure stops Start only if HTTPRequired.
+	HTTPAddr     string
+	HTTPRequired bool
+	Logger       *slog.Logger
+
+	metrics *masterMetrics
+	http    *httpServer
 
 	lock   *dirLock
 	srv    *rpcServer
@@ -136,13 +143,25 @@ func (m *Master) Start() error {
 		lock.unlock()
 		return err
 	}
-	s, err := serveRPC(m.Addr, srv, m.Logger, m.Security, roleMaster)
+	m.metrics = newMasterMetrics(m)
+	m.repl.copied = m.metrics.rereplications
+	s, err := serveRPC(m.Addr, srv, m.Logger, m.Security, roleMaster, m.metrics.rpcs)
 	if err != nil {
 		lock.unlock()
 		return fmt.Errorf("master listen: %w", err)
 	}
 	m.srv = s
 	m.Security.describe(m.Logger, "master", s.Addr().String())
+	if m.HTTPAddr != "" {
+		if m.http, err = serveHTTP(m.HTTPAddr, "master", metricsHandler(m.metrics.reg), m.Security, m.Logger); err != nil {
+			if m.HTTPRequired {
+				s.Close()
+				lock.unlock()
+				return err
+			}
+			m.Logger.Warn("no web listener", "err", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.wg.Add(1)
@@ -287,6 +306,7 @@ func (m *Master) Close() error {
 
 	m.cancel()
 	err := m.srv.Close()
+	m.http.Close()
 	m.wg.Wait()
 	// A final checkpoint: every acknowledged change is in the log already,
 	// but replica locations and the minion registry may be newer.

@@ -52,7 +52,12 @@ type Minion struct {
 	// Security is how the minion trusts its peers (auth.go); nil: no
 	// secret, loopback only.
 	Security *Security
+	// HTTPAddr, if set, is where the minion serves /metrics (metrics.go).
+	HTTPAddr string
 	Logger   *slog.Logger
+
+	metrics *minionMetrics
+	http    *httpServer
 
 	lock  *dirLock
 	store *blockStore
@@ -121,7 +126,8 @@ func (m *Minion) Start() (err error) {
 	if err := srv.RegisterName(minionService, &minionRPC{m}); err != nil {
 		return err
 	}
-	if m.srv, err = serveRPC(m.Listen, srv, m.Logger, m.Security, roleMinion); err != nil {
+	m.metrics = newMinionMetrics(m)
+	if m.srv, err = serveRPC(m.Listen, srv, m.Logger, m.Security, roleMinion, m.metrics.rpcs); err != nil {
 		return fmt.Errorf("minion listen: %w", err)
 	}
 	m.interval = m.Heartbeat
@@ -129,6 +135,11 @@ func (m *Minion) Start() (err error) {
 		m.interval = DefaultHeartbeat
 	}
 	m.Security.describe(m.Logger, "minion", m.srv.Addr().String())
+	if m.HTTPAddr != "" {
+		if m.http, err = serveHTTP(m.HTTPAddr, "minion", metricsHandler(m.metrics.reg), m.Security, m.Logger); err != nil {
+			return err
+		}
+	}
 	var refused *RefusedError
 	regErr := m.register()
 	// Restarted at once, this minion may find its last process's
@@ -178,6 +189,7 @@ func (m *Minion) closeAll() error {
 	if m.srv != nil {
 		err = m.srv.Close()
 	}
+	m.http.Close()
 	m.wg.Wait()
 	if m.store != nil {
 		m.store.close()
@@ -434,6 +446,9 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 	default:
 		err = m.store.put(a.BlockID, a.Data, a.CRCs)
 	}
+	if err == nil {
+		m.metrics.written.WithLabelValues("client").Add(float64(len(a.Data)))
+	}
 	m.answer(reply, err, fwd)
 	return nil
 }
@@ -532,6 +547,13 @@ func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, reply *PipelineReply) er
 // ReadBlock returns a range of a block with its stored checksums.
 func (r *minionRPC) ReadBlock(a *ReadBlockArgs, reply *ReadBlockReply) error {
 	data, crcs, err := r.m.store.read(a.BlockID, a.Offset, a.Length)
+	if err == nil {
+		reader := "client"
+		if a.peer != nil && a.peer.role == roleMinion {
+			reader = "replication"
+		}
+		r.m.metrics.read.WithLabelValues(reader).Add(float64(len(data)))
+	}
 	if err != nil {
 		return err
 	}

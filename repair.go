@@ -29,6 +29,9 @@ func (m *Minion) startCopy(cmd CopyCommand) {
 	go func() {
 		defer m.wg.Done()
 		src, err := m.copyBlock(cmd)
+		if err == nil && src != "" {
+			m.metrics.written.WithLabelValues("replication").Add(float64(cmd.Size))
+		}
 		if err != nil && m.ctx.Err() == nil {
 			m.Logger.Warn("copy block", "block", blockName(cmd.BlockID), "err", err)
 		}
@@ -193,6 +196,7 @@ func (m *Minion) scrub(ctx context.Context) (n, bad int) {
 			return n, bad
 		}
 		n++
+		m.metrics.scrubbed.Add(float64(r.Size))
 		if corrupt {
 			bad++
 		}

@@ -20,6 +20,8 @@
 package main
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"cmp"
 	"fmt"
 	"log/slog"
@@ -105,6 +107,8 @@ type replication struct {
 	// found corrupt there, for the minion to check (a report from
 	// anyone but the holder is not believed as such).
 	verify map[string][]uint64
+	// copied counts the copies done (a metric; nil in tests of the parts).
+	copied prometheus.Counter
 }
 
 // maxVerify bounds the blocks waiting for a minion to check them.
@@ -553,6 +557,9 @@ func (r *replication) received(a *BlockReceivedArgs) (*BlockReceivedReply, error
 		r.addReplica(a.BlockID, b, mn, time.Now())
 	}
 	r.confirm(a.BlockID, mn.slot)
+	if r.copied != nil {
+		r.copied.Inc()
+	}
 	// The source served the whole block, checked against its CRC.
 	if src := r.reg.byAddr(a.Source); src != nil && b.replicas.has(src.slot) {
 		r.confirm(a.BlockID, src.slot)
@@ -726,6 +733,39 @@ func (r *replication) report(clusterID string) *ReportReply {
 }
 
 // fsck reports the health of every block of the files at or below p.
+// blockStatus is a block's health from its replicas on usable minions
+// (available), those of them not being drained (live), its known corrupt
+// replicas and its file's replication.
+func blockStatus(available, live, corrupt, repl int) string {
+	switch {
+	case available == 0 && corrupt > 0:
+		return statusCorrupt
+	case available == 0:
+		return statusMissing
+	case live < repl:
+		return statusUnderReplicated
+	}
+	return statusHealthy
+}
+
+// health counts the blocks of every status, as fsck of / would.
+func (r *replication) health(now time.Time) map[string]int {
+	counts := map[string]int{statusHealthy: 0, statusUnderReplicated: 0, statusCorrupt: 0, statusMissing: 0}
+	for id, b := range r.ns.blocks {
+		available, live := 0, 0
+		for _, s := range b.replicas.list() {
+			if mn := r.reg.at(s); r.reg.usable(mn, now) {
+				available++
+				if !mn.decommissioning {
+					live++
+				}
+			}
+		}
+		counts[blockStatus(available, live, len(r.corrupt[id]), int(b.repl))]++
+	}
+	return counts
+}
+
 func (r *replication) fsck(p string) (*FsckReply, error) {
 	if !r.ns.exists(p) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
@@ -757,16 +797,7 @@ func (r *replication) fsck(p string) (*FsckReply, error) {
 			if fb.Live < int(b.repl) {
 				fb.Note = r.stuck[id]
 			}
-			switch {
-			case available == 0 && len(fb.Corrupt) > 0:
-				fb.Status = statusCorrupt
-			case available == 0:
-				fb.Status = statusMissing
-			case fb.Live < int(b.repl):
-				fb.Status = statusUnderReplicated
-			default:
-				fb.Status = statusHealthy
-			}
+			fb.Status = blockStatus(available, fb.Live, len(fb.Corrupt), int(b.repl))
 			rep.Blocks = append(rep.Blocks, fb)
 		}
 	}

@@ -540,7 +540,11 @@ type ReadBlockArgs struct {
 	BlockID uint64
 	Offset  int64 // multiple of bytesPerChecksum
 	Length  int64 // at most packetSize
+
+	peer *peer
 }
+
+func (a *ReadBlockArgs) setPeer(p *peer) { a.peer = p }
 
 // ReadBlockReply is the data with the stored checksums that cover it.
 type ReadBlockReply struct {

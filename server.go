@@ -24,6 +24,7 @@ type rpcServer struct {
 	logger *slog.Logger
 	sec    *Security
 	self   role
+	rpcs   *rpcMetrics // nil: no metrics
 
 	// maxConns and maxPerIP bound the connections open at once, in all
 	// and from one IP address.
@@ -53,12 +54,12 @@ const (
 
 // serveRPC listens on addr and serves srv, as a process of role self, until
 // Close. It returns once the listener is bound, so Addr is valid at once.
-func serveRPC(addr string, srv *rpc.Server, logger *slog.Logger, sec *Security, self role) (*rpcServer, error) {
+func serveRPC(addr string, srv *rpc.Server, logger *slog.Logger, sec *Security, self role, rpcs *rpcMetrics) (*rpcServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &rpcServer{ln: ln, srv: srv, logger: logger, sec: sec, self: self,
+	s := &rpcServer{ln: ln, srv: srv, logger: logger, sec: sec, self: self, rpcs: rpcs,
 		maxConns: defaultMaxConns, maxPerIP: defaultMaxPerIP,
 		conns: make(map[net.Conn]struct{}), perIP: make(map[string]int), seen: make(map[string]bool)}
 	s.wg.Add(1)
@@ -106,7 +107,9 @@ func (s *rpcServer) acceptLoop() {
 			s.warnInsecure(conn.RemoteAddr())
 			// ServeCodec returns when the peer hangs up or sends
 			// something that is not a gob-encoded rpc request.
-			s.srv.ServeCodec(newServerCodec(&deadlineConn{Conn: c, writeTimeout: connWriteTimeout}, p))
+			sc := newServerCodec(&deadlineConn{Conn: c, writeTimeout: connWriteTimeout}, p)
+			sc.timer = newCallTimer(s.rpcs)
+			s.srv.ServeCodec(sc)
 			p.closed.Store(true)
 		}()
 	}
@@ -206,6 +209,7 @@ type serverCodec struct {
 	hw     headerWriter
 	closed bool
 	peer   *peer // who is at the other end; nil in tests of the codec alone
+	timer  *callTimer
 }
 
 func newServerCodec(conn io.ReadWriteCloser, p *peer) *serverCodec {
@@ -217,7 +221,13 @@ func newServerCodec(conn io.ReadWriteCloser, p *peer) *serverCodec {
 	return c
 }
 
-func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error { return c.hr.readRequest(r) }
+func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error {
+	err := c.hr.readRequest(r)
+	if err == nil {
+		c.timer.begin(r.Seq)
+	}
+	return err
+}
 
 func (c *serverCodec) ReadRequestBody(body any) error {
 	if a, ok := body.(*WriteBlockArgs); ok {
@@ -244,6 +254,7 @@ func (c *serverCodec) WriteResponse(r *rpc.Response, body any) error {
 	if rel, ok := body.(releaser); ok {
 		defer rel.release()
 	}
+	c.timer.end(r.Seq, r.ServiceMethod, r.Error != "")
 	if err := c.hw.write(c.encBuf, c.enc, r, r.ServiceMethod, r.Seq, r.Error); err != nil {
 		if c.encBuf.Flush() == nil {
 			c.Close() // a header gob cannot encode: the stream is broken

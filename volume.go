@@ -469,7 +469,7 @@ func (p *packer) write(recs []packReq) error {
 	}
 	_, err := v.f.WriteAt(p.buf, v.size)
 	if err == nil {
-		err = fdatasync(v.f)
+		err = timedSync(fsyncVolume, func() error { return fdatasync(v.f) })
 	}
 	if cap(p.buf) > 2*maxBatchBytes {
 		p.buf = nil
