@@ -362,8 +362,12 @@ func TestSecurity_StrangersChangeNothing(t *testing.T) {
 		defer p.close()
 		var reply PipelineReply
 		data := []byte("block for the impostor")
+		// Even a pipeline the master had placed there (a token for it)
+		// goes no further than the impostor's handshake.
+		next := []string{ln.Addr().String()}
+		token := issueToken(cl.Master.tokenKey, 98, append([]string{minion}, next...), time.Now())
 		err = p.call(t.Context(), minion, minionService+".WriteBlock",
-			&WriteBlockArgs{BlockID: 98, Data: data, CRCs: checksums(nil, data), Final: true, Next: []string{ln.Addr().String()}}, &reply, 10*time.Second)
+			&WriteBlockArgs{BlockID: 98, Data: data, CRCs: checksums(nil, data), Final: true, Next: next, Token: token}, &reply, 10*time.Second)
 		if err != nil || reply.Failed != ln.Addr().String() || !strings.Contains(reply.Err, "cluster secret") {
 			t.Fatalf("WriteBlock through an impostor: %v, %+v; want the impostor named, for its secret", err, reply)
 		}

@@ -16,7 +16,12 @@ import (
 // temp file in the same directory, which is fsynced, closed and renamed over
 // path; then the directory is fsynced so the rename itself is durable. On any
 // error path is left as it was and the temp file is removed.
-func writeFileAtomic(path string, write func(w io.Writer) error) (err error) {
+func writeFileAtomic(path string, write func(w io.Writer) error) error {
+	return writeFileAtomicMode(path, 0o644, write)
+}
+
+// writeFileAtomicMode is writeFileAtomic making the file with mode perm.
+func writeFileAtomicMode(path string, perm os.FileMode, write func(w io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -28,7 +33,7 @@ func writeFileAtomic(path string, write func(w io.Writer) error) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(perm); err != nil {
 		return err
 	}
 	if err := write(f); err != nil {

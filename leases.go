@@ -223,6 +223,7 @@ func (m *Master) allocate(w *writeEntry, exclude []string) (*AddBlockReply, erro
 		reply.Pipeline = append(reply.Pipeline, mn.addr)
 		al.pipeline = append(al.pipeline, mn.id)
 	}
+	reply.Token = issueToken(m.tokenKey, id, reply.Pipeline, time.Now())
 	m.leases.addBlock(w, al)
 	if len(chosen) < w.replication {
 		reply.Warning = fmt.Sprintf("only %d live minions for replication %d", len(chosen), w.replication)

@@ -75,10 +75,12 @@ type Master struct {
 	metrics *masterMetrics
 	http    *httpServer
 
-	lock   *dirLock
-	srv    *rpcServer
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	lock *dirLock
+	// tokenKey signs write tokens (token.go); set by Start.
+	tokenKey []byte
+	srv      *rpcServer
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 
 	// journal is where changes go before they are applied; edits is the
 	// same edit log, for the checkpoints that fold it into the image.
@@ -134,6 +136,10 @@ func (m *Master) Start() error {
 		return fmt.Errorf("master dir: %w", err)
 	}
 	m.lock = lock
+	if m.tokenKey, err = loadTokenKey(m.Dir); err != nil {
+		lock.unlock()
+		return err
+	}
 	if err := m.load(); err != nil {
 		lock.unlock()
 		return err

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -65,10 +66,13 @@ type Minion struct {
 	pool  *pool
 	// verifyQ holds blocks to check at the master's request (verifyLoop).
 	verifyQ chan uint64
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	once    sync.Once
+	// tokenKey checks write tokens (token.go): the master's, from the
+	// last registration; nil before the first.
+	tokenKey atomic.Pointer[[]byte]
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
 
 	// mu guards the fields below.
 	mu         sync.Mutex
@@ -312,6 +316,9 @@ func (m *Minion) register() error {
 			return err
 		}
 	}
+	if reply.TokenKey != nil {
+		m.tokenKey.Store(&reply.TokenKey)
+	}
 	m.mu.Lock()
 	m.ident = ident
 	m.registered = true
@@ -422,7 +429,7 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 		reply.fail(m.advertised(), errShuttingDown)
 		return nil
 	}
-	if err := checkNext(a.Next); err != nil {
+	if err := m.checkNext(a.Token, a.BlockID, a.Next); err != nil {
 		reply.fail(m.advertised(), err)
 		return nil
 	}
@@ -432,7 +439,7 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 		if a.Final {
 			timeout = hops(smallBlockHopTimeout, len(a.Next))
 		}
-		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:], Final: a.Final}
+		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:], Final: a.Final, Token: a.Token}
 		fwd = m.startForward(a.Next[0], minionService+".WriteBlock", fwdArgs, timeout)
 	}
 	var err error
@@ -453,11 +460,19 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 	return nil
 }
 
-// checkNext checks the rest of a pipeline before this minion dials any of
-// it: no longer than a replication can be, each a host:port. (The dial
-// then proves each holds the cluster secret, auth.go, before a byte of the
-// block goes.)
-func checkNext(next []string) error {
+// checkNext checks a packet of block id and the rest of its pipeline
+// before this minion stores it or dials any of next: the master's token
+// allows the block and names every address of next (token.go), no longer
+// than a replication can be, each a host:port. (The dial then proves each
+// holds the cluster secret, auth.go, before a byte of the block goes.)
+func (m *Minion) checkNext(t *WriteToken, id uint64, next []string) error {
+	var key []byte
+	if k := m.tokenKey.Load(); k != nil {
+		key = *k
+	}
+	if err := checkToken(key, t, id, next, time.Now()); err != nil {
+		return err
+	}
 	if len(next) >= maxReplication {
 		return fmt.Errorf("%w: a pipeline of %d more minions", ErrBadArg, len(next))
 	}
@@ -531,13 +546,13 @@ func (r *minionRPC) FinalizeBlock(a *FinalizeBlockArgs, reply *PipelineReply) er
 		reply.fail(m.advertised(), errShuttingDown)
 		return nil
 	}
-	if err := checkNext(a.Next); err != nil {
+	if err := m.checkNext(a.Token, a.BlockID, a.Next); err != nil {
 		reply.fail(m.advertised(), err)
 		return nil
 	}
 	var fwd *forward
 	if len(a.Next) > 0 {
-		args := &FinalizeBlockArgs{BlockID: a.BlockID, Size: a.Size, Next: a.Next[1:]}
+		args := &FinalizeBlockArgs{BlockID: a.BlockID, Size: a.Size, Next: a.Next[1:], Token: a.Token}
 		fwd = m.startForward(a.Next[0], minionService+".FinalizeBlock", args, hops(finalizeHopTimeout, len(a.Next)))
 	}
 	m.answer(reply, m.store.finalize(a.BlockID, a.Size), fwd)

@@ -27,7 +27,8 @@ type blockWrite struct {
 	c        *Client
 	ctx      context.Context
 	id       uint64
-	pipeline []string // the minions still in it, by address; the first is sent to
+	pipeline []string    // the minions still in it, by address; the first is sent to
+	token    *WriteToken // the master's permission for the block (token.go)
 	inflight []*outPacket
 	off      int64  // bytes of the block sent
 	sum      uint32 // CRC32C of those bytes
@@ -42,7 +43,7 @@ func (c *Client) writeBlock(ctx context.Context, r io.Reader, bufs *packetBufs, 
 	if len(ab.Pipeline) == 0 {
 		return false, nil, fmt.Errorf("%w: master returned an empty pipeline", ErrNoMinions)
 	}
-	w := &blockWrite{c: c, ctx: ctx, id: ab.BlockID, pipeline: slices.Clone(ab.Pipeline)}
+	w := &blockWrite{c: c, ctx: ctx, id: ab.BlockID, pipeline: slices.Clone(ab.Pipeline), token: ab.Token}
 	eof, err := w.stream(r, bufs, first, eof, blockSize)
 	if err != nil {
 		return false, nil, err
@@ -107,7 +108,7 @@ func (w *blockWrite) stream(r io.Reader, bufs *packetBufs, next []byte, eof bool
 // send sends packet p to the first minion of the pipeline.
 func (w *blockWrite) send(p *outPacket) (err error) {
 	p.reply = new(PipelineReply)
-	args := &WriteBlockArgs{BlockID: w.id, Offset: p.off, Data: p.data, CRCs: p.crcs, Next: w.pipeline[1:], Final: p.final}
+	args := &WriteBlockArgs{BlockID: w.id, Offset: p.off, Data: p.data, CRCs: p.crcs, Next: w.pipeline[1:], Final: p.final, Token: w.token}
 	p.pc, err = w.c.pool.start(w.ctx, w.pipeline[0], minionService+".WriteBlock", args, p.reply)
 	return err
 }
@@ -177,7 +178,7 @@ func (w *blockWrite) drop(cause error) error {
 func (w *blockWrite) finish() (BlockInfo, error) {
 	for !w.single {
 		reply := new(PipelineReply)
-		fa := &FinalizeBlockArgs{BlockID: w.id, Size: w.off, Next: w.pipeline[1:]}
+		fa := &FinalizeBlockArgs{BlockID: w.id, Size: w.off, Next: w.pipeline[1:], Token: w.token}
 		err := w.c.pool.call(w.ctx, w.pipeline[0], minionService+".FinalizeBlock", fa, reply, hops(finalizeHopTimeout, len(w.pipeline)))
 		if err == nil {
 			if me := reply.err(); me != nil {

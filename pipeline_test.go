@@ -56,7 +56,9 @@ func TestPipeline_MinionError(t *testing.T) {
 			p := newPool(nil, roleClient)
 			defer p.close()
 			var reply PipelineReply
-			args := &WriteBlockArgs{BlockID: randomID(), Data: data, CRCs: tt.crcs, Next: tt.next, Final: !tt.packet}
+			id := randomID()
+			token := issueToken(cl.Master.tokenKey, id, append([]string{tt.to}, tt.next...), time.Now())
+			args := &WriteBlockArgs{BlockID: id, Data: data, CRCs: tt.crcs, Next: tt.next, Final: !tt.packet, Token: token}
 			if err := p.call(t.Context(), tt.to, minionService+".WriteBlock", args, &reply, hops(finalizeHopTimeout, 3)); err != nil {
 				t.Fatalf("the call failed itself: %v", err)
 			}

@@ -270,7 +270,7 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	mn.conn = a.peer
 	m.reg.updateStats(mn, a.Capacity, a.Free, a.Used, len(a.Blocks))
 
-	reply := &RegisterReply{ClusterID: m.clusterID, Heartbeat: m.Heartbeat}
+	reply := &RegisterReply{ClusterID: m.clusterID, Heartbeat: m.Heartbeat, TokenKey: m.tokenKey}
 	reply.Delete = m.reconcile(mn, a.Blocks, time.Now())
 	m.Logger.Info("minion registered", "id", mn.id, "addr", mn.addr, "blocks", len(a.Blocks), "deleting", len(reply.Delete))
 	return reply, nil

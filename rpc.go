@@ -123,12 +123,15 @@ var (
 	// ErrIdentityTaken refuses a registration under the id or address of
 	// a minion registered from another live connection.
 	ErrIdentityTaken = errors.New("minion identity in use")
+	// ErrBadToken is a block write the master did not allow (token.go):
+	// no token, one of another block or pipeline, a forged or expired one.
+	ErrBadToken = errors.New("write not allowed by the master")
 )
 
 var sentinels = []error{
 	ErrNotFound, ErrExists, ErrIsDir, ErrNotDir, ErrBusy, ErrNoMinions,
 	ErrBadPath, ErrBadArg, ErrLease, ErrBlockNotFound, ErrChecksum, ErrWrongCluster, ErrNoSuchMinion,
-	ErrIdentityTaken, errShuttingDown,
+	ErrIdentityTaken, ErrBadToken, errShuttingDown,
 }
 
 // remoteError is an error returned by a remote node. It keeps the remote
@@ -202,6 +205,8 @@ type RegisterReply struct {
 	// Delete lists reported blocks the master does not want: orphans of
 	// deleted files or failed puts.
 	Delete []uint64
+	// TokenKey checks the write tokens the master issues (token.go).
+	TokenKey []byte
 }
 
 // HeartbeatArgs is a minion's periodic report.
@@ -386,6 +391,8 @@ type AddBlockReply struct {
 	Pipeline []string // minion addresses, first one receives from the client
 	// Warning is set when fewer minions than the replication were live.
 	Warning string
+	// Token lets the pipeline's minions take the block's packets.
+	Token *WriteToken
 }
 
 // CompleteArgs commits a put: every block with its final length and CRC32C.
@@ -494,6 +501,8 @@ type WriteBlockArgs struct {
 	// finalizes it as soon as its copy is written, saving the
 	// FinalizeBlock round trip (a small file).
 	Final bool
+	// Token is the master's permission for this block and pipeline.
+	Token *WriteToken
 }
 
 // PipelineReply is the answer of WriteBlock and FinalizeBlock: empty when
@@ -533,6 +542,7 @@ type FinalizeBlockArgs struct {
 	BlockID uint64
 	Size    int64
 	Next    []string
+	Token   *WriteToken
 }
 
 // ReadBlockArgs asks for a range of a block.
