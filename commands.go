@@ -506,7 +506,7 @@ func catCommand(e *env) *cli.Command {
 	}
 }
 
-// humanFlag is -h of ls, du and df: sizes in KiB, MiB, ... (help is --help
+// humanFlag is -h of ls, du, df and report: sizes in KiB, MiB, ... (help is --help
 // only, as in HDFS's and coreutils' du and df).
 func humanFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "human-readable", Aliases: []string{"h"}, Usage: "sizes as 1.5 MiB rather than bytes"}
@@ -892,7 +892,7 @@ func reportCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "report",
 		Usage: "show every minion's state, capacity and use, and cluster totals",
-		Flags: []cli.Flag{masterFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Flags: []cli.Flag{masterFlag(), humanFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef(c, "report takes no arguments")
@@ -912,12 +912,12 @@ func reportCommand(e *env) *cli.Command {
 				safe = "ON (waiting for block reports)"
 			}
 			fmt.Fprintf(w, "cluster %s  safe mode %s  files %d  blocks %d\n", r.ClusterID, safe, r.Files, r.Blocks)
-			fmt.Fprintf(w, "%-22s %-16s %10s %10s %10s %8s %9s\n", "MINION", "STATE", "CAPACITY", "USED", "FREE", "BLOCKS", "HEARTBEAT")
+			fmt.Fprintf(w, "%-22s %-16s %14s %14s %14s %8s %9s\n", "MINION", "STATE", "CAPACITY", "USED", "FREE", "BLOCKS", "HEARTBEAT")
 			var capacity, used, free int64
 			states := map[string]int{}
 			for _, mn := range r.Minions {
-				fmt.Fprintf(w, "%-22s %-16s %10s %10s %10s %8d %8.1fs\n", mn.Addr, mn.State, humanSize(mn.Capacity),
-					humanSize(mn.Used), humanSize(mn.Free), mn.Blocks, mn.LastHeartbeat.Seconds())
+				fmt.Fprintf(w, "%-22s %-16s %14s %14s %14s %8d %8.1fs\n", mn.Addr, mn.State, sizeText(c, mn.Capacity),
+					sizeText(c, mn.Used), sizeText(c, mn.Free), mn.Blocks, mn.LastHeartbeat.Seconds())
 				states[mn.State]++
 				if mn.State != stateDead {
 					capacity, used, free = capacity+mn.Capacity, used+mn.Used, free+mn.Free
@@ -925,7 +925,7 @@ func reportCommand(e *env) *cli.Command {
 			}
 			fmt.Fprintf(w, "minions %d: %d live, %d dead, %d decommissioning, %d decommissioned; capacity %s, used %s, free %s\n",
 				len(r.Minions), states[stateLive], states[stateDead], states[stateDecommissioning], states[stateDecommissioned],
-				humanSize(capacity), humanSize(used), humanSize(free))
+				sizeText(c, capacity), sizeText(c, used), sizeText(c, free))
 			return nil
 		},
 	}

@@ -128,6 +128,17 @@ func TestRun_DuDfLs(t *testing.T) {
 	if code != 0 || !strings.Contains(string(out), " 2.9 KiB ") || !strings.Contains(string(out), "/x/empty/") {
 		t.Errorf("ls -h: %q", out)
 	}
+	for _, human := range []bool{false, true} {
+		args := []string{"report", "--master", addr}
+		if human {
+			args = append(args, "-h")
+		}
+		code, out, _ := runDFS(t, args...)
+		last := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if code != 0 || len(last) != 6 || strings.Contains(last[5], "iB") != human || !strings.HasPrefix(last[5], "minions 3: 3 live") {
+			t.Errorf("%v: exit %d, %q", args, code, out)
+		}
+	}
 	if code, out, _ := runDFS(t, "ls", "--help"); code != 0 || !strings.Contains(string(out), "--human-readable, -h") {
 		t.Errorf("ls --help: %q", out)
 	}
