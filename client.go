@@ -469,6 +469,15 @@ func (c *Client) Mkdir(ctx context.Context, remote string, parents bool) error {
 	return c.meta(ctx, "Mkdir", &MkdirArgs{Path: remote, Parents: parents}, &Empty{})
 }
 
+// SetModTime sets the modification time of the file or directory remote.
+func (c *Client) SetModTime(ctx context.Context, remote string, mtime time.Time) error {
+	p, err := RemotePath(remote)
+	if err != nil {
+		return err
+	}
+	return c.meta(ctx, "SetTimes", &SetTimesArgs{Path: p, ModTime: mtime}, &Empty{})
+}
+
 // SetReplication sets the replication of the file at remote, or of every
 // file below it, and returns how many files it set. The master copies or
 // trims their blocks in the background; Fsck shows when they are done.

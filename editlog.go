@@ -70,6 +70,9 @@ const (
 	// opMkdir records a new directory at Path (with its missing parents
 	// if Parents).
 	opMkdir editOp = 6
+	// opSetTimes records Time as the modification time of the file or
+	// directory at Path (utimes, touch).
+	opSetTimes editOp = 7
 )
 
 // editVersion is the V of the records this master writes. Records of
@@ -93,7 +96,8 @@ type edit struct {
 	Replication int         // opSetReplication
 	Parents     bool        // opMkdir
 	// Time is when the change was made (Unix nanoseconds): the new
-	// modification time of the directories it changes.
+	// modification time of the directories it changes; of Path itself
+	// for opSetTimes.
 	Time int64
 }
 

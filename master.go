@@ -254,8 +254,7 @@ func (m *Master) applyImage(img *image) error {
 		}
 	}
 	m.ns.blocks = make(map[uint64]*blockEntry, len(img.BlockID))
-	// Directories first, so that each keeps its own time; then the
-	// files, each checked as a put is.
+	// Directories first, then the files, each checked as a put is.
 	for i, p := range img.DirPaths {
 		if _, err := m.ns.apply(&edit{Op: opMkdir, V: editVersion, Path: p, Parents: true, Time: img.DirModTime[i]}); err != nil {
 			return fmt.Errorf("%w: %s: directory %s: %v", ErrBadImage, imagePath(m.Dir), p, err)
@@ -275,6 +274,13 @@ func (m *Master) applyImage(img *image) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
+	}
+	// The files' puts made their directories newer; a directory's time
+	// set (utimes) to before a file below it comes back only now.
+	for i, p := range img.DirPaths {
+		if _, err := m.ns.apply(&edit{Op: opSetTimes, V: editVersion, Path: p, Time: img.DirModTime[i]}); err != nil {
+			return fmt.Errorf("%w: %s: directory %s: %v", ErrBadImage, imagePath(m.Dir), p, err)
+		}
 	}
 	return nil
 }
@@ -599,6 +605,20 @@ func (m *Master) mkdir(p string, parents bool) error {
 	return m.journal.sync(seq)
 }
 
+// setTimes sets the modification time of the file or directory p.
+func (m *Master) setTimes(p string, mtime time.Time) error {
+	if err := checkPath(p); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	seq, _, err := m.commit(&edit{Op: opSetTimes, Path: p, Time: mtime.UnixNano()})
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return m.journal.sync(seq)
+}
+
 // remove deletes the file at p, or the directory p if it is empty or with
 // recursive, with everything below it. It returns the number of files
 // removed.
@@ -882,6 +902,8 @@ func (r *masterRPC) List(a *ListArgs, reply *ListReply) error {
 }
 
 func (r *masterRPC) Mkdir(a *MkdirArgs, _ *Empty) error { return r.m.mkdir(a.Path, a.Parents) }
+
+func (r *masterRPC) SetTimes(a *SetTimesArgs, _ *Empty) error { return r.m.setTimes(a.Path, a.ModTime) }
 
 func (r *masterRPC) SetReplication(a *SetReplicationArgs, reply *SetReplicationReply) error {
 	n, err := r.m.setReplication(a.Path, a.Replication)

@@ -290,6 +290,13 @@ func (ns *namespace) apply(e *edit) (int, error) {
 	case opMkdir:
 		ns.mkdir(e.Path, e.Time)
 		return 0, nil
+	case opSetTimes:
+		if f, d := ns.lookup(e.Path); f != nil {
+			f.modTime = e.Time
+		} else {
+			d.modTime = e.Time
+		}
+		return 1, nil
 	}
 	return 0, fmt.Errorf("%w: operation %d is not a namespace change", ErrBadArg, e.Op)
 }
@@ -328,6 +335,11 @@ func (ns *namespace) check(e *edit) error {
 		return nil
 	case opMkdir:
 		return ns.checkMkdir(e.Path, e.Parents)
+	case opSetTimes:
+		if !ns.exists(e.Path) {
+			return fmt.Errorf("%w: %s", ErrNotFound, e.Path)
+		}
+		return nil
 	}
 	return fmt.Errorf("%w: operation %d is not a namespace change", ErrBadArg, e.Op)
 }

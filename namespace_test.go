@@ -207,7 +207,7 @@ func randomEdit(r *rand.Rand, step int) *edit {
 		q += "/" + names[r.IntN(len(names))]
 	}
 	t := int64(1000 + step)
-	switch r.IntN(6) {
+	switch r.IntN(7) {
 	case 0, 1:
 		e := nsPut(p, r.IntN(3), r.IntN(2) == 0)
 		e.File.ModTime = time.Unix(0, t).UTC()
@@ -219,6 +219,8 @@ func randomEdit(r *rand.Rand, step int) *edit {
 		return &edit{Op: opDelete, V: editVersion, Path: p, Recursive: r.IntN(2) == 0, Time: t}
 	case 4:
 		return &edit{Op: opRename, V: editVersion, Path: p, Dst: q, Force: r.IntN(2) == 0, Time: t}
+	case 5:
+		return &edit{Op: opSetTimes, V: editVersion, Path: p, Time: t}
 	default:
 		return &edit{Op: opSetReplication, V: editVersion, Path: p, Replication: 1 + r.IntN(3), Time: t}
 	}
@@ -284,6 +286,8 @@ func TestMaster_ReplayRandom(t *testing.T) {
 			_, _, err = m.rename(e.Path, e.Dst, e.Force)
 		case opSetReplication:
 			_, err = m.setReplication(e.Path, e.Replication)
+		case opSetTimes:
+			err = m.setTimes(e.Path, time.Unix(0, e.Time))
 		}
 		if err == nil {
 			accepted++

@@ -426,6 +426,12 @@ type MkdirArgs struct {
 	Parents bool // make missing parents; an existing directory is no error
 }
 
+// SetTimesArgs sets the modification time of a file or directory.
+type SetTimesArgs struct {
+	Path    string
+	ModTime time.Time
+}
+
 // DeleteArgs names a path to remove.
 type DeleteArgs struct {
 	Path      string
