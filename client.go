@@ -54,7 +54,8 @@ func (c *Client) Close() { c.pool.close() }
 type PutOptions struct {
 	Replication int
 	BlockSize   int64
-	Force       bool // replace an existing file
+	Force       bool   // replace an existing file
+	Mode        uint32 // permission bits; 0: 0644
 }
 
 // RemotePath makes a user's remote path absolute and clean: "a/b" is "/a/b".
@@ -99,7 +100,7 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 		return 0, err
 	}
 	var cr CreateReply
-	ca := &CreateArgs{Path: remote, Replication: opt.Replication, BlockSize: opt.BlockSize, Force: opt.Force, FirstBlock: true}
+	ca := &CreateArgs{Path: remote, Replication: opt.Replication, BlockSize: opt.BlockSize, Force: opt.Force, Mode: opt.Mode, FirstBlock: true}
 	if err := c.meta(ctx, "Create", ca, &cr); err != nil {
 		return 0, err
 	}
@@ -462,11 +463,26 @@ func (c *Client) Remove(ctx context.Context, remote string, recursive bool) (int
 // Mkdir makes the directory remote; with parents, its missing parents too,
 // and an existing directory is no error.
 func (c *Client) Mkdir(ctx context.Context, remote string, parents bool) error {
+	return c.MkdirMode(ctx, remote, parents, 0)
+}
+
+// MkdirMode is Mkdir giving the new directory remote the permission bits
+// mode (0: 0755).
+func (c *Client) MkdirMode(ctx context.Context, remote string, parents bool, mode uint32) error {
 	remote, err := RemotePath(remote)
 	if err != nil {
 		return err
 	}
-	return c.meta(ctx, "Mkdir", &MkdirArgs{Path: remote, Parents: parents}, &Empty{})
+	return c.meta(ctx, "Mkdir", &MkdirArgs{Path: remote, Parents: parents, Mode: mode}, &Empty{})
+}
+
+// SetMode sets the permission bits of the file or directory remote.
+func (c *Client) SetMode(ctx context.Context, remote string, mode uint32) error {
+	remote, err := RemotePath(remote)
+	if err != nil {
+		return err
+	}
+	return c.meta(ctx, "SetMode", &SetModeArgs{Path: remote, Mode: mode}, &Empty{})
 }
 
 // SetModTime sets the modification time of the file or directory remote.

@@ -1195,3 +1195,27 @@ func toJSONFsck(r *FsckReply) jsonFsck {
 	}
 	return j
 }
+
+func mountCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount the cluster at DIR (FUSE), in the foreground until Ctrl+C, SIGTERM or fusermount -u DIR",
+		ArgsUsage: "DIR",
+		Description: "Files are write-once, as in HDFS: a new file (or one opened with O_TRUNC) is written from start to end and\n" +
+			"appears, or replaces the old one, when it is closed; a write elsewhere gets EOPNOTSUPP. Modification times are kept;\n" +
+			"modes and owners are not (0644, 0755, the mount's user). Example: dfs mount /mnt/dfs & cp big.iso /mnt/dfs/isos/",
+		Flags: []cli.Flag{
+			masterFlag(),
+			&cli.BoolFlag{Name: "read-only", Usage: "refuse every change"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users than the mount's use it (root, or user_allow_other in /etc/fuse.conf)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef(c, "mount takes DIR")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			return Mount(c.Context, cl, c.Args().First(), MountOptions{ReadOnly: c.Bool("read-only"), AllowOther: c.Bool("allow-other"), Logger: e.logger})
+		},
+	}
+}

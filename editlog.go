@@ -73,6 +73,9 @@ const (
 	// opSetTimes records Time as the modification time of the file or
 	// directory at Path (utimes, touch).
 	opSetTimes editOp = 7
+	// opSetMode records Mode as the permission bits of the file or
+	// directory at Path (chmod).
+	opSetMode editOp = 8
 )
 
 // editVersion is the V of the records this master writes. Records of
@@ -95,6 +98,7 @@ type edit struct {
 	Force       bool        // opPut, opRename: replace a file there
 	Replication int         // opSetReplication
 	Parents     bool        // opMkdir
+	Mode        uint32      // opMkdir (of Path; 0: the default), opSetMode
 	// Time is when the change was made (Unix nanoseconds): the new
 	// modification time of the directories it changes; of Path itself
 	// for opSetTimes.

@@ -31,6 +31,7 @@ type writeEntry struct {
 	replication int
 	blockSize   int64
 	force       bool
+	mode        uint32
 	blocks      []allocation
 	lastUsed    time.Time
 }
@@ -174,7 +175,7 @@ func (m *Master) create(a *CreateArgs) (*CreateReply, error) {
 	if err := m.ns.checkCreate(a.Path, a.Force); err != nil {
 		return nil, err
 	}
-	w := &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, lastUsed: time.Now()}
+	w := &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, mode: a.Mode, lastUsed: time.Now()}
 	h, err := m.leases.open(w)
 	if err != nil {
 		return nil, err
@@ -253,7 +254,7 @@ func (m *Master) complete(a *CompleteArgs) error {
 	}
 	now := time.Now()
 	e := &edit{Op: opPut, Path: w.path, Force: w.force, Time: now.UnixNano(),
-		File: imageFile{Path: w.path, Replication: w.replication, BlockSize: w.blockSize, ModTime: now}}
+		File: imageFile{Path: w.path, Replication: w.replication, BlockSize: w.blockSize, ModTime: now, Mode: w.mode}}
 	var dropped []allocation // minions that fell out of a pipeline
 	for i, b := range a.Blocks {
 		al := w.blocks[i]

@@ -101,7 +101,7 @@ func newApp(e *env) *cli.App {
 		masterCommand(e), minionCommand(e), devCommand(e),
 		putCommand(e), getCommand(e), catCommand(e), lsCommand(e), statCommand(e), duCommand(e), dfCommand(e),
 		mkdirCommand(e), mvCommand(e), rmCommand(e), setrepCommand(e),
-		reportCommand(e), fsckCommand(e), decommissionCommand(e), benchCommand(e),
+		reportCommand(e), fsckCommand(e), decommissionCommand(e), mountCommand(e), benchCommand(e),
 	}
 	for _, c := range cmds {
 		c.OnUsageError = onUsage

@@ -256,7 +256,11 @@ func (m *Master) applyImage(img *image) error {
 	m.ns.blocks = make(map[uint64]*blockEntry, len(img.BlockID))
 	// Directories first, then the files, each checked as a put is.
 	for i, p := range img.DirPaths {
-		if _, err := m.ns.apply(&edit{Op: opMkdir, V: editVersion, Path: p, Parents: true, Time: img.DirModTime[i]}); err != nil {
+		var mode uint32
+		if len(img.DirMode) != 0 {
+			mode = uint32(img.DirMode[i])
+		}
+		if _, err := m.ns.apply(&edit{Op: opMkdir, V: editVersion, Path: p, Parents: true, Mode: mode, Time: img.DirModTime[i]}); err != nil {
 			return fmt.Errorf("%w: %s: directory %s: %v", ErrBadImage, imagePath(m.Dir), p, err)
 		}
 	}
@@ -491,6 +495,8 @@ func (m *Master) snapshot() *image {
 		Replicas:    make([]uint32, 0, 3*len(ns.blocks)),
 		DirPaths:    make([]string, 0, ns.dirs),
 		DirModTime:  make([]int64, 0, ns.dirs),
+		FileMode:    make([]uint16, 0, ns.files),
+		DirMode:     make([]uint16, 0, ns.dirs),
 	}
 	if m.journal != nil {
 		img.LastSeq = m.journal.last()
@@ -500,11 +506,13 @@ func (m *Master) snapshot() *image {
 	walkDirs("", &ns.root, func(p string, d *dirNode) {
 		img.DirPaths = append(img.DirPaths, p)
 		img.DirModTime = append(img.DirModTime, d.modTime)
+		img.DirMode = append(img.DirMode, d.mode)
 	})
 	walkDir("", &ns.root, func(p string, f *fileEntry) bool {
 		ids := f.blocks.list()
 		img.Paths = append(img.Paths, p)
-		img.Replication = append(img.Replication, f.replication)
+		img.Replication = append(img.Replication, int32(f.replication))
+		img.FileMode = append(img.FileMode, f.mode)
 		img.BlockSize = append(img.BlockSize, f.blockSize())
 		img.ModTime = append(img.ModTime, f.modTime)
 		img.NumBlocks = append(img.NumBlocks, uint32(len(ids)))
@@ -580,7 +588,7 @@ func (m *Master) list(p string, recursive bool) ([]FileInfo, error) {
 // dirInfo describes the directory d at p: its size is that of every file
 // below it.
 func dirInfo(p string, d *dirNode) FileInfo {
-	fi := FileInfo{Path: p, Dir: true, Size: d.size}
+	fi := FileInfo{Path: p, Dir: true, Size: d.size, Mode: modeOr(d.mode, defaultDirMode)}
 	if d.modTime != 0 {
 		fi.ModTime = time.Unix(0, d.modTime)
 	}
@@ -588,7 +596,7 @@ func dirInfo(p string, d *dirNode) FileInfo {
 }
 
 // mkdir makes the directory p, and its missing parents with parents.
-func (m *Master) mkdir(p string, parents bool) error {
+func (m *Master) mkdir(p string, parents bool, mode uint32) error {
 	if err := checkPath(p); err != nil {
 		return err
 	}
@@ -597,7 +605,7 @@ func (m *Master) mkdir(p string, parents bool) error {
 		m.mu.Unlock()
 		return nil // there already: nothing to log
 	}
-	seq, _, err := m.commit(&edit{Op: opMkdir, Path: p, Parents: parents, Time: time.Now().UnixNano()})
+	seq, _, err := m.commit(&edit{Op: opMkdir, Path: p, Parents: parents, Mode: mode, Time: time.Now().UnixNano()})
 	m.mu.Unlock()
 	if err != nil {
 		return err
@@ -607,16 +615,29 @@ func (m *Master) mkdir(p string, parents bool) error {
 
 // setTimes sets the modification time of the file or directory p.
 func (m *Master) setTimes(p string, mtime time.Time) error {
-	if err := checkPath(p); err != nil {
-		return err
+	_, err := m.change(&edit{Op: opSetTimes, Path: p, Time: mtime.UnixNano()})
+	return err
+}
+
+// setMode sets the permission bits of the file or directory p.
+func (m *Master) setMode(p string, mode uint32) error {
+	_, err := m.change(&edit{Op: opSetMode, Path: p, Mode: mode})
+	return err
+}
+
+// change commits e, a change of the namespace at e.Path, and waits until
+// it is on disk. It returns the number of files changed.
+func (m *Master) change(e *edit) (int, error) {
+	if err := checkPath(e.Path); err != nil {
+		return 0, err
 	}
 	m.mu.Lock()
-	seq, _, err := m.commit(&edit{Op: opSetTimes, Path: p, Time: mtime.UnixNano()})
+	seq, n, err := m.commit(e)
 	m.mu.Unlock()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return m.journal.sync(seq)
+	return n, m.journal.sync(seq)
 }
 
 // remove deletes the file at p, or the directory p if it is empty or with
@@ -723,21 +744,13 @@ func (m *Master) checkRenameBusy(src, to string) error {
 // below directory p, and returns how many files it set. The next
 // replication tick copies or trims their blocks.
 func (m *Master) setReplication(p string, n int) (int, error) {
-	if err := checkPath(p); err != nil {
-		return 0, err
-	}
-	m.mu.Lock()
-	seq, files, err := m.commit(&edit{Op: opSetReplication, Path: p, Replication: n, Time: time.Now().UnixNano()})
-	m.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	return files, m.journal.sync(seq)
+	return m.change(&edit{Op: opSetReplication, Path: p, Replication: n, Time: time.Now().UnixNano()})
 }
 
 // fileInfo describes the file at p. The caller holds mu.
 func (m *Master) fileInfo(p string, f *fileEntry, withBlocks bool) FileInfo {
-	fi := FileInfo{Path: p, Size: m.ns.fileSize(f), Replication: int(f.replication), BlockSize: f.blockSize(), ModTime: time.Unix(0, f.modTime)}
+	fi := FileInfo{Path: p, Size: m.ns.fileSize(f), Replication: int(f.replication), BlockSize: f.blockSize(), ModTime: time.Unix(0, f.modTime),
+		Mode: modeOr(f.mode, defaultFileMode)}
 	if !withBlocks {
 		return fi
 	}
@@ -901,9 +914,11 @@ func (r *masterRPC) List(a *ListArgs, reply *ListReply) error {
 	return err
 }
 
-func (r *masterRPC) Mkdir(a *MkdirArgs, _ *Empty) error { return r.m.mkdir(a.Path, a.Parents) }
+func (r *masterRPC) Mkdir(a *MkdirArgs, _ *Empty) error { return r.m.mkdir(a.Path, a.Parents, a.Mode) }
 
 func (r *masterRPC) SetTimes(a *SetTimesArgs, _ *Empty) error { return r.m.setTimes(a.Path, a.ModTime) }
+
+func (r *masterRPC) SetMode(a *SetModeArgs, _ *Empty) error { return r.m.setMode(a.Path, a.Mode) }
 
 func (r *masterRPC) SetReplication(a *SetReplicationArgs, reply *SetReplicationReply) error {
 	n, err := r.m.setReplication(a.Path, a.Replication)

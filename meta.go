@@ -62,6 +62,11 @@ type image struct {
 	// Every directory, parents first, with its modification time.
 	DirPaths   []string
 	DirModTime []int64 // Unix nanoseconds
+
+	// The stored modes of each file and directory (permBits; 0: the
+	// default). Images written before modes have none.
+	FileMode []uint16
+	DirMode  []uint16
 }
 
 // numFiles is the number of files in img.
@@ -110,6 +115,9 @@ func (img *image) eachFile(fn func(*imageFile)) error {
 		}
 		f = imageFile{Path: p, Replication: int(img.Replication[i]), BlockSize: img.BlockSize[i],
 			ModTime: time.Unix(0, img.ModTime[i]).UTC(), Blocks: f.Blocks[:0]}
+		if len(img.FileMode) != 0 {
+			f.Mode = uint32(img.FileMode[i])
+		}
 		replicas = replicas[:0]
 		for range img.NumBlocks[i] {
 			if blk >= len(img.BlockID) {
@@ -145,6 +153,9 @@ func (img *image) check() error {
 	if len(img.DirPaths) != len(img.DirModTime) {
 		return errors.New("directory columns of unequal lengths")
 	}
+	if len(img.FileMode) != 0 && len(img.FileMode) != n || len(img.DirMode) != 0 && len(img.DirMode) != len(img.DirPaths) {
+		return errors.New("mode columns of unequal lengths")
+	}
 	return nil
 }
 
@@ -153,6 +164,7 @@ type imageFile struct {
 	Replication int
 	BlockSize   int64
 	ModTime     time.Time
+	Mode        uint32 // permission bits; 0: defaultFileMode
 	Blocks      []imageBlock
 }
 

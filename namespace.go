@@ -59,8 +59,9 @@ type nsHooks interface {
 type dirNode struct {
 	dirs    map[string]*dirNode
 	files   map[string]*fileEntry
-	modTime int64 // Unix nanoseconds: the newest change to it or below it
-	size    int64 // bytes of every file below it
+	modTime int64  // Unix nanoseconds: the newest change to it or below it
+	size    int64  // bytes of every file below it
+	mode    uint16 // permission bits; 0 is defaultDirMode
 }
 
 // empty reports whether d has no children.
@@ -78,7 +79,39 @@ type fileEntry struct {
 	// blockUnits is the block size over bytesPerChecksum, which divides
 	// it (validBlockSize): 4 bytes where the size would take 8.
 	blockUnits  uint32
-	replication int32
+	replication int16
+	mode        uint16 // permission bits; 0 is defaultFileMode
+}
+
+// The modes of files and directories made without one (by dfs put and
+// mkdir, and before the namespace kept modes).
+const (
+	defaultFileMode = 0o644
+	defaultDirMode  = 0o755
+)
+
+// A mode on the wire and in the log is 0 for the default, else modeSet
+// with the permission bits (so that chmod 000 is a mode too); stored, it
+// is 0 or modeStored with the bits.
+const (
+	modeSet    = 1 << 31
+	modeStored = 1 << 15
+)
+
+// permBits is the stored form of mode.
+func permBits(mode uint32) uint16 {
+	if mode == 0 {
+		return 0
+	}
+	return uint16(mode&0o7777) | modeStored
+}
+
+// modeOr is the permission bits of a stored mode, def if it has none.
+func modeOr(mode uint16, def uint32) uint32 {
+	if mode&modeStored == 0 {
+		return def
+	}
+	return uint32(mode & 0o7777)
 }
 
 func (f *fileEntry) blockSize() int64 { return int64(f.blockUnits) * bytesPerChecksum }
@@ -288,8 +321,15 @@ func (ns *namespace) apply(e *edit) (int, error) {
 	case opSetReplication:
 		return ns.setReplication(e.Path, e.Replication), nil
 	case opMkdir:
-		ns.mkdir(e.Path, e.Time)
+		ns.mkdir(e.Path, e.Mode, e.Time)
 		return 0, nil
+	case opSetMode:
+		if f, d := ns.lookup(e.Path); f != nil {
+			f.mode = permBits(e.Mode | modeSet)
+		} else {
+			d.mode = permBits(e.Mode | modeSet)
+		}
+		return 1, nil
 	case opSetTimes:
 		if f, d := ns.lookup(e.Path); f != nil {
 			f.modTime = e.Time
@@ -335,7 +375,7 @@ func (ns *namespace) check(e *edit) error {
 		return nil
 	case opMkdir:
 		return ns.checkMkdir(e.Path, e.Parents)
-	case opSetTimes:
+	case opSetTimes, opSetMode:
 		if !ns.exists(e.Path) {
 			return fmt.Errorf("%w: %s", ErrNotFound, e.Path)
 		}
@@ -464,7 +504,14 @@ func (ns *namespace) mkdirAll(p string, t int64) *dirNode {
 	return d
 }
 
-func (ns *namespace) mkdir(p string, t int64) { ns.mkdirAll(p, t) }
+// mkdir makes the directory p (with its missing parents) with mode.
+func (ns *namespace) mkdir(p string, mode uint32, t int64) {
+	created := !ns.isDir(p)
+	d := ns.mkdirAll(p, t)
+	if created {
+		d.mode = permBits(mode)
+	}
+}
 
 // touch adds delta bytes to the size of p's directory and each above it,
 // and brings their times up to t.
@@ -495,7 +542,7 @@ func (ns *namespace) put(imf *imageFile) {
 		ns.hooks.blockAdded(b.ID, be)
 	}
 	f := &fileEntry{blocks: blockListOf(imf.Blocks), modTime: mt,
-		blockUnits: uint32(imf.BlockSize / bytesPerChecksum), replication: int32(imf.Replication)}
+		blockUnits: uint32(imf.BlockSize / bytesPerChecksum), replication: int16(imf.Replication), mode: permBits(imf.Mode)}
 	ns.linkFile(parent, d, name, f, size, mt)
 }
 
@@ -618,7 +665,7 @@ func (ns *namespace) setReplication(p string, n int) int {
 	files := 0
 	ns.walk(p, func(_ string, f *fileEntry) bool {
 		files++
-		f.replication = int32(n)
+		f.replication = int16(n)
 		for _, id := range f.blocks.list() {
 			if b := ns.blocks[id]; b != nil {
 				b.repl = int32(n)

@@ -53,7 +53,7 @@ func dump(ns *namespace) string {
 	var lines []string
 	lines = append(lines, fmt.Sprintf("/ size=%d mod=%d files=%d dirs=%d blocks=%d", ns.root.size, ns.root.modTime, ns.files, ns.dirs, len(ns.blocks)))
 	walkDirs("", &ns.root, func(p string, d *dirNode) {
-		lines = append(lines, fmt.Sprintf("%s/ size=%d mod=%d", p, d.size, d.modTime))
+		lines = append(lines, fmt.Sprintf("%s/ size=%d mod=%d mode=%o", p, d.size, d.modTime, d.mode))
 	})
 	walkDir("", &ns.root, func(p string, f *fileEntry) bool {
 		var bs []string
@@ -61,7 +61,7 @@ func dump(ns *namespace) string {
 			b := ns.blocks[id]
 			bs = append(bs, fmt.Sprintf("%d:%d:%d:%d", id, b.size, b.crc, b.repl))
 		}
-		lines = append(lines, fmt.Sprintf("%s repl=%d bs=%d mod=%d blocks=%s", p, f.replication, f.blockSize(), f.modTime, strings.Join(bs, ",")))
+		lines = append(lines, fmt.Sprintf("%s repl=%d bs=%d mod=%d mode=%o blocks=%s", p, f.replication, f.blockSize(), f.modTime, f.mode, strings.Join(bs, ",")))
 		return true
 	})
 	slices.Sort(lines)
@@ -207,20 +207,22 @@ func randomEdit(r *rand.Rand, step int) *edit {
 		q += "/" + names[r.IntN(len(names))]
 	}
 	t := int64(1000 + step)
-	switch r.IntN(7) {
+	switch r.IntN(8) {
 	case 0, 1:
 		e := nsPut(p, r.IntN(3), r.IntN(2) == 0)
 		e.File.ModTime = time.Unix(0, t).UTC()
 		e.Time = t
 		return e
 	case 2:
-		return &edit{Op: opMkdir, V: editVersion, Path: p, Parents: r.IntN(2) == 0, Time: t}
+		return &edit{Op: opMkdir, V: editVersion, Path: p, Parents: r.IntN(2) == 0, Mode: uint32(r.IntN(2) * 0o700), Time: t}
 	case 3:
 		return &edit{Op: opDelete, V: editVersion, Path: p, Recursive: r.IntN(2) == 0, Time: t}
 	case 4:
 		return &edit{Op: opRename, V: editVersion, Path: p, Dst: q, Force: r.IntN(2) == 0, Time: t}
 	case 5:
 		return &edit{Op: opSetTimes, V: editVersion, Path: p, Time: t}
+	case 6:
+		return &edit{Op: opSetMode, V: editVersion, Path: p, Mode: uint32(r.IntN(0o1000))}
 	default:
 		return &edit{Op: opSetReplication, V: editVersion, Path: p, Replication: 1 + r.IntN(3), Time: t}
 	}
@@ -279,7 +281,7 @@ func TestMaster_ReplayRandom(t *testing.T) {
 				err = m.complete(&CompleteArgs{Handle: cr.Handle})
 			}
 		case opMkdir:
-			err = m.mkdir(e.Path, e.Parents)
+			err = m.mkdir(e.Path, e.Parents, e.Mode)
 		case opDelete:
 			_, err = m.remove(e.Path, e.Recursive)
 		case opRename:
@@ -288,6 +290,8 @@ func TestMaster_ReplayRandom(t *testing.T) {
 			_, err = m.setReplication(e.Path, e.Replication)
 		case opSetTimes:
 			err = m.setTimes(e.Path, time.Unix(0, e.Time))
+		case opSetMode:
+			err = m.setMode(e.Path, e.Mode)
 		}
 		if err == nil {
 			accepted++

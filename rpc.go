@@ -361,6 +361,7 @@ type CreateArgs struct {
 	Replication int
 	BlockSize   int64
 	Force       bool
+	Mode        uint32 // permission bits; 0: 0644
 	// FirstBlock asks for the first block with the reply, saving the
 	// AddBlock round trip (a put that has data to write).
 	FirstBlock bool
@@ -423,13 +424,20 @@ type ListArgs struct {
 // MkdirArgs makes a directory.
 type MkdirArgs struct {
 	Path    string
-	Parents bool // make missing parents; an existing directory is no error
+	Parents bool   // make missing parents; an existing directory is no error
+	Mode    uint32 // permission bits of Path; 0: 0755
 }
 
 // SetTimesArgs sets the modification time of a file or directory.
 type SetTimesArgs struct {
 	Path    string
 	ModTime time.Time
+}
+
+// SetModeArgs sets the permission bits of a file or directory.
+type SetModeArgs struct {
+	Path string
+	Mode uint32
 }
 
 // DeleteArgs names a path to remove.
@@ -483,6 +491,7 @@ type FileInfo struct {
 	Replication int
 	BlockSize   int64
 	ModTime     time.Time
+	Mode        uint32 // permission bits
 	Blocks      []BlockInfo
 }
 

@@ -1,0 +1,775 @@
+package main
+
+// mount.go is `dfs mount DIR`: the namespace as a FUSE file system
+// (github.com/hanwen/go-fuse/v2, its fs package), so that unmodified
+// programs read and write dfs files.
+//
+// Every operation is a client call: lookups, listings and attributes ask
+// the master; reads and writes go to the minions as `dfs get` and `dfs put`
+// do, through the same Client. Files follow the HDFS model:
+//
+//   - A read opens the file once (its blocks and replicas) and serves any
+//     offset from the checksum chunks that hold it, verified, falling back
+//     to the next replica. Sequential readers get read-ahead: up to
+//     readAhead chunks of chunkSize bytes fetched in the background.
+//   - A write streams into a new file's blocks as they fill (a Put fed by
+//     a pipe, one packet buffer at a time); the file appears when the
+//     writer closes it. An open with O_TRUNC writes a new version that
+//     replaces the old one at close, atomically. A write anywhere but at
+//     the end is refused with EOPNOTSUPP. fsync ends the file there: it
+//     returns once the file is durable and visible, as close does, and a
+//     later write is refused.
+//   - Modification times and permission bits are kept (utimes, chmod,
+//     tar, rsync -a); owners are not: everything is the mount's user's, and
+//     a chown to anyone else is refused with EPERM. There are no access
+//     checks beyond the kernel's default_permissions on those bits.
+//
+// The kernel caches attributes and names for attrTimeout.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+const (
+	// chunkSize is the unit of a mount's reads from the minions.
+	chunkSize = 1 << 20
+	// readAhead is how many chunks a sequential reader has in flight or
+	// ready beyond the one it reads: its memory is (readAhead+1) chunks.
+	readAhead = 8
+	// attrTimeout is how long the kernel trusts a name or attributes.
+	attrTimeout = time.Second
+)
+
+// MountOptions are `dfs mount`'s settings.
+type MountOptions struct {
+	ReadOnly   bool
+	AllowOther bool
+	Logger     *slog.Logger
+}
+
+// mountFS is what every node of one mount shares.
+type mountFS struct {
+	c        *Client
+	ctx      context.Context
+	readOnly bool
+	uid, gid uint32
+	log      *slog.Logger
+}
+
+// node is a file or a directory of the mount; its dfs path is its place
+// in the kernel's tree.
+type node struct {
+	fs.Inode
+	m *mountFS
+
+	mu sync.Mutex
+	w  *writeHandle // the open write, if any: its size is the file's
+}
+
+var (
+	_ fs.NodeLookuper  = (*node)(nil)
+	_ fs.NodeGetattrer = (*node)(nil)
+	_ fs.NodeSetattrer = (*node)(nil)
+	_ fs.NodeReaddirer = (*node)(nil)
+	_ fs.NodeOpener    = (*node)(nil)
+	_ fs.NodeCreater   = (*node)(nil)
+	_ fs.NodeMkdirer   = (*node)(nil)
+	_ fs.NodeUnlinker  = (*node)(nil)
+	_ fs.NodeRmdirer   = (*node)(nil)
+	_ fs.NodeRenamer   = (*node)(nil)
+	_ fs.NodeStatfser  = (*node)(nil)
+)
+
+// path is the node's dfs path.
+func (n *node) path() string { return "/" + n.Path(nil) }
+
+func (n *node) child(name string) string { return path.Join(n.path(), name) }
+
+// errno maps a client error to the errno a program expects, logging the
+// ones that are not a plain answer about the namespace.
+func (m *mountFS) errno(op, p string, err error) syscall.Errno {
+	var re *RefusedError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, ErrExists):
+		return syscall.EEXIST
+	case errors.Is(err, ErrIsDir):
+		return syscall.EISDIR
+	case errors.Is(err, ErrNotDir):
+		return syscall.ENOTDIR
+	case errors.Is(err, ErrBusy):
+		return syscall.EBUSY
+	case errors.Is(err, ErrBadPath):
+		return syscall.EINVAL
+	case errors.Is(err, ErrNoMinions):
+		m.log.Warn("mount: "+op, "path", p, "err", err)
+		return syscall.ENOSPC
+	case errors.As(err, &re):
+		m.log.Error("mount: "+op, "path", p, "err", err)
+		return syscall.EACCES
+	}
+	m.log.Error("mount: "+op, "path", p, "err", err)
+	return syscall.EIO
+}
+
+// fill sets out from a file or directory of the namespace.
+func (m *mountFS) fill(fi *FileInfo, out *fuse.Attr) {
+	out.Mode = syscall.S_IFREG | fi.Mode&0o7777
+	out.Nlink = 1
+	if fi.Dir {
+		out.Mode = syscall.S_IFDIR | fi.Mode&0o7777
+		out.Nlink = 2
+	}
+	out.Size = uint64(fi.Size)
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = chunkSize
+	out.Owner = fuse.Owner{Uid: m.uid, Gid: m.gid}
+	out.SetTimes(nil, &fi.ModTime, &fi.ModTime)
+}
+
+func stableAttr(dir bool) fs.StableAttr {
+	if dir {
+		return fs.StableAttr{Mode: syscall.S_IFDIR}
+	}
+	return fs.StableAttr{Mode: syscall.S_IFREG}
+}
+
+func (n *node) newChild(ctx context.Context, dir bool) *fs.Inode {
+	return n.NewInode(ctx, &node{m: n.m}, stableAttr(dir))
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	p := n.child(name)
+	fi, err := n.m.c.Stat(ctx, p)
+	if err != nil {
+		return nil, n.m.errno("lookup", p, err)
+	}
+	n.m.fill(&fi, &out.Attr)
+	out.SetEntryTimeout(attrTimeout)
+	out.SetAttrTimeout(attrTimeout)
+	return n.newChild(ctx, fi.Dir), 0
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	w := n.w
+	n.mu.Unlock()
+	if w != nil { // being written: not in the namespace until close
+		size, mtime, mode := w.state()
+		n.m.fill(&FileInfo{Size: size, ModTime: mtime, Mode: mode}, &out.Attr)
+		return 0
+	}
+	fi, err := n.m.c.Stat(ctx, n.path())
+	if err != nil {
+		return n.m.errno("getattr", n.path(), err)
+	}
+	n.m.fill(&fi, &out.Attr)
+	out.SetTimeout(attrTimeout)
+	return 0
+}
+
+// Setattr keeps what the namespace keeps: the modification time, the
+// permission bits, and a size only where it is no change (or 0, a new
+// empty version). An owner other than the mount's user is refused. On a
+// file being written, the time and mode are set once it is in the
+// namespace.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.m.readOnly {
+		return syscall.EROFS
+	}
+	if uid, ok := in.GetUID(); ok && uid != n.m.uid {
+		return syscall.EPERM
+	}
+	if gid, ok := in.GetGID(); ok && gid != n.m.gid {
+		return syscall.EPERM
+	}
+	n.mu.Lock()
+	w := n.w
+	n.mu.Unlock()
+	if size, ok := in.GetSize(); ok {
+		if errno := n.truncate(ctx, w, int64(size)); errno != 0 {
+			return errno
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if w != nil {
+			w.setMode(mode & 0o7777)
+		} else if err := n.m.c.SetMode(ctx, n.path(), mode&0o7777|modeSet); err != nil {
+			return n.m.errno("chmod", n.path(), err)
+		}
+	}
+	if mtime, ok := in.GetMTime(); ok {
+		if w != nil {
+			w.setModTime(mtime)
+		} else if err := n.m.c.SetModTime(ctx, n.path(), mtime); err != nil {
+			return n.m.errno("utimes", n.path(), err)
+		}
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+// truncate sets the size of the file: to what it is (nothing to do), or
+// to 0 by a new empty version. Any other size cannot be had in a
+// write-once file.
+func (n *node) truncate(ctx context.Context, w *writeHandle, size int64) syscall.Errno {
+	if w != nil {
+		if cur, _, _ := w.state(); cur == size {
+			return 0
+		}
+		return syscall.EOPNOTSUPP
+	}
+	fi, err := n.m.c.Stat(ctx, n.path())
+	switch {
+	case err != nil:
+		return n.m.errno("truncate", n.path(), err)
+	case fi.Dir:
+		return syscall.EISDIR
+	case fi.Size == size:
+		return 0
+	case size != 0:
+		return syscall.EOPNOTSUPP
+	}
+	if _, err := n.m.c.Put(ctx, eofReader{}, n.path(), PutOptions{Force: true, Replication: fi.Replication, Mode: fi.Mode | modeSet}); err != nil {
+		return n.m.errno("truncate", n.path(), err)
+	}
+	return 0
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	entries, err := n.m.c.List(ctx, n.path(), false)
+	if err != nil {
+		return nil, n.m.errno("readdir", n.path(), err)
+	}
+	out := make([]fuse.DirEntry, 0, len(entries))
+	for _, e := range entries {
+		mode := uint32(syscall.S_IFREG)
+		if e.Dir {
+			mode = syscall.S_IFDIR
+		}
+		out = append(out, fuse.DirEntry{Name: path.Base(e.Path), Mode: mode})
+	}
+	return fs.NewListDirStream(out), 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	r, err := n.m.c.Report(ctx)
+	if err != nil {
+		return n.m.errno("statfs", "/", err)
+	}
+	var capacity, free int64
+	for _, mn := range r.Minions {
+		if mn.State != stateDead {
+			capacity, free = capacity+mn.Capacity, free+mn.Free
+		}
+	}
+	const bsize = 4096
+	out.Bsize, out.Frsize, out.NameLen = bsize, bsize, 255
+	out.Blocks, out.Bfree, out.Bavail = uint64(capacity/bsize), uint64(free/bsize), uint64(free/bsize)
+	out.Files = uint64(r.Files)
+	return 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.m.readOnly {
+		return nil, syscall.EROFS
+	}
+	p := n.child(name)
+	if err := n.m.c.MkdirMode(ctx, p, false, mode&0o7777|modeSet); err != nil {
+		return nil, n.m.errno("mkdir", p, err)
+	}
+	n.m.fill(&FileInfo{Dir: true, ModTime: time.Now(), Mode: mode & 0o7777}, &out.Attr)
+	return n.newChild(ctx, true), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.m.readOnly {
+		return syscall.EROFS
+	}
+	p := n.child(name)
+	_, err := n.m.c.Remove(ctx, p, false)
+	return n.m.errno("unlink", p, err)
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.m.readOnly {
+		return syscall.EROFS
+	}
+	p := n.child(name)
+	fi, err := n.m.c.Stat(ctx, p)
+	switch {
+	case err != nil:
+		return n.m.errno("rmdir", p, err)
+	case !fi.Dir:
+		return syscall.ENOTDIR
+	}
+	if _, err := n.m.c.Remove(ctx, p, false); errors.Is(err, ErrIsDir) {
+		return syscall.ENOTEMPTY
+	} else if err != nil {
+		return n.m.errno("rmdir", p, err)
+	}
+	return 0
+}
+
+// Rename moves a file or a directory as rename(2) does: a file there is
+// replaced; an empty directory there is replaced by a directory; a
+// directory there takes no file.
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.m.readOnly {
+		return syscall.EROFS
+	}
+	const renameNoReplace, renameExchange = 1, 2
+	if flags&renameExchange != 0 {
+		return syscall.EINVAL
+	}
+	src := n.child(name)
+	dst := path.Join("/"+newParent.EmbeddedInode().Path(nil), newName)
+	if fi, err := n.m.c.Stat(ctx, dst); err == nil {
+		if flags&renameNoReplace != 0 {
+			return syscall.EEXIST
+		}
+		if fi.Dir {
+			sfi, err := n.m.c.Stat(ctx, src)
+			if err != nil {
+				return n.m.errno("rename", src, err)
+			}
+			if !sfi.Dir {
+				return syscall.EISDIR
+			}
+			// The master would move src into the directory there;
+			// rename(2) replaces it if it is empty.
+			if _, err := n.m.c.Remove(ctx, dst, false); errors.Is(err, ErrIsDir) {
+				return syscall.ENOTEMPTY
+			} else if err != nil {
+				return n.m.errno("rename", dst, err)
+			}
+		}
+	}
+	_, err := n.m.c.Rename(ctx, src, dst, flags&renameNoReplace == 0)
+	return n.m.errno("rename", src, err)
+}
+
+// ---- files ----
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		fi, err := n.m.c.Stat(ctx, n.path())
+		if err != nil {
+			return nil, 0, n.m.errno("open", n.path(), err)
+		}
+		if fi.Dir {
+			return nil, 0, syscall.EISDIR
+		}
+		return newReadHandle(n.m, fi), 0, 0
+	}
+	if n.m.readOnly {
+		return nil, 0, syscall.EROFS
+	}
+	if flags&syscall.O_APPEND != 0 {
+		return nil, 0, syscall.EOPNOTSUPP
+	}
+	fi, err := n.m.c.Stat(ctx, n.path())
+	if err != nil {
+		return nil, 0, n.m.errno("open", n.path(), err)
+	}
+	if flags&syscall.O_TRUNC == 0 && fi.Size > 0 {
+		// Writing into a file means changing it in place, which a
+		// write-once file cannot do: open it with O_TRUNC.
+		return nil, 0, syscall.EOPNOTSUPP
+	}
+	w, errno := n.startWrite(n.path(), fi.Replication, fi.Mode, true)
+	return w, fuse.FOPEN_DIRECT_IO, errno
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if n.m.readOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	ch := &node{m: n.m}
+	inode := n.NewInode(ctx, ch, stableAttr(false))
+	w, errno := ch.startWrite(n.child(name), 0, mode&0o7777, false)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	n.m.fill(&FileInfo{ModTime: time.Now(), Mode: mode & 0o7777}, &out.Attr)
+	return inode, w, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// writeHandle is a file open for writing: a Put fed through a pipe. The
+// file appears (or replaces the old version) when the handle is flushed
+// (close) or fsynced after a write. A handle flushed with nothing written
+// commits an empty file; a later write to it starts a new version, since
+// a shell's `cmd > f` closes a duplicate of the descriptor before cmd
+// writes a byte.
+type writeHandle struct {
+	n           *node
+	path        string
+	replication int
+	mode        uint32 // permission bits of the new version
+	force       bool
+
+	// wmu orders the writes and the commits; the fields below it are
+	// mu's, so that a getattr never waits behind a write.
+	wmu  sync.Mutex
+	pw   *io.PipeWriter // nil when no version is being written
+	done chan error     // the Put's answer
+
+	mu     sync.Mutex
+	size   int64 // bytes written (of the version being written, or committed)
+	mtime  time.Time
+	utimes bool // mtime was set by utimes: set it after the commit
+	chmod  bool // mode was set by chmod: set it after the commit
+}
+
+var (
+	_ fs.FileWriter   = (*writeHandle)(nil)
+	_ fs.FileFlusher  = (*writeHandle)(nil)
+	_ fs.FileFsyncer  = (*writeHandle)(nil)
+	_ fs.FileReleaser = (*writeHandle)(nil)
+)
+
+func (n *node) startWrite(p string, replication int, mode uint32, force bool) (*writeHandle, syscall.Errno) {
+	w := &writeHandle{n: n, path: p, replication: replication, mode: mode, force: force, mtime: time.Now()}
+	w.begin()
+	n.mu.Lock()
+	n.w = w
+	n.mu.Unlock()
+	return w, 0
+}
+
+// begin starts a version. The caller holds wmu (or owns w alone).
+func (w *writeHandle) begin() {
+	pr, pw := io.Pipe()
+	w.pw, w.done = pw, make(chan error, 1)
+	force := w.force
+	go func() {
+		_, err := w.n.m.c.Put(w.n.m.ctx, pr, w.path, PutOptions{Replication: w.replication, Force: force, Mode: w.mode | modeSet})
+		if err != nil {
+			pr.CloseWithError(err) // a writer blocked on the pipe gets it
+		}
+		w.done <- err
+	}()
+	w.force = true // a later version replaces this one
+	w.mu.Lock()
+	w.size = 0
+	w.mu.Unlock()
+}
+
+func (w *writeHandle) state() (size int64, mtime time.Time, mode uint32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.size, w.mtime, w.mode
+}
+
+func (w *writeHandle) setMode(mode uint32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.mode, w.chmod = mode, true
+}
+
+func (w *writeHandle) setModTime(t time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.mtime, w.utimes = t, true
+}
+
+func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	size, _, _ := w.state()
+	if w.pw == nil {
+		if size != 0 || off != 0 {
+			return 0, syscall.EOPNOTSUPP // committed: write once
+		}
+		w.begin()
+	}
+	if off != size {
+		return 0, syscall.EOPNOTSUPP // only at the end
+	}
+	n, err := w.pw.Write(data)
+	w.mu.Lock()
+	w.size += int64(n)
+	w.mu.Unlock()
+	if err != nil {
+		w.pw = nil // the put failed: this version is gone
+		return uint32(n), w.n.m.errno("write", w.path, err)
+	}
+	return uint32(n), 0
+}
+
+// commit ends the version being written, if any, and waits until the
+// file is in the namespace, durably.
+func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if w.pw == nil {
+		return 0
+	}
+	w.pw.Close()
+	w.pw = nil
+	if err := <-w.done; err != nil {
+		return w.n.m.errno("close", w.path, err)
+	}
+	w.mu.Lock()
+	mtime, utimes, mode, chmod := w.mtime, w.utimes, w.mode, w.chmod
+	w.mu.Unlock()
+	if chmod {
+		if err := w.n.m.c.SetMode(ctx, w.path, mode|modeSet); err != nil {
+			return w.n.m.errno("chmod", w.path, err)
+		}
+	}
+	if utimes {
+		if err := w.n.m.c.SetModTime(ctx, w.path, mtime); err != nil {
+			return w.n.m.errno("utimes", w.path, err)
+		}
+	}
+	return 0
+}
+
+func (w *writeHandle) Flush(ctx context.Context) syscall.Errno { return w.commit(ctx) }
+
+// Fsync commits the file: it is durable and visible when fsync returns.
+func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return w.commit(ctx) }
+
+func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
+	w.wmu.Lock()
+	if w.pw != nil { // not flushed: the writer went away
+		w.pw.CloseWithError(errors.New("file released before it was closed"))
+		w.pw = nil
+		<-w.done
+	}
+	w.wmu.Unlock()
+	w.n.mu.Lock()
+	if w.n.w == w {
+		w.n.w = nil
+	}
+	w.n.mu.Unlock()
+	return 0
+}
+
+// readHandle is a file open for reading: its blocks as they were at open,
+// read in chunks, with read-ahead for a sequential reader.
+type readHandle struct {
+	m      *mountFS
+	fi     FileInfo
+	starts []int64 // offset of each block in the file
+
+	mu     sync.Mutex
+	chunks map[int64]*chunk // by offset in the file
+	next   int64            // where a sequential reader reads next
+}
+
+// chunk is [off, off+len(data)) of the file, being read or read.
+type chunk struct {
+	off  int64
+	end  int64
+	data []byte
+	err  error
+	done chan struct{}
+}
+
+var _ fs.FileReader = (*readHandle)(nil)
+
+func newReadHandle(m *mountFS, fi FileInfo) *readHandle {
+	h := &readHandle{m: m, fi: fi, chunks: make(map[int64]*chunk)}
+	var off int64
+	for _, b := range fi.Blocks {
+		h.starts = append(h.starts, off)
+		off += b.Size
+	}
+	return h
+}
+
+// span returns the chunk of the file that holds byte pos: chunks never
+// cross a block's end.
+func (h *readHandle) span(pos int64) (off, end int64, block int) {
+	i := sort.Search(len(h.starts), func(i int) bool { return h.starts[i] > pos }) - 1
+	start, size := h.starts[i], h.fi.Blocks[i].Size
+	off = start + (pos-start)/chunkSize*chunkSize
+	return off, min(off+chunkSize, start+size), i
+}
+
+// get returns the chunk that holds pos, starting its read if needed. The
+// caller holds mu.
+func (h *readHandle) get(pos int64) *chunk {
+	off, end, i := h.span(pos)
+	if c := h.chunks[off]; c != nil {
+		return c
+	}
+	c := &chunk{off: off, end: end, done: make(chan struct{})}
+	h.chunks[off] = c
+	go func() {
+		defer close(c.done)
+		buf := &sliceWriter{b: make([]byte, 0, end-off)}
+		start := h.starts[i]
+		c.err = h.m.c.readBlock(h.m.ctx, h.fi.Blocks[i], off-start, end-start, buf)
+		c.data = buf.b
+	}()
+	return c
+}
+
+type sliceWriter struct{ b []byte }
+
+func (w *sliceWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+
+func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	end := min(off+int64(len(dest)), h.fi.Size)
+	if off >= end {
+		return fuse.ReadResultData(nil), 0
+	}
+	h.mu.Lock()
+	sequential := off == h.next
+	var want []*chunk
+	for pos := off; pos < end; {
+		c := h.get(pos)
+		want = append(want, c)
+		pos = c.end
+	}
+	if sequential {
+		pos := want[len(want)-1].end
+		for range readAhead {
+			if pos >= h.fi.Size {
+				break
+			}
+			pos = h.get(pos).end
+		}
+	}
+	h.next = end
+	// Keep what a reader may still ask for: the chunks from this read's
+	// first on, at most readAhead beyond its last.
+	for o, c := range h.chunks {
+		if c.end <= want[0].off || o > want[len(want)-1].off+readAhead*chunkSize {
+			delete(h.chunks, o)
+		}
+	}
+	h.mu.Unlock()
+
+	out := dest[:0]
+	for _, c := range want {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, syscall.EINTR
+		}
+		if c.err != nil {
+			h.mu.Lock()
+			if h.chunks[c.off] == c {
+				delete(h.chunks, c.off) // the next read tries again
+			}
+			h.mu.Unlock()
+			return nil, h.m.errno("read", h.fi.Path, c.err)
+		}
+		from, to := max(off-c.off, 0), min(end-c.off, int64(len(c.data)))
+		out = append(out, c.data[from:to]...)
+	}
+	return fuse.ReadResultData(out), 0
+}
+
+// ---- mounting ----
+
+// Mount serves the cluster of c at dir until ctx ends or the file system
+// is unmounted (fusermount -u, umount), then unmounts it.
+func Mount(ctx context.Context, c *Client, dir string, opt MountOptions) error {
+	if err := checkMountpoint(dir); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("mount %s: no FUSE here (/dev/fuse: %w); load the fuse module or install fuse3", dir, errors.Unwrap(err))
+	}
+	// The cluster must answer before the kernel sees a mount.
+	if _, err := c.Stat(ctx, "/"); err != nil {
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	mctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := &mountFS{c: c, ctx: mctx, readOnly: opt.ReadOnly, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), log: opt.Logger}
+	timeout := attrTimeout
+	mo := fuse.MountOptions{
+		FsName:        "dfs://" + c.Master,
+		Name:          "dfs",
+		AllowOther:    opt.AllowOther,
+		MaxReadAhead:  chunkSize,
+		DisableXAttrs: true,
+		// The kernel's readers run at once; each is a goroutine here.
+		MaxBackground: 64,
+		Logger:        slog.NewLogLogger(opt.Logger.Handler(), slog.LevelDebug),
+	}
+	// The kernel checks access against the modes it is shown.
+	mo.Options = append(mo.Options, "default_permissions")
+	if opt.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	srv, err := fs.Mount(dir, &node{m: m}, &fs.Options{MountOptions: mo, EntryTimeout: &timeout, AttrTimeout: &timeout, NegativeTimeout: &timeout})
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	opt.Logger.Info("mounted", "dir", dir, "master", c.Master, "read_only", opt.ReadOnly)
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+	select {
+	case <-served: // unmounted from outside
+	case <-ctx.Done():
+		if err := unmount(srv, dir); err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+		<-served
+	}
+	opt.Logger.Info("unmounted", "dir", dir)
+	return nil
+}
+
+// unmount unmounts srv, lazily if the file system is busy (a shell's cwd
+// in it), so that a Ctrl+C always ends the mount.
+func unmount(srv *fuse.Server, dir string) error {
+	if err := srv.Unmount(); err == nil {
+		return nil
+	}
+	return syscall.Unmount(dir, syscall.MNT_DETACH)
+}
+
+// checkMountpoint says why dir cannot take a mount: missing, not a
+// directory, not empty, or a mount point already.
+func checkMountpoint(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) && errno == syscall.ENOTCONN {
+			return fmt.Errorf("mount %s: a mount that has lost its process is there (run: fusermount -u %s)", dir, dir)
+		}
+		return fmt.Errorf("mount %s: %w", dir, errors.Unwrap(err))
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mount %s: not a directory", dir)
+	}
+	parent, err := os.Stat(path.Join(dir, ".."))
+	if err == nil && parent.Sys().(*syscall.Stat_t).Dev != fi.Sys().(*syscall.Stat_t).Dev {
+		return fmt.Errorf("mount %s: something is mounted there already", dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("mount %s: the directory is not empty", dir)
+	}
+	return nil
+}
