@@ -10,7 +10,7 @@ build:
 
 ## test: everything CI runs: format, vet, and all tests with the race detector
 test: check
-	$(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## check: gofmt, go vet, and go.mod as go mod tidy would leave it
 check:

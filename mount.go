@@ -166,11 +166,20 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	return n.newChild(ctx, fi.Dir), 0
 }
 
-func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+// writer is the node's write handle while it writes a version: until the
+// version is committed, the file's size and times are the handle's.
+func (n *node) writer() *writeHandle {
 	n.mu.Lock()
 	w := n.w
 	n.mu.Unlock()
-	if w != nil { // being written: not in the namespace until close
+	if w == nil || !w.writing() {
+		return nil
+	}
+	return w
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if w := n.writer(); w != nil { // being written: not in the namespace until close
 		size, mtime, mode := w.state()
 		n.m.fill(&FileInfo{Size: size, ModTime: mtime, Mode: mode}, &out.Attr)
 		return 0
@@ -199,11 +208,23 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if gid, ok := in.GetGID(); ok && gid != n.m.gid {
 		return syscall.EPERM
 	}
-	n.mu.Lock()
-	w := n.w
-	n.mu.Unlock()
+	w := n.writer()
 	if size, ok := in.GetSize(); ok {
-		if errno := n.truncate(ctx, w, int64(size)); errno != 0 {
+		// An open with O_TRUNC truncates after the open, without the
+		// handle (the kernel sends none): the node's newest is it.
+		h, _ := f.(*writeHandle)
+		if h == nil {
+			n.mu.Lock()
+			h = n.w
+			n.mu.Unlock()
+		}
+		var errno syscall.Errno
+		if h != nil {
+			errno = h.truncate(int64(size))
+		} else {
+			errno = n.truncate(ctx, int64(size))
+		}
+		if errno != 0 {
 			return errno
 		}
 	}
@@ -227,13 +248,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 // truncate sets the size of the file: to what it is (nothing to do), or
 // to 0 by a new empty version. Any other size cannot be had in a
 // write-once file.
-func (n *node) truncate(ctx context.Context, w *writeHandle, size int64) syscall.Errno {
-	if w != nil {
-		if cur, _, _ := w.state(); cur == size {
-			return 0
-		}
-		return syscall.EOPNOTSUPP
-	}
+func (n *node) truncate(ctx context.Context, size int64) syscall.Errno {
 	fi, err := n.m.c.Stat(ctx, n.path())
 	switch {
 	case err != nil:
@@ -391,13 +406,16 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, n.m.errno("open", n.path(), err)
 	}
-	if flags&syscall.O_TRUNC == 0 && fi.Size > 0 {
-		// Writing into a file means changing it in place, which a
-		// write-once file cannot do: open it with O_TRUNC.
-		return nil, 0, syscall.EOPNOTSUPP
+	w := n.newWriteHandle(n.path(), fi.Replication, fi.Mode, true)
+	if flags&syscall.O_TRUNC != 0 || fi.Size == 0 {
+		w.begin()
+	} else {
+		// The kernel truncates after the open (a setattr of size 0
+		// on this handle starts the new version); a write before that
+		// would change the file in place, which is refused.
+		w.size = fi.Size
 	}
-	w, errno := n.startWrite(n.path(), fi.Replication, fi.Mode, true)
-	return w, fuse.FOPEN_DIRECT_IO, errno
+	return w, fuse.FOPEN_DIRECT_IO, 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -406,10 +424,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	ch := &node{m: n.m}
 	inode := n.NewInode(ctx, ch, stableAttr(false))
-	w, errno := ch.startWrite(n.child(name), 0, mode&0o7777, false)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
+	w := ch.newWriteHandle(n.child(name), 0, mode&0o7777, false)
+	w.begin()
 	n.m.fill(&FileInfo{ModTime: time.Now(), Mode: mode & 0o7777}, &out.Attr)
 	return inode, w, fuse.FOPEN_DIRECT_IO, 0
 }
@@ -438,6 +454,7 @@ type writeHandle struct {
 	mtime  time.Time
 	utimes bool // mtime was set by utimes: set it after the commit
 	chmod  bool // mode was set by chmod: set it after the commit
+	active bool // a version is being written
 }
 
 var (
@@ -447,13 +464,31 @@ var (
 	_ fs.FileReleaser = (*writeHandle)(nil)
 )
 
-func (n *node) startWrite(p string, replication int, mode uint32, force bool) (*writeHandle, syscall.Errno) {
+// newWriteHandle returns a write handle of the file p of n, which has no
+// version started yet.
+func (n *node) newWriteHandle(p string, replication int, mode uint32, force bool) *writeHandle {
 	w := &writeHandle{n: n, path: p, replication: replication, mode: mode, force: force, mtime: time.Now()}
-	w.begin()
 	n.mu.Lock()
 	n.w = w
 	n.mu.Unlock()
-	return w, 0
+	return w
+}
+
+// truncate sets the size of the file open for writing: to 0, which
+// starts a new version (the old stays until it is committed), or to the
+// size it has. Any other size cannot be had in a write-once file.
+func (w *writeHandle) truncate(size int64) syscall.Errno {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	cur, _, _ := w.state()
+	switch {
+	case size == cur:
+		return 0
+	case size == 0 && w.pw == nil:
+		w.begin()
+		return 0
+	}
+	return syscall.EOPNOTSUPP
 }
 
 // begin starts a version. The caller holds wmu (or owns w alone).
@@ -461,8 +496,11 @@ func (w *writeHandle) begin() {
 	pr, pw := io.Pipe()
 	w.pw, w.done = pw, make(chan error, 1)
 	force := w.force
+	w.mu.Lock()
+	mode := w.mode
+	w.mu.Unlock()
 	go func() {
-		_, err := w.n.m.c.Put(w.n.m.ctx, pr, w.path, PutOptions{Replication: w.replication, Force: force, Mode: w.mode | modeSet})
+		_, err := w.n.m.c.Put(w.n.m.ctx, pr, w.path, PutOptions{Replication: w.replication, Force: force, Mode: mode | modeSet})
 		if err != nil {
 			pr.CloseWithError(err) // a writer blocked on the pipe gets it
 		}
@@ -470,8 +508,14 @@ func (w *writeHandle) begin() {
 	}()
 	w.force = true // a later version replaces this one
 	w.mu.Lock()
-	w.size = 0
+	w.size, w.active = 0, true
 	w.mu.Unlock()
+}
+
+func (w *writeHandle) writing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active
 }
 
 func (w *writeHandle) state() (size int64, mtime time.Time, mode uint32) {
@@ -511,6 +555,9 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	w.mu.Unlock()
 	if err != nil {
 		w.pw = nil // the put failed: this version is gone
+		w.mu.Lock()
+		w.active = false
+		w.mu.Unlock()
 		return uint32(n), w.n.m.errno("write", w.path, err)
 	}
 	return uint32(n), 0
@@ -526,7 +573,11 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 	}
 	w.pw.Close()
 	w.pw = nil
-	if err := <-w.done; err != nil {
+	err := <-w.done
+	w.mu.Lock()
+	w.active = false
+	w.mu.Unlock()
+	if err != nil {
 		return w.n.m.errno("close", w.path, err)
 	}
 	w.mu.Lock()
@@ -556,6 +607,9 @@ func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
 		w.pw.CloseWithError(errors.New("file released before it was closed"))
 		w.pw = nil
 		<-w.done
+		w.mu.Lock()
+		w.active = false
+		w.mu.Unlock()
 	}
 	w.wmu.Unlock()
 	w.n.mu.Lock()
