@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -1213,6 +1214,11 @@ func mountCommand(e *env) *cli.Command {
 			if c.NArg() != 1 {
 				return usagef(c, "mount takes DIR")
 			}
+			// Chunks come and go at the rate of the reads: collect
+			// less often, but keep the heap under a bound (the mount's
+			// RSS goal is 64 MiB).
+			debug.SetGCPercent(400)
+			debug.SetMemoryLimit(40 << 20)
 			cl := newClient(c, e)
 			defer cl.Close()
 			return Mount(c.Context, cl, c.Args().First(), MountOptions{ReadOnly: c.Bool("read-only"), AllowOther: c.Bool("allow-other"), Logger: e.logger})

@@ -717,25 +717,40 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	}
 	h.mu.Unlock()
 
+	if len(want) == 1 { // the chunk's bytes as they are: no copy
+		c := want[0]
+		if errno := h.wait(ctx, c); errno != 0 {
+			return nil, errno
+		}
+		return fuse.ReadResultData(c.data[off-c.off : min(end-c.off, int64(len(c.data)))]), 0
+	}
 	out := dest[:0]
 	for _, c := range want {
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			return nil, syscall.EINTR
-		}
-		if c.err != nil {
-			h.mu.Lock()
-			if h.chunks[c.off] == c {
-				delete(h.chunks, c.off) // the next read tries again
-			}
-			h.mu.Unlock()
-			return nil, h.m.errno("read", h.fi.Path, c.err)
+		if errno := h.wait(ctx, c); errno != 0 {
+			return nil, errno
 		}
 		from, to := max(off-c.off, 0), min(end-c.off, int64(len(c.data)))
 		out = append(out, c.data[from:to]...)
 	}
 	return fuse.ReadResultData(out), 0
+}
+
+// wait waits for c to be read.
+func (h *readHandle) wait(ctx context.Context, c *chunk) syscall.Errno {
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return syscall.EINTR
+	}
+	if c.err != nil {
+		h.mu.Lock()
+		if h.chunks[c.off] == c {
+			delete(h.chunks, c.off) // the next read tries again
+		}
+		h.mu.Unlock()
+		return h.m.errno("read", h.fi.Path, c.err)
+	}
+	return 0
 }
 
 // ---- mounting ----
@@ -761,6 +776,9 @@ func Mount(ctx context.Context, c *Client, dir string, opt MountOptions) error {
 		FsName:        "dfs://" + c.Master,
 		Name:          "dfs",
 		AllowOther:    opt.AllowOther,
+		// Requests of up to a chunk (the kernel's max_read and largest
+		// write; 128 KiB by default): eight times fewer of them.
+		MaxWrite:      chunkSize,
 		MaxReadAhead:  chunkSize,
 		DisableXAttrs: true,
 		// The kernel's readers run at once; each is a goroutine here.
