@@ -341,6 +341,12 @@ func (c *Client) GetRange(ctx context.Context, remote string, offset, length int
 	if length >= 0 {
 		end = min(end, offset+length)
 	}
+	return c.readRange(ctx, fi, offset, end, w)
+}
+
+// readRange writes bytes [offset, end) of the file fi (as Stat described
+// it, with its blocks) to w, checked as GetRange says.
+func (c *Client) readRange(ctx context.Context, fi FileInfo, offset, end int64, w io.Writer) (int64, error) {
 	var n, start int64
 	for i, b := range fi.Blocks {
 		lo, hi := max(offset-start, 0), min(end-start, b.Size)

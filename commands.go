@@ -175,9 +175,10 @@ func secretCommand(e *env) *cli.Command {
 // defaultMasterHTTP is the master's web address, as HDFS's NameNode's.
 const defaultMasterHTTP = "127.0.0.1:9870"
 
-// httpFlag is --http, the web listener of /metrics (metrics.go).
+// httpFlag is --http, the web listener of the status pages (web.go,
+// web_minion.go) and /metrics (metrics.go).
 func httpFlag(def string) cli.Flag {
-	usage := "`HOST:PORT` of the web listener (/metrics); loopback needs nothing, another address needs the cluster secret on every request or --insecure"
+	usage := "`HOST:PORT` of the web listener (status pages, /api, /metrics); loopback needs nothing, another address needs the cluster secret on every request or --insecure"
 	if def == "" {
 		usage += " (default: none)"
 	} else {
@@ -279,6 +280,11 @@ func devCommand(e *env) *cli.Command {
 			cl.Configure = func(m *Master) error {
 				m.HTTPAddr, m.HTTPRequired = c.String("http"), c.IsSet("http")
 				return applyClusterFlags(c, m)
+			}
+			if c.String("http") != "" {
+				// Each minion's status page, on a free loopback port,
+				// for the master's minions page to link to.
+				cl.ConfigureMinion = func(mn *Minion) { mn.HTTPAddr = "127.0.0.1:0" }
 			}
 			if err := cl.Start(); err != nil {
 				return err
@@ -634,6 +640,19 @@ type dfReport struct {
 	Minions   int    `json:"live_minions"`
 }
 
+// spaceOf adds up the space of r's live (and draining) minions, as df
+// shows it; Master is left empty.
+func spaceOf(r *ReportReply) dfReport {
+	var d dfReport
+	for _, mn := range r.Minions {
+		if mn.State == stateLive || mn.State == stateDecommissioning {
+			d.Size, d.Used, d.Available = d.Size+mn.Capacity, d.Used+mn.Used, d.Available+mn.Free
+			d.Minions++
+		}
+	}
+	return d
+}
+
 func dfCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "df",
@@ -649,13 +668,8 @@ func dfCommand(e *env) *cli.Command {
 			if err != nil {
 				return fmt.Errorf("df: %w", err)
 			}
-			d := dfReport{Master: c.String("master")}
-			for _, mn := range r.Minions {
-				if mn.State == stateLive || mn.State == stateDecommissioning {
-					d.Size, d.Used, d.Available = d.Size+mn.Capacity, d.Used+mn.Used, d.Available+mn.Free
-					d.Minions++
-				}
-			}
+			d := spaceOf(r)
+			d.Master = c.String("master")
 			if c.Bool("json") {
 				return printJSON(e.stdout, d)
 			}

@@ -159,7 +159,7 @@ func (m *Master) Start() error {
 	m.srv = s
 	m.Security.describe(m.Logger, "master", s.Addr().String())
 	if m.HTTPAddr != "" {
-		if m.http, err = serveHTTP(m.HTTPAddr, "master", metricsHandler(m.metrics.reg), m.Security, m.Logger); err != nil {
+		if m.http, err = serveHTTP(m.HTTPAddr, "master", newMasterWeb(m), m.Security, m.Logger); err != nil {
 			if m.HTTPRequired {
 				s.Close()
 				lock.unlock()

@@ -1,8 +1,9 @@
 // metrics.go is what a master or a minion tells Prometheus, and the HTTP
-// listener (--http) that serves it at /metrics. The listener follows the
-// RPC ports' rule: loopback needs nothing; another interface needs the
-// cluster secret on every request (HTTP Basic with the secret as password,
-// or "Authorization: Bearer SECRET") or an explicit --insecure.
+// listener (--http) that serves it at /metrics, beside the status pages
+// (web.go, web_minion.go). The listener follows the RPC ports' rule:
+// loopback needs nothing; another interface needs the cluster secret on
+// every request (HTTP Basic with the secret as password, or
+// "Authorization: Bearer SECRET") or an explicit --insecure.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -128,11 +130,15 @@ func (t *callTimer) end(seq uint64, method string, failed bool) {
 type httpServer struct {
 	srv *http.Server
 	ln  net.Listener
+	// handler is closed with the server, if it is an io.Closer.
+	handler io.Closer
 }
 
 // serveHTTP listens on addr and serves h there under the RPC ports' rule
-// (see the file's comment). what names the process in errors and logs.
+// (see the file's comment). what names the process in errors and logs. If
+// h is an io.Closer, Close closes it after the server.
 func serveHTTP(addr, what string, h http.Handler, sec *Security, logger *slog.Logger) (*httpServer, error) {
+	closer, _ := h.(io.Closer)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s --http %s: %w", what, addr, err)
@@ -150,7 +156,7 @@ func serveHTTP(addr, what string, h http.Handler, sec *Security, logger *slog.Lo
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
-	s := &httpServer{ln: ln, srv: &http.Server{
+	s := &httpServer{ln: ln, handler: closer, srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -160,7 +166,7 @@ func serveHTTP(addr, what string, h http.Handler, sec *Security, logger *slog.Lo
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}}
 	go s.srv.Serve(ln)
-	logger.Info(what+" serves metrics", "url", "http://"+ln.Addr().String()+"/metrics", "needs_secret", !loopback && sec != nil && sec.Secret != nil)
+	logger.Info(what+" serves its web pages and metrics", "url", "http://"+ln.Addr().String()+"/", "metrics", "http://"+ln.Addr().String()+"/metrics", "needs_secret", !loopback && sec != nil && sec.Secret != nil)
 	return s, nil
 }
 
@@ -172,10 +178,14 @@ func (s *httpServer) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	err := s.srv.Shutdown(ctx)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		err = s.srv.Close()
 	}
-	return s.srv.Close()
+	if s.handler != nil {
+		err = errors.Join(err, s.handler.Close())
+	}
+	return err
 }
 
 // requireSecret lets through requests that carry the secret, as the

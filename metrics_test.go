@@ -2,7 +2,6 @@ package main
 
 import (
 	"net/http"
-	"strings"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -71,16 +70,7 @@ func value(families map[string]*dto.MetricFamily, name string, labels ...string)
 
 // The counters of the master and of a minion move with a put and a get.
 func TestMetrics_MoveWithPutAndGet(t *testing.T) {
-	cl := &DevCluster{Dir: t.TempDir(), Addr: "127.0.0.1:0", Minions: 2, Logger: testLogger(t), Heartbeat: testHeartbeat}
-	cl.Configure = func(m *Master) error {
-		m.HTTPAddr, m.HTTPRequired = "127.0.0.1:0", true
-		return configureTestMaster(m)
-	}
-	cl.ConfigureMinion = func(mn *Minion) { mn.HTTPAddr = "127.0.0.1:0"; mn.ScrubInterval = 0 }
-	if err := cl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := startWebCluster(t, 2)
 	masterURL := "http://" + cl.Master.http.Addr() + "/metrics"
 	minionURL := "http://" + cl.MinionSet[0].http.Addr() + "/metrics"
 	before, beforeMinion := scrape(t, masterURL, nil), scrape(t, minionURL, nil)
@@ -132,56 +122,5 @@ func TestMetrics_MoveWithPutAndGet(t *testing.T) {
 
 // The web listener follows the RPC ports' rule.
 func TestMetrics_ListenerRule(t *testing.T) {
-	h := metricsHandler(newMetricsRegistry())
-	if _, err := serveHTTP("0.0.0.0:0", "master", h, nil, testLogger(t)); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
-		t.Fatalf("all interfaces without a secret: %v", err)
-	}
-	s, err := serveHTTP("0.0.0.0:0", "master", h, &Security{Insecure: true}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s, err = serveHTTP("0.0.0.0:0", "master", h, &Security{Secret: testSecret}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	url := "http://127.0.0.1:" + s.Addr()[strings.LastIndex(s.Addr(), ":")+1:] + "/metrics"
-	for _, tt := range []struct {
-		name   string
-		header http.Header
-		want   int
-	}{
-		{"None", nil, http.StatusUnauthorized},
-		{"Wrong", http.Header{"Authorization": {"Bearer " + string(otherSecret)}}, http.StatusUnauthorized},
-		{"Bearer", http.Header{"Authorization": {"Bearer " + string(testSecret)}}, http.StatusOK},
-	} {
-		req, _ := http.NewRequestWithContext(t.Context(), "GET", url, nil)
-		req.Header = tt.header
-		if req.Header == nil {
-			req.Header = http.Header{}
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tt.want {
-			t.Errorf("%s: %s, want %d", tt.name, resp.Status, tt.want)
-		}
-	}
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", url, nil)
-	req.SetBasicAuth("prometheus", string(testSecret))
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
-		t.Errorf("basic auth with the secret: %v %v", resp, err)
-	} else {
-		resp.Body.Close()
-	}
-	resp, err := http.Get("http://127.0.0.1:" + s.Addr()[strings.LastIndex(s.Addr(), ":")+1:] + "/nope")
-	if err == nil {
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("an unknown path without the secret: %s", resp.Status)
-		}
-	}
+	checkListenerRule(t, func() http.Handler { return metricsHandler(newMetricsRegistry()) }, "/metrics")
 }

@@ -59,6 +59,8 @@ type Minion struct {
 
 	metrics *minionMetrics
 	http    *httpServer
+	// scrubbing is the scrubber's progress, for the status page.
+	scrubbing scrubProgress
 
 	lock  *dirLock
 	store *blockStore
@@ -140,7 +142,7 @@ func (m *Minion) Start() (err error) {
 	}
 	m.Security.describe(m.Logger, "minion", m.srv.Addr().String())
 	if m.HTTPAddr != "" {
-		if m.http, err = serveHTTP(m.HTTPAddr, "minion", metricsHandler(m.metrics.reg), m.Security, m.Logger); err != nil {
+		if m.http, err = serveHTTP(m.HTTPAddr, "minion", newMinionWeb(m), m.Security, m.Logger); err != nil {
 			return err
 		}
 	}
@@ -304,7 +306,7 @@ func (m *Minion) register() error {
 	m.mu.Unlock()
 	capacity, free, used, _ := m.stats()
 	args := &RegisterArgs{MinionID: ident.MinionID, ClusterID: ident.ClusterID, Addr: addr,
-		Capacity: capacity, Free: free, Used: used, Blocks: m.store.report()}
+		Capacity: capacity, Free: free, Used: used, Blocks: m.store.report(), HTTPAddr: m.httpAdvertised(addr)}
 	reportTime := time.Now()
 	var reply RegisterReply
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Register", args, &reply, metaTimeout); err != nil {

@@ -773,9 +773,9 @@ func Mount(ctx context.Context, c *Client, dir string, opt MountOptions) error {
 	m := &mountFS{c: c, ctx: mctx, readOnly: opt.ReadOnly, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), log: opt.Logger}
 	timeout := attrTimeout
 	mo := fuse.MountOptions{
-		FsName:        "dfs://" + c.Master,
-		Name:          "dfs",
-		AllowOther:    opt.AllowOther,
+		FsName:     "dfs://" + c.Master,
+		Name:       "dfs",
+		AllowOther: opt.AllowOther,
 		// Requests of up to a chunk (the kernel's max_read and largest
 		// write; 128 KiB by default): eight times fewer of them.
 		MaxWrite:      chunkSize,

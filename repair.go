@@ -189,7 +189,10 @@ func (m *Minion) scrub(ctx context.Context) (n, bad int) {
 	if rate <= 0 {
 		rate = DefaultScrubRate
 	}
-	for _, r := range m.store.report() {
+	blocks := m.store.report()
+	m.scrubbing.begin(blocks)
+	defer func() { m.scrubbing.end(ctx.Err() == nil) }()
+	for _, r := range blocks {
 		start := time.Now()
 		corrupt := m.check(r.ID, "scrub")
 		if ctx.Err() != nil {
@@ -197,6 +200,7 @@ func (m *Minion) scrub(ctx context.Context) (n, bad int) {
 		}
 		n++
 		m.metrics.scrubbed.Add(float64(r.Size))
+		m.scrubbing.step(r.Size, corrupt)
 		if corrupt {
 			bad++
 		}

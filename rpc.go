@@ -188,6 +188,9 @@ type RegisterArgs struct {
 	Free      int64
 	Used      int64
 	Blocks    []BlockReport
+	// HTTPAddr is the host:port of its --http listener (its status
+	// page), "" if it has none.
+	HTTPAddr string
 
 	peer *peer // the connection it came on (set by the codec, not sent)
 }
