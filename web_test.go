@@ -330,8 +330,10 @@ func TestWeb_Download(t *testing.T) {
 				resp.Header.Get("Content-Range"), want, len(body), r.to-r.from, bytes.Equal(body, data[r.from:r.to]))
 		}
 	}
-	if resp, _ := webGet(t, u, "Range", fmt.Sprintf("bytes=%d-", size)); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
-		t.Errorf("a range past the end: %s", resp.Status)
+	for _, bad := range []string{fmt.Sprintf("bytes=%d-", size), "bytes=abc", "bytes=5-2", "bytes=0-99999999999999999999999"} {
+		if resp, _ := webGet(t, u, "Range", bad); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+			t.Errorf("Range %.40s: %s, want 416", bad, resp.Status)
+		}
 	}
 	// If-Range: the same ETag gets the range, another the whole file.
 	if resp, body := webGet(t, u, "Range", "bytes=10-19", "If-Range", etag); resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, data[10:20]) {
