@@ -1232,7 +1232,7 @@ func mountCommand(e *env) *cli.Command {
 			// less often, but keep the heap under a bound (the mount's
 			// RSS goal is 64 MiB).
 			debug.SetGCPercent(400)
-			debug.SetMemoryLimit(40 << 20)
+			debug.SetMemoryLimit(48 << 20)
 			cl := newClient(c, e)
 			defer cl.Close()
 			return Mount(c.Context, cl, c.Args().First(), MountOptions{ReadOnly: c.Bool("read-only"), AllowOther: c.Bool("allow-other"), Logger: e.logger})

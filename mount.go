@@ -691,7 +691,10 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return fuse.ReadResultData(nil), 0
 	}
 	h.mu.Lock()
-	sequential := off == h.next
+	// The kernel's read-ahead sends several reads at once, which may
+	// arrive out of order: a read near where the last ended is still
+	// sequential.
+	sequential := off >= h.next-2*chunkSize && off <= h.next+2*chunkSize
 	var want []*chunk
 	for pos := off; pos < end; {
 		c := h.get(pos)
@@ -707,11 +710,16 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 			pos = h.get(pos).end
 		}
 	}
-	h.next = end
-	// Keep what a reader may still ask for: the chunks from this read's
-	// first on, at most readAhead beyond its last.
+	if sequential {
+		h.next = max(h.next, end)
+	} else {
+		h.next = end
+	}
+	// Keep what a reader may still ask for: the chunks from two before
+	// this read's first (a read sent with it may arrive after it) to
+	// readAhead beyond its last.
 	for o, c := range h.chunks {
-		if c.end <= want[0].off || o > want[len(want)-1].off+readAhead*chunkSize {
+		if c.end <= want[0].off-2*chunkSize || o > want[len(want)-1].off+readAhead*chunkSize {
 			delete(h.chunks, o)
 		}
 	}
@@ -781,8 +789,9 @@ func Mount(ctx context.Context, c *Client, dir string, opt MountOptions) error {
 		MaxWrite:      chunkSize,
 		MaxReadAhead:  chunkSize,
 		DisableXAttrs: true,
-		// The kernel's readers run at once; each is a goroutine here.
-		MaxBackground: 64,
+		// Reads the kernel sends at once (each holds a request buffer of
+		// MaxWrite here): enough to keep the read-ahead busy.
+		MaxBackground: 12,
 		Logger:        slog.NewLogLogger(opt.Logger.Handler(), slog.LevelDebug),
 	}
 	// The kernel checks access against the modes it is shown.
