@@ -34,7 +34,10 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -44,8 +47,8 @@ import (
 )
 
 const (
-	// chunkSize is the unit of a mount's reads from the minions.
-	chunkSize = 1 << 20
+	// chunkSize is the unit of a mount's reads from the minions: a packet.
+	chunkSize = packetSize
 	// readAhead is how many chunks a sequential reader has in flight or
 	// ready beyond the one it reads: its memory is (readAhead+1) chunks.
 	readAhead = 8
@@ -67,6 +70,30 @@ type mountFS struct {
 	readOnly bool
 	uid, gid uint32
 	log      *slog.Logger
+
+	// writing holds the files this mount is writing, by path: they are
+	// not in the namespace before their close, but ls and stat show them.
+	mu      sync.Mutex
+	writing map[string]*node
+}
+
+// written returns the node of the file at p that this mount is writing,
+// or nil.
+func (m *mountFS) written(p string) *node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writing[p]
+}
+
+func (m *mountFS) setWriting(p string, n *node, on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case on:
+		m.writing[p] = n
+	case m.writing[p] == n:
+		delete(m.writing, p)
+	}
 }
 
 // node is a file or a directory of the mount; its dfs path is its place
@@ -157,6 +184,15 @@ func (n *node) newChild(ctx context.Context, dir bool) *fs.Inode {
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	p := n.child(name)
 	fi, err := n.m.c.Stat(ctx, p)
+	if errors.Is(err, ErrNotFound) {
+		if wn := n.m.written(p); wn != nil {
+			if w := wn.writer(); w != nil {
+				size, mtime, mode := w.state()
+				n.m.fill(&FileInfo{Size: size, ModTime: mtime, Mode: mode}, &out.Attr)
+				return wn.EmbeddedInode(), 0
+			}
+		}
+	}
 	if err != nil {
 		return nil, n.m.errno("lookup", p, err)
 	}
@@ -276,13 +312,23 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		return nil, n.m.errno("readdir", n.path(), err)
 	}
 	out := make([]fuse.DirEntry, 0, len(entries))
+	listed := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		mode := uint32(syscall.S_IFREG)
 		if e.Dir {
 			mode = syscall.S_IFDIR
 		}
 		out = append(out, fuse.DirEntry{Name: path.Base(e.Path), Mode: mode})
+		listed[path.Base(e.Path)] = true
 	}
+	// New files this mount is writing here.
+	n.m.mu.Lock()
+	for p := range n.m.writing {
+		if dir, name := path.Split(p); path.Clean(dir) == n.path() && !listed[name] {
+			out = append(out, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
+		}
+	}
+	n.m.mu.Unlock()
 	return fs.NewListDirStream(out), 0
 }
 
@@ -406,7 +452,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, n.m.errno("open", n.path(), err)
 	}
-	w := n.newWriteHandle(n.path(), fi.Replication, fi.Mode, true)
+	w := n.newWriteHandle(ctx, n.path(), fi.Replication, fi.Mode, true)
 	if flags&syscall.O_TRUNC != 0 || fi.Size == 0 {
 		w.begin()
 	} else {
@@ -424,15 +470,15 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	ch := &node{m: n.m}
 	inode := n.NewInode(ctx, ch, stableAttr(false))
-	w := ch.newWriteHandle(n.child(name), 0, mode&0o7777, false)
+	w := ch.newWriteHandle(ctx, n.child(name), 0, mode&0o7777, false)
 	w.begin()
 	n.m.fill(&FileInfo{ModTime: time.Now(), Mode: mode & 0o7777}, &out.Attr)
 	return inode, w, fuse.FOPEN_DIRECT_IO, 0
 }
 
 // writeHandle is a file open for writing: a Put fed through a pipe. The
-// file appears (or replaces the old version) when the handle is flushed
-// (close) or fsynced after a write. A handle flushed with nothing written
+// file appears (or replaces the old version) when the process that opened
+// it closes it (see Flush), or fsyncs it. A handle flushed with nothing written
 // commits an empty file; a later write to it starts a new version, since
 // a shell's `cmd > f` closes a duplicate of the descriptor before cmd
 // writes a byte.
@@ -449,9 +495,13 @@ type writeHandle struct {
 	pw   *io.PipeWriter // nil when no version is being written
 	done chan error     // the Put's answer
 
-	mu     sync.Mutex
-	size   int64 // bytes written (of the version being written, or committed)
-	mtime  time.Time
+	mu    sync.Mutex
+	size  int64 // bytes written (of the version being written, or committed)
+	mtime time.Time
+	// opener is the process (thread group) that opened the file: its
+	// close commits; a close by another one (a child's copy of the
+	// descriptor, closed at exec or exit) does not.
+	opener int
 	utimes bool // mtime was set by utimes: set it after the commit
 	chmod  bool // mode was set by chmod: set it after the commit
 	active bool // a version is being written
@@ -464,10 +514,10 @@ var (
 	_ fs.FileReleaser = (*writeHandle)(nil)
 )
 
-// newWriteHandle returns a write handle of the file p of n, which has no
-// version started yet.
-func (n *node) newWriteHandle(p string, replication int, mode uint32, force bool) *writeHandle {
-	w := &writeHandle{n: n, path: p, replication: replication, mode: mode, force: force, mtime: time.Now()}
+// newWriteHandle returns a write handle of the file p of n for the caller
+// in ctx, which has no version started yet.
+func (n *node) newWriteHandle(ctx context.Context, p string, replication int, mode uint32, force bool) *writeHandle {
+	w := &writeHandle{n: n, path: p, replication: replication, mode: mode, force: force, mtime: time.Now(), opener: callerProcess(ctx)}
 	n.mu.Lock()
 	n.w = w
 	n.mu.Unlock()
@@ -510,6 +560,15 @@ func (w *writeHandle) begin() {
 	w.mu.Lock()
 	w.size, w.active = 0, true
 	w.mu.Unlock()
+	w.n.m.setWriting(w.path, w.n, true)
+}
+
+// ended marks the version being written as ended (committed or given up).
+func (w *writeHandle) ended() {
+	w.mu.Lock()
+	w.active = false
+	w.mu.Unlock()
+	w.n.m.setWriting(w.path, w.n, false)
 }
 
 func (w *writeHandle) writing() bool {
@@ -555,9 +614,7 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	w.mu.Unlock()
 	if err != nil {
 		w.pw = nil // the put failed: this version is gone
-		w.mu.Lock()
-		w.active = false
-		w.mu.Unlock()
+		w.ended()
 		return uint32(n), w.n.m.errno("write", w.path, err)
 	}
 	return uint32(n), 0
@@ -574,9 +631,7 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 	w.pw.Close()
 	w.pw = nil
 	err := <-w.done
-	w.mu.Lock()
-	w.active = false
-	w.mu.Unlock()
+	w.ended()
 	if err != nil {
 		return w.n.m.errno("close", w.path, err)
 	}
@@ -596,7 +651,35 @@ func (w *writeHandle) commit(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-func (w *writeHandle) Flush(ctx context.Context) syscall.Errno { return w.commit(ctx) }
+// Flush is a close of a descriptor of the file. The opener's commits the
+// file; another process's (a child that got a copy of the descriptor at
+// fork, closing it at exec or exit) does not.
+func (w *writeHandle) Flush(ctx context.Context) syscall.Errno {
+	if p := callerProcess(ctx); p != 0 && w.opener != 0 && p != w.opener {
+		return 0
+	}
+	return w.commit(ctx)
+}
+
+// callerProcess is the process (thread group id) of the request in ctx,
+// 0 if it is not known. FUSE names the calling thread.
+func callerProcess(ctx context.Context) int {
+	caller, ok := fuse.FromContext(ctx)
+	if !ok || caller.Pid == 0 {
+		return 0
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", caller.Pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			tgid, _ := strconv.Atoi(strings.TrimSpace(v))
+			return tgid
+		}
+	}
+	return 0
+}
 
 // Fsync commits the file: it is durable and visible when fsync returns.
 func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return w.commit(ctx) }
@@ -607,9 +690,7 @@ func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
 		w.pw.CloseWithError(errors.New("file released before it was closed"))
 		w.pw = nil
 		<-w.done
-		w.mu.Lock()
-		w.active = false
-		w.mu.Unlock()
+		w.ended()
 	}
 	w.wmu.Unlock()
 	w.n.mu.Lock()
@@ -673,7 +754,7 @@ func (h *readHandle) get(pos int64) *chunk {
 	h.chunks[off] = c
 	go func() {
 		defer close(c.done)
-		buf := &sliceWriter{b: make([]byte, 0, end-off)}
+		buf := &chunkWriter{}
 		start := h.starts[i]
 		c.err = h.m.c.readBlock(h.m.ctx, h.fi.Blocks[i], off-start, end-start, buf)
 		c.data = buf.b
@@ -681,9 +762,20 @@ func (h *readHandle) get(pos int64) *chunk {
 	return c
 }
 
-type sliceWriter struct{ b []byte }
+// chunkWriter collects a chunk. A chunk is one packet of its block
+// (chunkSize is packetSize, and chunks start on packet boundaries), so its
+// bytes come in one Write, of a reply buffer that readBlockRange does not
+// use again (transfer.go): kept as it is, not copied.
+type chunkWriter struct{ b []byte }
 
-func (w *sliceWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	if w.b == nil {
+		w.b = p
+		return len(p), nil
+	}
+	w.b = append(slices.Clip(w.b), p...) // never into the buffer's spare room
+	return len(p), nil
+}
 
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	end := min(off+int64(len(dest)), h.fi.Size)
@@ -778,7 +870,8 @@ func Mount(ctx context.Context, c *Client, dir string, opt MountOptions) error {
 	}
 	mctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := &mountFS{c: c, ctx: mctx, readOnly: opt.ReadOnly, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), log: opt.Logger}
+	m := &mountFS{c: c, ctx: mctx, readOnly: opt.ReadOnly, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), log: opt.Logger,
+		writing: make(map[string]*node)}
 	timeout := attrTimeout
 	mo := fuse.MountOptions{
 		FsName:     "dfs://" + c.Master,

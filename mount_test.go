@@ -382,3 +382,51 @@ func TestMount_CLI(t *testing.T) {
 		t.Errorf("%s still mounted after SIGTERM", mnt)
 	}
 }
+
+// Listings and attributes are calls to the master: they never wait behind
+// a write in progress, even one whose writer stalls mid-file.
+func TestMount_LsDuringWrite(t *testing.T) {
+	requireMount(t)
+	cl := startMountCluster(t, 2)
+	mnt := mountAt(t, cl, MountOptions{})
+	f, err := os.Create(filepath.Join(mnt, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() }) // before the unmount
+	chunk := randomBytes(t, 1<<20)
+	done := make(chan error, 1)
+	go func() {
+		for range 48 {
+			if _, err := f.Write(chunk); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil // and the writer stalls with the file open
+	}()
+	for i := 0; ; i++ {
+		start := time.Now()
+		out := sh(t, mnt, "ls -l . && stat -c %s big")
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("ls during a write took %v", took)
+		}
+		if !strings.Contains(out, "big") {
+			t.Fatalf("ls during a write: %q", out)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if size := sh(t, mnt, "stat -c %s big"); size != fmt.Sprint(48<<20)+"\n" {
+				t.Errorf("size of the open file: %q, want %d", size, 48<<20)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return
+		default:
+		}
+	}
+}

@@ -25,7 +25,8 @@ func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size i
 	// so a get allocates a window of buffers instead of one per packet
 	// (and the garbage collector has nothing to do). A reused reply is
 	// emptied first: gob leaves out zero fields, and a stale one must not
-	// pass for data.
+	// pass for data. A reply is reused only for a later packet of this
+	// call: fn may keep the data of a read of one packet (the mount does).
 	var free []*ReadBlockReply
 	var queue []read
 	next := *off
