@@ -787,6 +787,11 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	// arrive out of order: a read near where the last ended is still
 	// sequential.
 	sequential := off >= h.next-2*chunkSize && off <= h.next+2*chunkSize
+	if key, _, _ := h.span(off); !sequential && h.chunks[key] == nil {
+		h.next = end
+		h.mu.Unlock()
+		return h.readRandom(ctx, off, end)
+	}
 	var want []*chunk
 	for pos := off; pos < end; {
 		c := h.get(pos)
@@ -831,6 +836,23 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		}
 		from, to := max(off-c.off, 0), min(end-c.off, int64(len(c.data)))
 		out = append(out, c.data[from:to]...)
+	}
+	return fuse.ReadResultData(out), 0
+}
+
+// readRandom reads [off, end) for a reader that jumps about: only the
+// checksum chunks that hold it, not whole chunks, and nothing ahead.
+func (h *readHandle) readRandom(ctx context.Context, off, end int64) (fuse.ReadResult, syscall.Errno) {
+	out := make([]byte, 0, end-off)
+	for pos := off; pos < end; {
+		_, cend, i := h.span(pos)
+		start, to := h.starts[i], min(end, cend)
+		buf := &chunkWriter{}
+		if err := h.m.c.readBlock(ctx, h.fi.Blocks[i], pos-start, to-start, buf); err != nil {
+			return nil, h.m.errno("read", h.fi.Path, err)
+		}
+		out = append(out, buf.b...)
+		pos = to
 	}
 	return fuse.ReadResultData(out), 0
 }
