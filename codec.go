@@ -6,7 +6,9 @@
 // Here headers are written and read directly in gob's wire format, while
 // bodies still go through encoding/gob. The bytes on the wire are exactly
 // those of net/rpc's own gob codec, so either end may be a stock net/rpc
-// peer once the handshake of auth.go is done.
+// peer once the handshake of auth.go is done, except for the two calls of
+// the data path, whose block bytes travel raw after their bodies (payloads,
+// at the end of this file).
 //
 // A gob stream is a sequence of messages, each a byte count and then a type
 // id: a negative id defines the type -id (its wireType follows), a positive
@@ -541,6 +543,9 @@ type clientCodec struct {
 	dec    *gob.Decoder
 	hr     headerReader
 	broken bool // a request was half written; guarded by net/rpc's send lock
+	// payload: the reply whose header was read last has a payload frame
+	// after its body.
+	payload bool
 }
 
 func newClientCodec(conn io.ReadWriteCloser) *clientCodec {
@@ -566,6 +571,11 @@ func (c *clientCodec) WriteRequest(r *rpc.Request, body any) error {
 	if err := c.enc.Encode(body); err != nil {
 		return c.fail(err)
 	}
+	if requestHasPayload(r.ServiceMethod) {
+		if err := writePayload(c.w, body); err != nil {
+			return c.fail(err)
+		}
+	}
 	if err := c.w.Flush(); err != nil {
 		return c.fail(err)
 	}
@@ -578,6 +588,100 @@ func (c *clientCodec) fail(err error) error {
 	return err
 }
 
-func (c *clientCodec) ReadResponseHeader(r *rpc.Response) error { return c.hr.readResponse(r) }
-func (c *clientCodec) ReadResponseBody(body any) error          { return c.dec.Decode(body) }
-func (c *clientCodec) Close() error                             { return c.rwc.Close() }
+func (c *clientCodec) ReadResponseHeader(r *rpc.Response) error {
+	err := c.hr.readResponse(r)
+	c.payload = err == nil && replyHasPayload(r.ServiceMethod)
+	return err
+}
+
+// ReadResponseBody reads the body, and its payload if it has one. A payload
+// that cannot be read leaves the stream at no message boundary, and net/rpc
+// would go on reading after it: the connection is closed.
+func (c *clientCodec) ReadResponseBody(body any) error {
+	if err := c.dec.Decode(body); err != nil {
+		return err
+	}
+	if c.payload {
+		if err := readPayload(c.hr.r, body); err != nil {
+			c.rwc.Close()
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *clientCodec) Close() error { return c.rwc.Close() }
+
+// ---- payloads ----
+//
+// A block's bytes do not go through gob, which would copy them twice (into
+// its message buffer, then into a fresh slice) on the way in and once on the
+// way out. They travel raw, after the gob body of the two calls of the data
+// path: the request of WriteBlock and the reply of ReadBlock. That frame is
+// a byte count in gob's encoding of an unsigned integer, then the bytes. It
+// follows every request or reply of those methods, whatever its body (an
+// error reply has an empty one), so a reader knows from the header alone
+// whether one comes. The bytes are read straight into a packet buffer; the
+// field that holds them is of type payload, which gob leaves empty.
+//
+// Except for these two methods, the stream is net/rpc's gob stream.
+
+// payload is a block's bytes in an RPC body. gob sends nothing of it: the
+// codec sends them after the body.
+type payload []byte
+
+func (payload) GobEncode() ([]byte, error) { return nil, nil }
+func (*payload) GobDecode([]byte) error    { return nil }
+
+// payloadBody is a body with a payload: the bytes to send, and a buffer of
+// n bytes to receive them in.
+type payloadBody interface {
+	payloadOut() []byte
+	payloadIn(n int) []byte
+}
+
+// maxPayload bounds a payload frame: one packet.
+const maxPayload = packetSize
+
+func requestHasPayload(method string) bool { return method == minionService+".WriteBlock" }
+func replyHasPayload(method string) bool   { return method == minionService+".ReadBlock" }
+
+// writePayload writes the payload frame of body to w.
+func writePayload(w *bufio.Writer, body any) error {
+	var data []byte
+	if p, ok := body.(payloadBody); ok {
+		data = p.payloadOut()
+	}
+	if len(data) > maxPayload {
+		return fmt.Errorf("rpc: payload of %d bytes, at most %d", len(data), maxPayload)
+	}
+	var cb [9]byte
+	if _, err := w.Write(appendUint(cb[:0], uint64(len(data)))); err != nil {
+		return err
+	}
+	_, err := w.Write(data)
+	return err
+}
+
+// readPayload reads a payload frame from r into body's buffer, or past it
+// if body has none (a call of an unknown method, an error reply).
+func readPayload(r *bufio.Reader, body any) error {
+	n, err := readUint(r)
+	if err != nil {
+		return fmt.Errorf("rpc: payload: %w", unexpected(err))
+	}
+	if n > maxPayload {
+		return fmt.Errorf("rpc: payload of %d bytes, at most %d", n, maxPayload)
+	}
+	p, ok := body.(payloadBody)
+	if !ok {
+		if _, err := r.Discard(int(n)); err != nil {
+			return fmt.Errorf("rpc: payload: %w", unexpected(err))
+		}
+		return nil
+	}
+	if _, err := io.ReadFull(r, p.payloadIn(int(n))); err != nil {
+		return fmt.Errorf("rpc: payload: %w", unexpected(err))
+	}
+	return nil
+}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/rpc"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -82,7 +84,7 @@ func TestCodec_SameBytesAsGob(t *testing.T) {
 		{ServiceMethod: "Master.Create", Seq: 127},
 		{ServiceMethod: long, Seq: 128},
 		{ServiceMethod: "", Seq: 1 << 40},
-		{ServiceMethod: "Minion.WriteBlock", Seq: ^uint64(0)},
+		{ServiceMethod: "Minion.Ping", Seq: ^uint64(0)},
 	}
 	bodies := []any{&PathArgs{Path: "/a"}, &PathArgs{Path: "/b", Durable: true}, &CreateArgs{Path: "/c"}, &Empty{}, &EchoArgs{Data: make([]byte, 5000)}, &PathArgs{}}
 
@@ -429,4 +431,136 @@ func TestCodec_HeadersThroughGob(t *testing.T) {
 			t.Errorf("read %+v %+v", r, a)
 		}
 	}
+}
+
+// closeCounter is a stream that counts its Close calls.
+type closeCounter struct {
+	*bytes.Buffer
+	closed int
+}
+
+func (c *closeCounter) Close() error { c.closed++; return nil }
+
+// A block's bytes travel raw after the body of WriteBlock's request and of
+// ReadBlock's reply, once, not through gob; every other call is gob's
+// stream. Each frame is read whole, whatever the body it follows, so the
+// stream stays in step; a broken frame closes the connection.
+func TestCodec_Payloads(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), packetSize/16)
+	crcs := []uint32{1, 2, 3}
+	writeBlock := minionService + ".WriteBlock"
+	readBlock := minionService + ".ReadBlock"
+
+	t.Run("Request", func(t *testing.T) {
+		var wire bytes.Buffer
+		cc := newClientCodec(nopCloser{&wire})
+		reqs := []struct {
+			method string
+			body   any
+		}{
+			{writeBlock, &WriteBlockArgs{BlockID: 7, Offset: 512, Data: data, CRCs: crcs, Next: []string{"a:1"}}},
+			{"Echo.Echo", &EchoArgs{Text: "between"}},
+			{writeBlock, &WriteBlockArgs{BlockID: 8}}, // an empty payload
+			{writeBlock, &WriteBlockArgs{BlockID: 9, Data: data[:100]}},
+		}
+		for i, r := range reqs {
+			if err := cc.WriteRequest(&rpc.Request{ServiceMethod: r.method, Seq: uint64(i)}, r.body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := wire.Len(); n > len(data)+100+2048 {
+			t.Errorf("%d bytes on the wire for %d bytes of payload: the bytes went through gob", n, len(data)+100)
+		}
+		sc := newServerCodec(nopCloser{&wire}, nil)
+		for i, r := range reqs {
+			var h rpc.Request
+			if err := sc.ReadRequestHeader(&h); err != nil || h.ServiceMethod != r.method {
+				t.Fatalf("request %d: header %+v, %v", i, h, err)
+			}
+			if i == 3 { // an unknown method: the body is skipped, frame and all
+				if err := sc.ReadRequestBody(nil); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			got := reflect.New(reflect.TypeOf(r.body).Elem()).Interface()
+			if err := sc.ReadRequestBody(got); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			if !reflect.DeepEqual(got, r.body) {
+				t.Errorf("request %d: read %.80v, want %.80v", i, got, r.body)
+			}
+		}
+		if wire.Len() != 0 {
+			t.Errorf("%d bytes left over", wire.Len())
+		}
+	})
+
+	t.Run("Reply", func(t *testing.T) {
+		var wire bytes.Buffer
+		sc := newServerCodec(nopCloser{&wire}, nil)
+		sc.WriteResponse(&rpc.Response{ServiceMethod: readBlock, Seq: 1}, &ReadBlockReply{Data: bytes.Clone(data), CRCs: crcs})
+		sc.WriteResponse(&rpc.Response{ServiceMethod: readBlock, Seq: 2, Error: "block not found"}, &struct{}{})
+		sc.WriteResponse(&rpc.Response{ServiceMethod: readBlock, Seq: 3}, &ReadBlockReply{Data: data[:10]})
+		cc := newClientCodec(nopCloser{&wire})
+		reused := &ReadBlockReply{Data: make([]byte, 0, 64)}
+		for i, want := range []*ReadBlockReply{{Data: data, CRCs: crcs}, nil, {Data: data[:10]}} {
+			var h rpc.Response
+			if err := cc.ReadResponseHeader(&h); err != nil || h.Seq != uint64(i+1) {
+				t.Fatalf("reply %d: header %+v, %v", i, h, err)
+			}
+			if want == nil { // net/rpc reads an error's body into nil
+				if err := cc.ReadResponseBody(nil); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			got := &ReadBlockReply{}
+			if i == 2 {
+				got = reused
+			}
+			if err := cc.ReadResponseBody(got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Data, want.Data) || !slices.Equal(got.CRCs, want.CRCs) {
+				t.Errorf("reply %d: %d bytes, crcs %v", i, len(got.Data), got.CRCs)
+			}
+			if i == 2 && &got.Data[0] != &reused.Data[:1][0] {
+				t.Error("a reply with room for the payload got a new buffer")
+			}
+		}
+	})
+
+	t.Run("Broken", func(t *testing.T) {
+		var good bytes.Buffer
+		cc := newClientCodec(nopCloser{&good})
+		cc.WriteRequest(&rpc.Request{ServiceMethod: writeBlock, Seq: 1}, &WriteBlockArgs{BlockID: 1, Data: data[:1000]})
+		frame := bytes.LastIndex(good.Bytes(), data[:1000]) - 3 // count: 0xfe 0x03 0xe8
+		tooBig := slices.Concat(good.Bytes()[:frame], appendUint(nil, maxPayload+1), data[:100])
+		cases := map[string][]byte{
+			"truncated": good.Bytes()[:good.Len()-1],
+			"no frame":  good.Bytes()[:frame],
+			"too big":   tooBig,
+		}
+		for name, in := range cases {
+			s := &closeCounter{Buffer: bytes.NewBuffer(bytes.Clone(in))}
+			sc := newServerCodec(s, nil)
+			var h rpc.Request
+			if err := sc.ReadRequestHeader(&h); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			err := sc.ReadRequestBody(&WriteBlockArgs{})
+			if err == nil || s.closed == 0 {
+				t.Errorf("%s: err %v, closed %d times", name, err, s.closed)
+			}
+		}
+		// Too big to send.
+		var wire closeCounter
+		wire.Buffer = new(bytes.Buffer)
+		cc = newClientCodec(&wire)
+		big := make([]byte, maxPayload+1)
+		if err := cc.WriteRequest(&rpc.Request{ServiceMethod: writeBlock, Seq: 1}, &WriteBlockArgs{Data: big}); err == nil || wire.closed == 0 {
+			t.Errorf("a payload over the bound was sent: %v", err)
+		}
+	})
 }

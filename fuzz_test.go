@@ -96,9 +96,9 @@ func FuzzHandshake_Dial(f *testing.F) {
 // server decodes, packets of the data path among them.
 func FuzzCodec_ReadResponse(f *testing.F) {
 	var good bytes.Buffer
-	enc := gob.NewEncoder(&good)
-	enc.Encode(&rpc.Response{ServiceMethod: "Minion.ReadBlock", Seq: 5})
-	enc.Encode(&ReadBlockReply{Data: []byte("data"), CRCs: []uint32{1}})
+	sc := newServerCodec(nopCloser{&good}, nil)
+	sc.WriteResponse(&rpc.Response{ServiceMethod: "Minion.ReadBlock", Seq: 5}, &ReadBlockReply{Data: []byte("data"), CRCs: []uint32{1}})
+	sc.WriteResponse(&rpc.Response{ServiceMethod: "Minion.ReadBlock", Seq: 6, Error: "x"}, &struct{}{})
 	f.Add(good.Bytes())
 	f.Add([]byte{0xfc, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -114,11 +114,9 @@ func FuzzCodec_ReadResponse(f *testing.F) {
 
 func FuzzCodec_ReadWriteBlock(f *testing.F) {
 	var good bytes.Buffer
-	enc := gob.NewEncoder(&good)
-	enc.Encode(&rpc.Request{ServiceMethod: "Minion.WriteBlock", Seq: 1})
-	enc.Encode(&WriteBlockArgs{BlockID: 7, Data: []byte("packet"), CRCs: []uint32{3}, Next: []string{"127.0.0.1:1"}, Final: true})
-	enc.Encode(&rpc.Request{ServiceMethod: "Master.Register", Seq: 2})
-	enc.Encode(&RegisterArgs{MinionID: "m", Addr: "127.0.0.1:2", Blocks: []BlockReport{{ID: 1, Size: 2}}})
+	cc := newClientCodec(nopCloser{&good})
+	cc.WriteRequest(&rpc.Request{ServiceMethod: "Minion.WriteBlock", Seq: 1}, &WriteBlockArgs{BlockID: 7, Data: []byte("packet"), CRCs: []uint32{3}, Next: []string{"127.0.0.1:1"}, Final: true})
+	cc.WriteRequest(&rpc.Request{ServiceMethod: "Master.Register", Seq: 2}, &RegisterArgs{MinionID: "m", Addr: "127.0.0.1:2", Blocks: []BlockReport{{ID: 1, Size: 2}}})
 	f.Add(good.Bytes())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		sc := newServerCodec(nopCloser{bytes.NewBuffer(in)}, &peer{addr: "127.0.0.1:9", role: roleMinion})
@@ -135,7 +133,7 @@ func FuzzCodec_ReadWriteBlock(f *testing.F) {
 				return
 			}
 			if a, ok := body.(*WriteBlockArgs); ok {
-				if len(a.Data) > maxRequestBody {
+				if len(a.Data) > maxPayload {
 					t.Fatalf("a packet of %d bytes", len(a.Data))
 				}
 				putPacketBuf(a.Data)

@@ -29,8 +29,19 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
+	// DFS_CPUPROFILE=FILE profiles any dfs process (a master, a minion, a
+	// mount, a get) until it exits, for go tool pprof.
+	stopProfile := func() {}
+	if p := os.Getenv("DFS_CPUPROFILE"); p != "" {
+		var err error
+		if stopProfile, err = startCPUProfile(p); err != nil {
+			fmt.Fprintf(os.Stderr, "dfs: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	stopProfile()
 	os.Exit(code)
 }
 

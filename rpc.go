@@ -512,7 +512,7 @@ type BlockInfo struct {
 type WriteBlockArgs struct {
 	BlockID uint64
 	Offset  int64    // multiple of bytesPerChecksum
-	Data    []byte   // at most packetSize bytes
+	Data    payload  // at most packetSize bytes, raw after the body (codec.go)
 	CRCs    []uint32 // one CRC32C per bytesPerChecksum of Data
 	Next    []string // the rest of the pipeline after this minion
 	// Final marks a block of this one packet (Offset 0): each minion
@@ -574,10 +574,32 @@ type ReadBlockArgs struct {
 
 func (a *ReadBlockArgs) setPeer(p *peer) { a.peer = p }
 
+// payloadIn receives a packet into a buffer of packetPool, which the
+// handler gives back.
+func (a *WriteBlockArgs) payloadOut() []byte { return a.Data }
+func (a *WriteBlockArgs) payloadIn(n int) []byte {
+	if cap(a.Data) < n {
+		a.Data = getPacketBuf()
+	}
+	a.Data = a.Data[:n]
+	return a.Data
+}
+
 // ReadBlockReply is the data with the stored checksums that cover it.
 type ReadBlockReply struct {
-	Data []byte
+	Data payload // raw after the body (codec.go)
 	CRCs []uint32
+}
+
+// payloadIn receives a packet into the reply's buffer if it is big enough
+// (readBlockRange reuses replies), else into one of packetPool.
+func (r *ReadBlockReply) payloadOut() []byte { return r.Data }
+func (r *ReadBlockReply) payloadIn(n int) []byte {
+	if cap(r.Data) < n {
+		r.Data = getPacketBuf()
+	}
+	r.Data = r.Data[:n]
+	return r.Data
 }
 
 // release recycles the reply's buffer once the server has sent it.

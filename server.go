@@ -196,10 +196,11 @@ func (s *rpcServer) Close() error {
 }
 
 // serverCodec is net/rpc's gob server codec with the headers done by hand
-// (codec.go), plus buffer recycling: the 1 MiB packets of the data path
-// come from packetPool and go back to it once they are written (a request's
-// Data when its handler returns, a reply's Data once it is on the wire), so
-// a busy minion does not make a megabyte of garbage per packet.
+// (codec.go), plus buffer recycling: the 1 MiB payloads of the data path
+// are read into buffers of packetPool and go back to it once they are
+// written (a request's Data when its handler returns, a reply's Data once
+// it is on the wire), so a busy minion does not make a megabyte of garbage
+// per packet.
 type serverCodec struct {
 	rwc    io.ReadWriteCloser
 	dec    *gob.Decoder
@@ -210,6 +211,9 @@ type serverCodec struct {
 	closed bool
 	peer   *peer // who is at the other end; nil in tests of the codec alone
 	timer  *callTimer
+	// payload: the request whose header was read last has a payload
+	// frame after its body.
+	payload bool
 }
 
 func newServerCodec(conn io.ReadWriteCloser, p *peer) *serverCodec {
@@ -223,18 +227,26 @@ func newServerCodec(conn io.ReadWriteCloser, p *peer) *serverCodec {
 
 func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error {
 	err := c.hr.readRequest(r)
+	c.payload = err == nil && requestHasPayload(r.ServiceMethod)
 	if err == nil {
 		c.timer.begin(r.Seq)
 	}
 	return err
 }
 
+// ReadRequestBody reads the body, and its payload if it has one (into a
+// packet buffer: see WriteBlockArgs). A payload that cannot be read leaves
+// the stream at no message boundary, and net/rpc would go on reading after
+// it: the connection is closed.
 func (c *serverCodec) ReadRequestBody(body any) error {
-	if a, ok := body.(*WriteBlockArgs); ok {
-		a.Data = getPacketBuf()[:0] // gob decodes into its capacity
-	}
 	if err := c.dec.Decode(body); err != nil {
 		return err
+	}
+	if c.payload {
+		if err := readPayload(c.hr.r, body); err != nil {
+			c.Close()
+			return err
+		}
 	}
 	if a, ok := body.(peerArgs); ok && c.peer != nil {
 		a.setPeer(c.peer)
@@ -266,6 +278,12 @@ func (c *serverCodec) WriteResponse(r *rpc.Response, body any) error {
 			c.Close()
 		}
 		return err
+	}
+	if replyHasPayload(r.ServiceMethod) {
+		if err := writePayload(c.encBuf, body); err != nil {
+			c.Close() // a body without its frame
+			return err
+		}
 	}
 	return c.encBuf.Flush()
 }

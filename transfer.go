@@ -21,11 +21,12 @@ func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size i
 		reply *ReadBlockReply
 		pc    *pendingCall
 	}
-	// Replies are reused: gob decodes a []byte into the capacity it finds,
-	// so a get allocates a window of buffers instead of one per packet
-	// (and the garbage collector has nothing to do). A reused reply is
-	// emptied first: gob leaves out zero fields, and a stale one must not
-	// pass for data. A reply is reused only for a later packet of this
+	// Replies are reused: the codec reads a payload into the reply's
+	// buffer when it has room (ReadBlockReply.payloadIn), so a get
+	// allocates a window of buffers instead of one per packet (and the
+	// garbage collector has nothing to do). A reused reply is emptied
+	// first: gob leaves out zero fields, and a stale one must not pass
+	// for checksums. A reply is reused only for a later packet of this
 	// call: fn may keep the data of a read of one packet (the mount does).
 	var free []*ReadBlockReply
 	var queue []read
