@@ -182,6 +182,45 @@ func TestMount_CpInOut(t *testing.T) {
 			t.Errorf("ReadAt(%d): %d bytes, %v", off, n, err)
 		}
 	}
+	// Files are open with direct I/O, and mmap still works, shared too
+	// (as programs that map what they read do). The mapping is in a
+	// process of its own: a process that faults in pages of a FUSE file
+	// system it serves itself can deadlock (the fault holds its memory
+	// map's lock, which the serving goroutines' threads may need).
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMount_MmapChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "DFS_TEST_MMAP="+filepath.Join(mnt, "in/deep/big"))
+	out, err := cmd.CombinedOutput()
+	want := fmt.Sprintf("%x", sha256.Sum256(data))
+	if err != nil || strings.Count(string(out), "sha256 "+want) != 2 {
+		t.Errorf("mmap through the mount: %v, want sha256 %s twice:\n%s", err, want, out)
+	}
+}
+
+// TestMount_MmapChild is TestMount_CpInOut's child: it maps the file
+// DFS_TEST_MMAP names, shared and then private, and prints the sha256 of
+// the mapped bytes.
+func TestMount_MmapChild(t *testing.T) {
+	p := os.Getenv("DFS_TEST_MMAP")
+	if p == "" {
+		t.Skip("run by TestMount_CpInOut, in a process of its own")
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, flags := range []int{syscall.MAP_SHARED, syscall.MAP_PRIVATE} {
+		m, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, flags)
+		if err != nil {
+			t.Fatalf("mmap (flags %#x): %v", flags, err)
+		}
+		fmt.Printf("sha256 %x\n", sha256.Sum256(m))
+		syscall.Munmap(m)
+	}
 }
 
 // Real trees with real tools: tar in and out, rsync twice, mv, find, du,
