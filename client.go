@@ -345,21 +345,105 @@ func (c *Client) GetRange(ctx context.Context, remote string, offset, length int
 }
 
 // readRange writes bytes [offset, end) of the file fi (as Stat described
-// it, with its blocks) to w, checked as GetRange says.
+// it, with its blocks) to w, checked as GetRange says. The blocks are read
+// on goroutines of their own, ahead of the writes to w on this one: while w
+// takes one block's packets, the next block's come from its own replica,
+// so neither the wire nor w waits for the other. At most two blocks are
+// read at once, each with packetWindow packets in flight and getQueue
+// ready.
 func (c *Client) readRange(ctx context.Context, fi FileInfo, offset, end int64, w io.Writer) (int64, error) {
-	var n, start int64
+	var reads []*blockRead
+	var start int64
 	for i, b := range fi.Blocks {
 		lo, hi := max(offset-start, 0), min(end-start, b.Size)
 		start += b.Size
-		if lo >= hi {
-			continue
+		if lo < hi {
+			reads = append(reads, &blockRead{i: i, b: b, lo: lo, hi: hi, out: make(chan gotPacket, getQueue)})
 		}
-		if err := c.readBlock(ctx, b, lo, hi, w); err != nil {
-			return n, fmt.Errorf("block %d of %d (%s): %w", i+1, len(fi.Blocks), blockName(b.ID), err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	started := 0
+	startNext := func() {
+		if started < len(reads) {
+			r := reads[started]
+			started++
+			go func() {
+				defer close(r.out)
+				r.err = c.readBlock(ctx, r.b, r.lo, r.hi, &packetQueue{ctx, r.out})
+			}()
 		}
-		n += hi - lo
+	}
+	defer func() { // stop the reads and wait for them
+		cancel()
+		for _, r := range reads[:started] {
+			for p := range r.out {
+				putPacketBuf(p.buf)
+			}
+		}
+	}()
+	startNext()
+	startNext()
+	var n int64
+	for _, r := range reads {
+		for p := range r.out {
+			err := writeSmall(w, p.part)
+			putPacketBuf(p.buf)
+			if err != nil {
+				return n, &writeError{err}
+			}
+			n += int64(len(p.part))
+		}
+		if r.err != nil {
+			return n, fmt.Errorf("block %d of %d (%s): %w", r.i+1, len(fi.Blocks), blockName(r.b.ID), r.err)
+		}
+		startNext()
 	}
 	return n, nil
+}
+
+// getQueue is how many packets of a block may wait, read and checked, for
+// the writer of a get.
+const getQueue = 4
+
+// blockRead is the read of [lo, hi) of the file's block i, for readRange.
+type blockRead struct {
+	i      int
+	b      BlockInfo
+	lo, hi int64
+	out    chan gotPacket // the bytes, in order; closed when the read ends
+	err    error       // why it ended early; set before out is closed
+}
+
+// gotPacket is part of a packet buffer, read and checked, to write and then give back.
+type gotPacket struct{ buf, part []byte }
+
+// packetTaker is a writer that takes a packet's buffer rather than a copy
+// of its bytes: part (of buf) is what is to be written, and buf is the
+// taker's from then on (it gives it back with putPacketBuf).
+type packetTaker interface {
+	takePacket(buf, part []byte) error
+}
+
+// packetQueue hands packets to readRange's writer.
+type packetQueue struct {
+	ctx context.Context
+	out chan<- gotPacket
+}
+
+func (q *packetQueue) Write(p []byte) (int, error) { // not used: readBlock takes packets
+	buf := getPacketBuf()
+	n := copy(buf, p)
+	return n, q.takePacket(buf, buf[:n])
+}
+
+func (q *packetQueue) takePacket(buf, part []byte) error {
+	select {
+	case q.out <- gotPacket{buf, part}:
+		return nil
+	case <-q.ctx.Done():
+		putPacketBuf(buf)
+		return q.ctx.Err()
+	}
 }
 
 // writeError marks a failure to write the output, which no other replica
@@ -379,9 +463,9 @@ func (c *Client) reportBad(id uint64, addr string, why error) {
 	}
 }
 
-// readBlock copies bytes [lo, hi) of block b to w, going through its
-// replicas in order and resuming each at the offset where the last one
-// failed. The reads start and end on checksum chunks; a block read whole is
+// readBlock copies bytes [lo, hi) of block b to w (handing it the packets'
+// buffers if it is a packetTaker), going through its replicas in order and
+// resuming each at the offset where the last one failed. The reads start and end on checksum chunks; a block read whole is
 // checked against its CRC32C too.
 func (c *Client) readBlock(ctx context.Context, b BlockInfo, lo, hi int64, w io.Writer) error {
 	if len(b.Replicas) == 0 {
@@ -402,6 +486,13 @@ func (c *Client) readBlock(ctx context.Context, b BlockInfo, lo, hi int64, w io.
 			// The packet covers [off, off+len(data)); write the part
 			// in [lo, hi).
 			from, to := max(lo-off, 0), min(hi-off, int64(len(data)))
+			if t, ok := w.(packetTaker); ok {
+				if err := t.takePacket(data, data[from:max(from, to)]); err != nil {
+					return &writeError{err}
+				}
+				return nil
+			}
+			defer putPacketBuf(data)
 			if from < to {
 				if _, err := w.Write(data[from:to]); err != nil {
 					return &writeError{err}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -901,4 +902,56 @@ func TestCluster_RestartedMinion_NotDroppedFromPipeline(t *testing.T) {
 		}
 		mustGet(t, c2, p, data)
 	}
+}
+
+// failAfter is an output that takes n bytes and then fails.
+type failAfter struct {
+	n   int
+	got int
+}
+
+var errOutputFull = errors.New("output full")
+
+func (w *failAfter) Write(p []byte) (int, error) {
+	if w.got+len(p) > w.n {
+		return 0, errOutputFull
+	}
+	w.got += len(p)
+	return len(p), nil
+}
+
+// A get reads the next block while it writes the current one. Every range
+// comes out right across block boundaries; a failing output stops the get
+// with its error, after exactly the bytes it took, and the reads ahead
+// of it end with it.
+func TestCluster_Get_ReadsAhead(t *testing.T) {
+	cl := startCluster(t, 3)
+	c := newTestClient(t, cl)
+	const bs = 2<<20 + 512 // blocks of three packets, the last one short
+	data := randomBytes(t, 5*bs+1000)
+	mustPut(t, c, "/ahead", data, PutOptions{BlockSize: bs})
+	ranges := []struct{ off, n int64 }{
+		{0, -1}, {1, 10}, {bs - 3, 6}, {bs, bs}, {bs - 1, 2*bs + 2}, {4*bs + 7, -1}, {int64(len(data)), -1},
+	}
+	for _, r := range ranges {
+		var out bytes.Buffer
+		n, err := c.GetRange(t.Context(), "/ahead", r.off, r.n, &out)
+		end := int64(len(data))
+		if r.n >= 0 {
+			end = min(end, r.off+r.n)
+		}
+		if err != nil || n != end-r.off || !bytes.Equal(out.Bytes(), data[r.off:end]) {
+			t.Errorf("GetRange(%d, %d): %d bytes, %v; want %d", r.off, r.n, n, err, end-r.off)
+		}
+	}
+
+	before := runtime.NumGoroutine()
+	for _, limit := range []int{0, 100, bs, 3*bs + 5} {
+		w := &failAfter{n: limit}
+		n, err := c.Get(t.Context(), "/ahead", w)
+		if !errors.Is(err, errOutputFull) || n != int64(w.got) || w.got > limit {
+			t.Errorf("get into an output of %d bytes: %d bytes, %v", limit, n, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the reads ahead to end", func() bool { return runtime.NumGoroutine() <= before })
 }

@@ -121,3 +121,35 @@ func punchHole(f *os.File, off, n int64) error {
 		}
 	}
 }
+
+// smallWrite is the size of the pieces in which big buffers are written to
+// files. On this project's test machine (Linux 6.18, ext4, a VM), writing
+// 1 GiB from a 1 MiB buffer took 1.1-2.0 s in 1 MiB writes and 0.3-0.5 s
+// in 32 KiB ones (2.1 s against 1.1 s with an fsync at the end); the page
+// cache takes big writes in big folios, which cost more to get than they
+// save. The syscalls are 32 a MiB.
+const smallWrite = 32 << 10
+
+// writeAtSmall writes b to f at off in pieces of smallWrite bytes.
+func writeAtSmall(f *os.File, b []byte, off int64) error {
+	for len(b) > 0 {
+		k := min(len(b), smallWrite)
+		if _, err := f.WriteAt(b[:k], off); err != nil {
+			return err
+		}
+		b, off = b[k:], off+int64(k)
+	}
+	return nil
+}
+
+// writeSmall writes b to w in pieces of smallWrite bytes.
+func writeSmall(w io.Writer, b []byte) error {
+	for len(b) > 0 {
+		k := min(len(b), smallWrite)
+		if _, err := w.Write(b[:k]); err != nil {
+			return err
+		}
+		b = b[k:]
+	}
+	return nil
+}

@@ -728,6 +728,7 @@ type chunk struct {
 	off  int64
 	end  int64
 	data []byte
+	buf  []byte // the packet buffer data is in, if any
 	err  error
 	done chan struct{}
 	refs int // guarded by the handle's mu
@@ -770,7 +771,7 @@ func (h *readHandle) get(pos int64) *chunk {
 		buf := &chunkWriter{}
 		start := h.starts[i]
 		c.err = h.m.c.readBlock(h.m.ctx, h.fi.Blocks[i], off-start, end-start, buf)
-		c.data = buf.b
+		c.data, c.buf = buf.b, buf.buf
 		close(c.done)
 		h.mu.Lock()
 		h.unref(c)
@@ -791,23 +792,32 @@ func (h *readHandle) drop(off int64) {
 // holds mu.
 func (h *readHandle) unref(c *chunk) {
 	if c.refs--; c.refs == 0 {
-		putPacketBuf(c.data)
-		c.data = nil
+		putPacketBuf(c.buf)
+		c.data, c.buf = nil, nil
 	}
 }
 
 // chunkWriter collects a chunk. A chunk is one packet of its block
 // (chunkSize is packetSize, and chunks start on packet boundaries), so its
-// bytes come in one Write, of a reply buffer that readBlockRange does not
-// use again (transfer.go): kept as it is, not copied.
-type chunkWriter struct{ b []byte }
+// bytes come in one packet, whose buffer it takes (no copy). Bytes written
+// to it are copied (readRandom's, of any length).
+type chunkWriter struct {
+	b   []byte
+	buf []byte // the packet buffer b is in, if taken
+}
+
+func (w *chunkWriter) takePacket(buf, part []byte) error {
+	if w.b == nil && w.buf == nil {
+		w.b, w.buf = part, buf
+		return nil
+	}
+	_, err := w.Write(part)
+	putPacketBuf(buf)
+	return err
+}
 
 func (w *chunkWriter) Write(p []byte) (int, error) {
-	if w.b == nil {
-		w.b = p
-		return len(p), nil
-	}
-	w.b = append(slices.Clip(w.b), p...) // never into the buffer's spare room
+	w.b = append(slices.Clip(w.b), p...) // never into a taken buffer's spare room
 	return len(p), nil
 }
 

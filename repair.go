@@ -60,6 +60,7 @@ func (m *Minion) copyBlock(cmd CopyCommand) (source string, _ error) {
 		var whole []byte
 		var crcList []uint32
 		err := readBlockRange(m.ctx, m.pool, src, cmd.BlockID, cmd.Size, &off, func(data []byte, crcs []uint32) error {
+			defer putPacketBuf(data)
 			sum = crc32.Update(sum, castagnoli, data)
 			if cmd.Size <= packetSize {
 				whole, crcList = append(whole, data...), append(crcList, crcs...)

@@ -1,7 +1,7 @@
 // transfer.go is the reading half of the data path, shared by a client's
 // get and a minion's copy of a block: packets of a block read from one
 // minion with several in flight, each checked against its checksums before
-// it is used.
+// it is used, then handed over in its buffer (no copy).
 package main
 
 import (
@@ -12,9 +12,10 @@ import (
 // readBlockRange reads block id, which has size bytes, from the minion at
 // addr, from *off to the end, with up to packetWindow reads in flight. Each
 // packet is checked against the checksums the minion stored with it and
-// handed to fn in order; then *off moves past it. fn must not keep data or
-// crcs after it returns: their memory takes a later packet. It stops at the
-// first error, with *off at the first byte not handed over.
+// handed to fn in order; then *off moves past it. data's buffer is fn's from
+// then on: it gives it back with putPacketBuf when it is done with it (or
+// keeps it). crcs must not be kept: their memory takes a later packet. It
+// stops at the first error, with *off at the first byte not handed over.
 func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size int64, off *int64, fn func(data []byte, crcs []uint32) error) error {
 	type read struct {
 		off   int64
@@ -37,7 +38,7 @@ func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size i
 			reply := new(ReadBlockReply)
 			if n := len(free); n > 0 {
 				reply, free = free[n-1], free[:n-1]
-				reply.Data, reply.CRCs = reply.Data[:0], reply.CRCs[:0]
+				reply.CRCs = reply.CRCs[:0]
 			}
 			pc, err := p.start(ctx, addr, minionService+".ReadBlock", &ReadBlockArgs{BlockID: id, Offset: next, Length: length}, reply)
 			if err != nil {
@@ -52,17 +53,21 @@ func readBlockRange(ctx context.Context, p *pool, addr string, id uint64, size i
 			return err
 		}
 		want := min(int64(packetSize), size-r.off)
-		if int64(len(r.reply.Data)) != want {
-			return fmt.Errorf("short read: %d bytes at offset %d, want %d", len(r.reply.Data), r.off, want)
+		data := r.reply.Data
+		r.reply.Data = nil // fn's, or back to the pool
+		if int64(len(data)) != want {
+			putPacketBuf(data)
+			return fmt.Errorf("short read: %d bytes at offset %d, want %d", len(data), r.off, want)
 		}
-		if err := verifyChecksums(r.reply.Data, r.reply.CRCs, r.off); err != nil {
+		if err := verifyChecksums(data, r.reply.CRCs, r.off); err != nil {
+			putPacketBuf(data)
 			return err
 		}
-		if err := fn(r.reply.Data, r.reply.CRCs); err != nil {
+		if err := fn(data, r.reply.CRCs); err != nil {
 			return err
 		}
 		*off += want
-		free = append(free, r.reply) // fn is done with it
+		free = append(free, r.reply)
 	}
 	return nil
 }
