@@ -411,7 +411,7 @@ type blockRead struct {
 	b      BlockInfo
 	lo, hi int64
 	out    chan gotPacket // the bytes, in order; closed when the read ends
-	err    error       // why it ended early; set before out is closed
+	err    error          // why it ended early; set before out is closed
 }
 
 // gotPacket is part of a packet buffer, read and checked, to write and then give back.
