@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"slices"
@@ -223,34 +224,71 @@ func TestRun_Version(t *testing.T) {
 	}
 }
 
-// dfs bench runs every workload end to end on its own local cluster.
+// dfs bench runs every workload end to end, for two rounds, on its own
+// local cluster of separate processes, and sums them up against the goals.
 func TestRun_Bench(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	args := []string{"dfs", "bench", "--size", "1MiB", "--block-size", "256KiB", "--files", "2", "--concurrency", "2",
+	args := []string{"dfs", "bench", "--exe", e2eBinary(t), "--rounds", "2", "--size", "1MiB", "--block-size", "256KiB", "--files", "2", "--concurrency", "2",
 		"--small-files", "30", "--meta-ops", "40", "--meta-concurrency", "4", "--dir", t.TempDir(), "--json"}
 	if code := run(t.Context(), args, strings.NewReader(""), &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	var rs []benchResult
-	if err := json.Unmarshal(stdout.Bytes(), &rs); err != nil {
+	var out struct {
+		Rounds  []benchResult
+		Summary []benchSummary
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 		t.Fatalf("bench --json: %v\n%s", err, stdout.String())
 	}
-	var phases []string
-	for _, r := range rs {
-		phases = append(phases, r.Workload+"/"+r.Phase)
-		if r.Wall <= 0 || r.Ops == 0 {
-			t.Errorf("%s/%s: %+v", r.Workload, r.Phase, r)
+	phases := []string{"baseline/local write+fsync (dd conv=fsync)", "throughput/put r=1", "throughput/put r=3",
+		"baseline/loopback TCP into a file", "baseline/warm local read (cat)", "throughput/get r=1", "throughput/get r=3",
+		"small/put", "small/get", "meta/create+complete", "meta/open", "meta/delete"}
+	var got []string
+	for _, r := range out.Rounds {
+		got = append(got, fmt.Sprintf("%d %s/%s", r.Round, r.Workload, r.Phase))
+		if r.Wall <= 0 || r.Ops == 0 || (r.Workload == "throughput" && (r.Ratio <= 0 || r.PeakRSS <= 0)) {
+			t.Errorf("round %d %s/%s: %+v", r.Round, r.Workload, r.Phase, r)
 		}
 	}
-	want := []string{"baseline/local write+fsync (dd conv=fsync)", "baseline/warm local read (cat)", "baseline/loopback TCP into a file",
-		"throughput/put r=1", "throughput/get r=1", "throughput/put r=3", "throughput/get r=3",
-		"small/put", "small/get", "meta/create+complete", "meta/open", "meta/delete"}
-	if !slices.Equal(phases, want) {
-		t.Errorf("phases %v, want %v", phases, want)
+	var want []string
+	for round := 1; round <= 2; round++ {
+		for _, p := range phases {
+			want = append(want, fmt.Sprintf("%d %s", round, p))
+		}
 	}
-	for _, r := range rs {
-		if r.Workload == "throughput" && r.Ratio <= 0 {
-			t.Errorf("%s has no ratio to its baseline", r.Phase)
+	if !slices.Equal(got, want) {
+		t.Errorf("rounds ran %v, want %v", got, want)
+	}
+	var summed []string
+	memory := 0
+	for _, s := range out.Summary {
+		if s.Workload == "memory" {
+			memory++
+			if s.PeakRSS <= 0 || s.Met == nil {
+				t.Errorf("%s: %+v", s.Phase, s)
+			}
+			continue
+		}
+		summed = append(summed, s.Workload+"/"+s.Phase)
+		if s.Rounds != 2 || s.Wall < s.MinWall || s.Wall > s.MaxWall {
+			t.Errorf("%s/%s: %+v", s.Workload, s.Phase, s)
+		}
+		if _, ok := benchGoals[s.Workload+"/"+s.Phase]; ok && s.Met == nil {
+			t.Errorf("%s/%s has a goal but no verdict", s.Workload, s.Phase)
+		}
+	}
+	if !slices.Equal(summed, phases) || memory != 6 { // master, 3 minions, put, get
+		t.Errorf("summary of %v and %d memory rows", summed, memory)
+	}
+}
+
+func TestBench_Median(t *testing.T) {
+	for _, tt := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(tt.in); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
 		}
 	}
 }

@@ -24,6 +24,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/gob"
@@ -447,16 +448,32 @@ func goodRecordAfter(data []byte, from int64) bool {
 // returns the new last seq; torn reports that it cut a torn record off the
 // end.
 func replaySegment(path string, isLast bool, last uint64, apply func(*edit) error) (_ uint64, torn bool, err error) {
-	// A segment is at most about CheckpointBytes: read it whole, so that
-	// a bad record can be told from a torn one by looking past it.
-	data, err := os.ReadFile(path)
+	// The records are read one at a time, through a small buffer: a
+	// segment is up to about CheckpointBytes, and a checkpoint behind the
+	// live namespace replays it while the master runs.
+	f, err := os.Open(path)
 	if err != nil {
 		return 0, false, err
 	}
-	size := int64(len(data))
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, false, err
+	}
+	size := st.Size()
+	r := bufio.NewReaderSize(f, 64<<10)
 	var off int64
 	bad := func(why string) (uint64, bool, error) {
-		if !isLast || goodRecordAfter(data, off+1) {
+		if !isLast {
+			return 0, false, fmt.Errorf("%w: %s at offset %d: %s", ErrBadEditLog, path, off, why)
+		}
+		// Tell a bad record from a torn one by looking past it (the only
+		// time the rest of a segment is read at once).
+		rest := make([]byte, size-off)
+		if _, err := f.ReadAt(rest, off); err != nil {
+			return 0, false, err
+		}
+		if goodRecordAfter(rest, 1) {
 			return 0, false, fmt.Errorf("%w: %s at offset %d: %s", ErrBadEditLog, path, off, why)
 		}
 		// The crash came in the middle of this append; its put was never
@@ -470,11 +487,16 @@ func replaySegment(path string, isLast bool, last uint64, apply func(*edit) erro
 		torn = true
 		return last, torn, nil
 	}
+	hdr := make([]byte, editHeaderSize)
+	var body []byte
 	for off < size {
 		if size-off < editHeaderSize {
 			return bad(fmt.Sprintf("record header cut short after %d bytes", size-off))
 		}
-		h := parseHeader(data[off:])
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			return 0, false, fmt.Errorf("%s at offset %d: %w", path, off, err)
+		}
+		h := parseHeader(hdr)
 		if !h.ok {
 			return bad("record header checksum mismatch")
 		}
@@ -485,7 +507,13 @@ func replaySegment(path string, isLast bool, last uint64, apply func(*edit) erro
 		if end > size {
 			return bad(fmt.Sprintf("record of %d bytes runs past the end of the file", h.length))
 		}
-		body := data[off+editHeaderSize : end]
+		if cap(body) < int(h.length) {
+			body = make([]byte, h.length)
+		}
+		body = body[:h.length]
+		if _, err := io.ReadFull(r, body); err != nil {
+			return 0, false, fmt.Errorf("%s at offset %d: %w", path, off, err)
+		}
 		if crc32.Checksum(body, castagnoli) != h.bodyCRC {
 			return bad("record checksum mismatch")
 		}
