@@ -435,6 +435,22 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 		reply.fail(m.advertised(), err)
 		return nil
 	}
+	// The local write runs beside the forward: the copy onto the next
+	// minion's socket and the one into the page cache (or the sync of a
+	// small block) overlap.
+	local := make(chan error, 1)
+	go func() {
+		switch {
+		case !a.Final:
+			local <- m.store.write(a.BlockID, a.Offset, a.Data, a.CRCs)
+		case a.Offset != 0:
+			local <- fmt.Errorf("%w: a final packet must be the whole block", ErrBadArg)
+		case m.store.sizeOf(a.BlockID) == int64(len(a.Data)):
+			local <- nil // sent again after a pipeline recovery: finalized here already
+		default:
+			local <- m.store.put(a.BlockID, a.Data, a.CRCs)
+		}
+	}()
 	var fwd *forward
 	if len(a.Next) > 0 {
 		timeout := hops(packetHopTimeout, len(a.Next))
@@ -444,17 +460,7 @@ func (r *minionRPC) WriteBlock(a *WriteBlockArgs, reply *PipelineReply) error {
 		fwdArgs := &WriteBlockArgs{BlockID: a.BlockID, Offset: a.Offset, Data: a.Data, CRCs: a.CRCs, Next: a.Next[1:], Final: a.Final, Token: a.Token}
 		fwd = m.startForward(a.Next[0], minionService+".WriteBlock", fwdArgs, timeout)
 	}
-	var err error
-	switch {
-	case !a.Final:
-		err = m.store.write(a.BlockID, a.Offset, a.Data, a.CRCs)
-	case a.Offset != 0:
-		err = fmt.Errorf("%w: a final packet must be the whole block", ErrBadArg)
-	case m.store.sizeOf(a.BlockID) == int64(len(a.Data)):
-		// Sent again after a pipeline recovery: finalized here already.
-	default:
-		err = m.store.put(a.BlockID, a.Data, a.CRCs)
-	}
+	err := <-local
 	if err == nil {
 		m.metrics.written.WithLabelValues("client").Add(float64(len(a.Data)))
 	}
