@@ -95,6 +95,9 @@ type blockStore struct {
 	// lock order is a blockWriter's mu, then vols' locks, then s.mu.
 	vols *volumeSet
 
+	// open holds the files of the finalized blocks being read.
+	open openBlocks
+
 	// mu guards the fields below.
 	mu    sync.Mutex
 	files map[uint64]int64 // finalized block kept as a file -> size in bytes
@@ -459,7 +462,9 @@ func (w *blockWriter) abort() {
 }
 
 // expire aborts blocks that received nothing for idle: their writer is gone.
+// It also closes the files of blocks no longer read (openBlockIdle).
 func (s *blockStore) expire(idle time.Duration) []uint64 {
+	s.open.closeIdle(openBlockIdle)
 	// Lock order is w.mu before s.mu (see finalize), so look at the
 	// writers without holding s.mu.
 	s.mu.Lock()
@@ -514,26 +519,25 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 		}
 		return data, crcs, nil
 	}
-	path := s.dataPath(id)
-	if err := readAt(path, data, off); err != nil {
+	b, err := s.open.get(id, s.dataPath(id))
+	if err != nil {
 		putPacketBuf(data)
 		return nil, nil, s.readErr(id, err)
 	}
+	defer s.open.release(b)
 	n := (length + bytesPerChecksum - 1) / bytesPerChecksum
-	raw := make([]byte, metaHeaderSize+4*n)
-	if err := readAt(path+".meta", raw[:metaHeaderSize], 0); err != nil {
+	raw := make([]byte, 4*n)
+	if err := readFull(b.data, data, off); err != nil {
+		s.open.drop(id) // opened afresh by the next read
 		putPacketBuf(data)
 		return nil, nil, s.readErr(id, err)
 	}
-	if [4]byte(raw[:4]) != metaMagic || binary.BigEndian.Uint32(raw[4:]) != metaVersion || binary.BigEndian.Uint32(raw[8:]) != bytesPerChecksum {
-		putPacketBuf(data)
-		return nil, nil, fmt.Errorf("%w: %s.meta: bad header", ErrChecksum, blockName(id))
-	}
-	if err := readAt(path+".meta", raw[metaHeaderSize:], metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
+	if err := readFull(b.meta, raw, metaHeaderSize+4*(off/bytesPerChecksum)); err != nil {
+		s.open.drop(id)
 		putPacketBuf(data)
 		return nil, nil, s.readErr(id, err)
 	}
-	return data, parseCRCs(raw[metaHeaderSize:]), nil
+	return data, parseCRCs(raw), nil
 }
 
 // readErr is err, of a read of block id's files, unless the files are
@@ -569,18 +573,13 @@ func (s *blockStore) verify(id uint64) error {
 	return nil
 }
 
-// readAt fills buf from path at off; a short file is an error.
-func readAt(path string, buf []byte, off int64) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+// readFull fills buf from f at off.
+func readFull(f *os.File, buf []byte, off int64) error {
 	if _, err := f.ReadAt(buf, off); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("read %s: %w", filepath.Base(path), err)
+		return fmt.Errorf("read %s: %w", filepath.Base(f.Name()), err)
 	}
 	return nil
 }
@@ -612,6 +611,7 @@ func (s *blockStore) removeAll(ids []uint64) error {
 			s.abort(id)
 			continue
 		}
+		s.open.drop(id)
 		p := s.dataPath(id)
 		// Data first: a .meta left alone is cleaned at the next start.
 		for _, f := range []string{p, p + ".meta"} {
@@ -641,6 +641,7 @@ func (s *blockStore) quarantine(id uint64) error {
 	if s.vols.quarantine(id) || !s.unindex(id) {
 		return nil
 	}
+	s.open.drop(id)
 	p := s.dataPath(id)
 	for _, suffix := range []string{"", ".meta"} {
 		if err := os.Rename(p+suffix, filepath.Join(dir, blockName(id)+suffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -715,5 +716,6 @@ func (s *blockStore) close() {
 	for _, w := range ws {
 		w.abort()
 	}
+	s.open.closeAll()
 	s.vols.close()
 }
