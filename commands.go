@@ -644,13 +644,38 @@ type dfReport struct {
 // shows it; Master is left empty.
 func spaceOf(r *ReportReply) dfReport {
 	var d dfReport
+	var s space
 	for _, mn := range r.Minions {
 		if mn.State == stateLive || mn.State == stateDecommissioning {
-			d.Size, d.Used, d.Available = d.Size+mn.Capacity, d.Used+mn.Used, d.Available+mn.Free
+			s.add(mn)
 			d.Minions++
 		}
 	}
+	d.Size, d.Used, d.Available = s.capacity, s.used, s.free
 	return d
+}
+
+// space adds up the space of minions: the bytes each holds, and the
+// capacity and free space of each disk once, however many minions share
+// it (as the minions of `dfs dev`, or several on one machine, do).
+type space struct {
+	capacity, used, free int64
+	seen                 map[string]bool
+}
+
+func (s *space) add(mn MinionInfo) {
+	s.used += mn.Used
+	if mn.Disk != "" {
+		if s.seen[mn.Disk] {
+			return
+		}
+		if s.seen == nil {
+			s.seen = make(map[string]bool)
+		}
+		s.seen[mn.Disk] = true
+	}
+	s.capacity += mn.Capacity
+	s.free += mn.Free
 }
 
 func dfCommand(e *env) *cli.Command {
@@ -928,19 +953,19 @@ func reportCommand(e *env) *cli.Command {
 			}
 			fmt.Fprintf(w, "cluster %s  safe mode %s  files %d  blocks %d\n", r.ClusterID, safe, r.Files, r.Blocks)
 			fmt.Fprintf(w, "%-22s %-16s %14s %14s %14s %8s %9s\n", "MINION", "STATE", "CAPACITY", "USED", "FREE", "BLOCKS", "HEARTBEAT")
-			var capacity, used, free int64
+			var total space
 			states := map[string]int{}
 			for _, mn := range r.Minions {
 				fmt.Fprintf(w, "%-22s %-16s %14s %14s %14s %8d %8.1fs\n", mn.Addr, mn.State, sizeText(c, mn.Capacity),
 					sizeText(c, mn.Used), sizeText(c, mn.Free), mn.Blocks, mn.LastHeartbeat.Seconds())
 				states[mn.State]++
 				if mn.State != stateDead {
-					capacity, used, free = capacity+mn.Capacity, used+mn.Used, free+mn.Free
+					total.add(mn)
 				}
 			}
 			fmt.Fprintf(w, "minions %d: %d live, %d dead, %d decommissioning, %d decommissioned; capacity %s, used %s, free %s\n",
 				len(r.Minions), states[stateLive], states[stateDead], states[stateDecommissioning], states[stateDecommissioned],
-				sizeText(c, capacity), sizeText(c, used), sizeText(c, free))
+				sizeText(c, total.capacity), sizeText(c, total.used), sizeText(c, total.free))
 			return nil
 		},
 	}

@@ -16,6 +16,7 @@ import (
 	"net/rpc"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -294,6 +295,24 @@ func (m *Minion) stats() (capacity, free, used int64, n int) {
 	return
 }
 
+// diskOf names the file system that holds dir: this machine's id (or its
+// host name) and the device number, "" if dir cannot be looked at.
+func diskOf(dir string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return ""
+	}
+	machine, err := os.ReadFile("/etc/machine-id")
+	if id := strings.TrimSpace(string(machine)); err == nil && id != "" {
+		return fmt.Sprintf("%s/%d", id, st.Dev)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d", host, st.Dev)
+}
+
 // register sends a full block report and records the cluster id.
 func (m *Minion) register() error {
 	addr, err := m.advertiseAddr()
@@ -306,7 +325,7 @@ func (m *Minion) register() error {
 	m.mu.Unlock()
 	capacity, free, used, _ := m.stats()
 	args := &RegisterArgs{MinionID: ident.MinionID, ClusterID: ident.ClusterID, Addr: addr,
-		Capacity: capacity, Free: free, Used: used, Blocks: m.store.report(), HTTPAddr: m.httpAdvertised(addr)}
+		Capacity: capacity, Free: free, Used: used, Blocks: m.store.report(), HTTPAddr: m.httpAdvertised(addr), Disk: diskOf(m.Dir)}
 	reportTime := time.Now()
 	var reply RegisterReply
 	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Register", args, &reply, metaTimeout); err != nil {

@@ -51,6 +51,8 @@ type minionEntry struct {
 	decommissioning bool // being drained: no new blocks, replicas not counted
 	// http is the host:port of its status page, as it registered it.
 	http string
+	// disk names the file system of its dir, as it registered it.
+	disk string
 	// registered is set once it registered with this master process; a
 	// minion known only from the image or log has sent no stats or block
 	// report yet.
@@ -269,6 +271,7 @@ func (m *Master) register(a *RegisterArgs) (*RegisterReply, error) {
 	}
 	mn.addr = a.Addr
 	mn.http = a.HTTPAddr
+	mn.disk = a.Disk
 	mn.registered = true
 	mn.conn = a.peer
 	m.reg.updateStats(mn, a.Capacity, a.Free, a.Used, len(a.Blocks))

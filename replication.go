@@ -726,7 +726,7 @@ func (r *replication) report(clusterID string) *ReportReply {
 			state = stateDecommissioned
 		}
 		rep.Minions = append(rep.Minions, MinionInfo{ID: mn.id, Addr: mn.addr, State: state, Capacity: mn.capacity,
-			Free: mn.free, Used: mn.used, Blocks: mn.numBlocks, LastHeartbeat: now.Sub(mn.lastSeen)})
+			Free: mn.free, Used: mn.used, Blocks: mn.numBlocks, LastHeartbeat: now.Sub(mn.lastSeen), Disk: mn.disk})
 	}
 	slices.SortFunc(rep.Minions, func(a, b MinionInfo) int { return cmp.Or(strings.Compare(a.Addr, b.Addr), strings.Compare(a.ID, b.ID)) })
 	return rep

@@ -191,6 +191,10 @@ type RegisterArgs struct {
 	// HTTPAddr is the host:port of its --http listener (its status
 	// page), "" if it has none.
 	HTTPAddr string
+	// Disk names the file system that holds its dir (the machine and the
+	// device), so that the space of minions sharing one disk is counted
+	// once; "" from a minion that does not say.
+	Disk string
 
 	peer *peer // the connection it came on (set by the codec, not sent)
 }
@@ -317,6 +321,9 @@ type MinionInfo struct {
 	Used          int64
 	Blocks        int
 	LastHeartbeat time.Duration // how long ago
+	// Disk names the file system of its dir (RegisterArgs.Disk): minions
+	// with the same Disk share Capacity and Free.
+	Disk string
 }
 
 // Block and minion states.

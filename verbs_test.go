@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -120,6 +121,15 @@ func TestRun_DuDfLs(t *testing.T) {
 	if err := json.Unmarshal(out, &df); code != 0 || err != nil || df.Minions != 3 || df.Size <= 0 || df.Available <= 0 || df.Available > df.Size {
 		t.Errorf("df --json: %s, %v", out, err)
 	}
+	// The three minions' dirs are on one file system: its capacity is
+	// counted once.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(cl.MinionSet[0].Dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if disk := int64(st.Blocks) * int64(st.Bsize); df.Size != disk {
+		t.Errorf("df --json: size %d, want the one disk's %d that the 3 minions share", df.Size, disk)
+	}
 	code, out, _ = runDFS(t, "df", "-h", "--master", addr)
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[1], "dfs://"+addr) || !strings.Contains(lines[1], "iB") {
 		t.Errorf("df -h: %q", out)
@@ -181,5 +191,33 @@ func TestCompletion(t *testing.T) {
 	got, err := exec.CommandContext(t.Context(), bash, "-c", prog).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(got)) != "setrep secret" {
 		t.Errorf("bash completion of 'dfs se': %q, %v", got, err)
+	}
+}
+
+// Minions on one disk share its capacity and free space; the bytes each
+// holds add up. A minion that does not name its disk counts alone.
+func TestSpace_SharedDisks(t *testing.T) {
+	mn := func(disk string, capacity, free, used int64) MinionInfo {
+		return MinionInfo{Disk: disk, Capacity: capacity, Free: free, Used: used}
+	}
+	tests := []struct {
+		name                 string
+		minions              []MinionInfo
+		capacity, free, used int64
+	}{
+		{"one disk", []MinionInfo{mn("m/1", 100, 40, 5), mn("m/1", 100, 40, 7), mn("m/1", 100, 40, 9)}, 100, 40, 21},
+		{"two disks", []MinionInfo{mn("m/1", 100, 40, 5), mn("m/2", 50, 10, 7), mn("m/1", 100, 40, 1)}, 150, 50, 13},
+		{"unnamed", []MinionInfo{mn("", 100, 40, 5), mn("", 100, 40, 7)}, 200, 80, 12},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s space
+			for _, m := range tt.minions {
+				s.add(m)
+			}
+			if s.capacity != tt.capacity || s.free != tt.free || s.used != tt.used {
+				t.Errorf("capacity %d, free %d, used %d; want %d, %d, %d", s.capacity, s.free, s.used, tt.capacity, tt.free, tt.used)
+			}
+		})
 	}
 }
