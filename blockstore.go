@@ -519,12 +519,20 @@ func (s *blockStore) read(id uint64, off, length int64) ([]byte, []uint32, error
 		}
 		return data, crcs, nil
 	}
-	b, err := s.open.get(id, s.dataPath(id))
+	b, opened, err := s.open.get(id, s.dataPath(id))
 	if err != nil {
 		putPacketBuf(data)
 		return nil, nil, s.readErr(id, err)
 	}
 	defer s.open.release(b)
+	if opened && !s.has(id) {
+		// Removed (or quarantined) while its files were being opened,
+		// perhaps after its drop: they must not stay cached, holding
+		// the space of a deleted block.
+		s.open.drop(id)
+		putPacketBuf(data)
+		return nil, nil, fmt.Errorf("%w: %s", ErrBlockNotFound, blockName(id))
+	}
 	n := (length + bytesPerChecksum - 1) / bytesPerChecksum
 	raw := make([]byte, 4*n)
 	if err := readFull(b.data, data, off); err != nil {

@@ -48,21 +48,21 @@ type openBlocks struct {
 }
 
 // get returns the open files of the block at path (data, and path.meta with
-// its header checked), opening them if they are not cached. The caller
-// reads them and then calls release.
-func (c *openBlocks) get(id uint64, path string) (*openBlock, error) {
+// its header checked), opening them if they are not cached; opened reports
+// that this call opened them. The caller reads them and then calls release.
+func (c *openBlocks) get(id uint64, path string) (b *openBlock, opened bool, err error) {
 	c.mu.Lock()
 	if b := c.m[id]; b != nil {
 		b.refs++
 		b.used = time.Now()
 		c.mu.Unlock()
-		return b, nil
+		return b, false, nil
 	}
 	c.mu.Unlock()
 
-	b, err := openBlockFiles(path)
+	b, err = openBlockFiles(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	b.refs, b.used = 1, time.Now()
 
@@ -73,7 +73,7 @@ func (c *openBlocks) get(id uint64, path string) (*openBlock, error) {
 		have.refs++
 		have.used = b.used
 		b.close()
-		return have, nil
+		return have, false, nil
 	}
 	if c.m == nil {
 		c.m = make(map[uint64]*openBlock)
@@ -82,7 +82,7 @@ func (c *openBlocks) get(id uint64, path string) (*openBlock, error) {
 		c.evictLocked()
 	}
 	c.m[id] = b
-	return b, nil
+	return b, true, nil
 }
 
 // openBlockFiles opens a finalized block's data file and its .meta, whose

@@ -65,7 +65,7 @@ func TestOpenBlocks_DropWhileRead(t *testing.T) {
 	s := mustOpenStore(t)
 	mustStoreBlock(t, s, 7, blockBytes(4, 8192))
 	before := openFDs(t)
-	b, err := s.open.get(7, s.dataPath(7))
+	b, _, err := s.open.get(7, s.dataPath(7))
 	if err != nil {
 		t.Fatalf("get: %v", err)
 	}
