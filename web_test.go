@@ -121,8 +121,13 @@ func TestWeb_API(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "every block healthy", func() bool { return fsckHealthy(t, cl, "/") })
 
+	// Used space arrives with the minions' heartbeats, after the blocks.
 	var o overview
-	webJSON(t, base+"/api/overview", &o)
+	waitFor(t, 5*time.Second, "used space in the overview", func() bool {
+		o = overview{}
+		webJSON(t, base+"/api/overview", &o)
+		return o.Space.Used > 0
+	})
 	if o.ClusterID != cl.Master.clusterID || o.Files != len(files) || o.Blocks != nblocks || o.SafeMode || o.Version != Version {
 		t.Errorf("overview: cluster %s files %d blocks %d safe mode %v version %q; want %s, %d, %d, false, %q",
 			o.ClusterID, o.Files, o.Blocks, o.SafeMode, o.Version, cl.Master.clusterID, len(files), nblocks, Version)
