@@ -26,16 +26,20 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // Client talks to one dfs cluster. It is safe for concurrent use.
 type Client struct {
+	// Master is the master's address, or the replicated masters' (ha.go):
+	// "A,B,C".
 	Master string
 	Logger *slog.Logger
 	// Timeout bounds each call to the master.
 	Timeout time.Duration
 	pool    *pool
+	masters atomic.Pointer[masterSet] // of Master
 }
 
 // NewClient returns a client of the master at addr.
@@ -72,7 +76,12 @@ func RemotePath(p string) (string, error) {
 // meta calls a master method. Errors that are not the master's own answer
 // say which master could not be reached.
 func (c *Client) meta(ctx context.Context, method string, args, reply any) error {
-	err := c.pool.call(ctx, c.Master, masterService+"."+method, args, reply, c.Timeout)
+	ms := c.masters.Load()
+	if ms == nil || ms.spec != c.Master {
+		ms = newMasterSet(c.Master)
+		c.masters.Store(ms)
+	}
+	err := ms.call(ctx, c.pool, masterService+"."+method, args, reply, c.Timeout)
 	if err == nil {
 		return nil
 	}
@@ -185,8 +194,7 @@ func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOpt
 		return size, err
 	}
 	if err := c.meta(ctx, "Complete", &CompleteArgs{Handle: cr.Handle, Blocks: blocks}, &Empty{}); err != nil {
-		var re *remoteError
-		if !errors.As(err, &re) && c.completed(remote, blocks) {
+		if (!isRemote(err) || errors.Is(err, ErrLeadershipLost)) && c.completed(remote, blocks) {
 			// The answer was lost, not the put.
 			return size, nil
 		}

@@ -34,6 +34,9 @@ func masterCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "addr", Value: ":2131", Usage: "`HOST:PORT` to listen on"},
 			&cli.StringFlag{Name: "dir", Value: "dfs-master", Usage: "`DIR` for the metadata"},
 			httpFlag(defaultMasterHTTP),
+			&cli.StringFlag{Name: "peers", Usage: "replicated masters (Raft): every master's `NAME=HOST:PORT` (its id and Raft address), comma-separated; this one among them"},
+			&cli.StringFlag{Name: "id", Usage: "this master's `NAME` in --peers"},
+			&cli.StringFlag{Name: "raft", Usage: "`HOST:PORT` Raft listens on (default: this master's address in --peers)"},
 		}, clusterFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -42,6 +45,18 @@ func masterCommand(e *env) *cli.Command {
 			m := NewMaster(c.String("dir"), c.String("addr"))
 			if err := applyClusterFlags(c, m); err != nil {
 				return err
+			}
+			if c.IsSet("peers") {
+				peers, err := parsePeers(c.String("peers"))
+				if err != nil {
+					return usagef(c, "--peers: %v", err)
+				}
+				m.Peers, m.ID, m.RaftAddr = peers, c.String("id"), c.String("raft")
+				if !slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == m.ID }) {
+					return usagef(c, "--id %q: want one of the names in --peers", m.ID)
+				}
+			} else if c.IsSet("id") || c.IsSet("raft") {
+				return usagef(c, "--id and --raft are for replicated masters: give --peers too")
 			}
 			m.Logger = e.logger
 			m.Security = e.security

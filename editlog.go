@@ -77,6 +77,12 @@ const (
 	// opSetMode records Mode as the permission bits of the file or
 	// directory at Path (chmod).
 	opSetMode editOp = 8
+	// opFormat records a new cluster of replicated masters (ha.go): its
+	// id (Cluster) and the key that signs write tokens (Key).
+	opFormat editOp = 9
+	// opMaster records one of replicated masters (ha.go): its id and the
+	// addresses it serves clients on.
+	opMaster editOp = 10
 )
 
 // editVersion is the V of the records this master writes. Records of
@@ -100,6 +106,9 @@ type edit struct {
 	Replication int         // opSetReplication
 	Parents     bool        // opMkdir
 	Mode        uint32      // opMkdir (of Path; 0: the default), opSetMode
+	Cluster     string      // opFormat
+	Key         []byte      // opFormat
+	Master      imageMaster // opMaster
 	// Time is when the change was made (Unix nanoseconds): the new
 	// modification time of the directories it changes; of Path itself
 	// for opSetTimes.

@@ -72,6 +72,15 @@ type Master struct {
 	HTTPRequired bool
 	Logger       *slog.Logger
 
+	// Peers, if set, makes this master one of replicated masters (ha.go):
+	// every master's id and Raft address. ID is this master's id, and
+	// RaftAddr the address its Raft listens on (its peer's address if
+	// empty). The Raft timings are Raft's defaults if zero.
+	Peers                                  []Peer
+	ID                                     string
+	RaftAddr                               string
+	RaftHeartbeat, RaftElection, RaftLease time.Duration
+
 	metrics *masterMetrics
 	http    *httpServer
 
@@ -94,6 +103,11 @@ type Master struct {
 	leases  *leases
 	deletes *deleteQueue
 
+	// ha is the Raft node of a replicated master, nil for a single one;
+	// peers calls the other masters.
+	ha    *haNode
+	peers *pool
+
 	// mu guards the fields below.
 	mu        sync.Mutex
 	clusterID string
@@ -101,6 +115,11 @@ type Master struct {
 	reg       *registry
 	repl      *replication
 	closed    bool
+	// masters are the replicated masters by id, with their client
+	// addresses (opMaster); haState is set once the namespace is of
+	// replicated masters (opFormat), whose image carries the token key.
+	masters map[string]imageMaster
+	haState bool
 }
 
 // NewMaster returns a master with the default settings. It does no I/O.
@@ -140,7 +159,9 @@ func (m *Master) Start() error {
 		lock.unlock()
 		return err
 	}
-	if err := m.load(); err != nil {
+	if m.Peers != nil {
+		m.resetState()
+	} else if err := m.load(); err != nil {
 		lock.unlock()
 		return err
 	}
@@ -151,6 +172,7 @@ func (m *Master) Start() error {
 	}
 	m.metrics = newMasterMetrics(m)
 	m.repl.copied = m.metrics.rereplications
+	m.peers = newPool(m.Security, roleMaster)
 	s, err := serveRPC(m.Addr, srv, m.Logger, m.Security, roleMaster, m.metrics.rpcs)
 	if err != nil {
 		lock.unlock()
@@ -166,6 +188,14 @@ func (m *Master) Start() error {
 				return err
 			}
 			m.Logger.Warn("no web listener", "err", err)
+		}
+	}
+	if m.Peers != nil {
+		if err := m.startHA(); err != nil {
+			s.Close()
+			m.http.Close()
+			lock.unlock()
+			return err
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -244,10 +274,28 @@ func (m *Master) reset() {
 	m.ns.hooks = m.repl
 }
 
+// resetState is reset for a running master: its replication keeps
+// counting into the metrics. The caller holds mu or has not started
+// serving.
+func (m *Master) resetState() {
+	m.reset()
+	m.clusterID, m.masters, m.haState = "", make(map[string]imageMaster), false
+	if m.metrics != nil {
+		m.repl.copied = m.metrics.rereplications
+	}
+}
+
 // applyImage loads img into the reset state. The caller holds mu or has
 // not started serving.
 func (m *Master) applyImage(img *image) error {
 	m.clusterID = img.ClusterID
+	if img.TokenKey != nil {
+		m.tokenKey, m.haState = img.TokenKey, true
+	}
+	m.masters = make(map[string]imageMaster, len(img.Masters))
+	for _, mi := range img.Masters {
+		m.masters[mi.ID] = mi
+	}
 	for _, mn := range img.Minions {
 		if err := m.reg.apply(mn); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
@@ -301,10 +349,58 @@ func (m *Master) replay(e *edit) error {
 // opMinion, and returns the number of files it changed. The caller holds
 // mu or has not started serving.
 func (m *Master) applyEdit(e *edit) (int, error) {
-	if e.Op == opMinion {
+	switch e.Op {
+	case opMinion:
 		return 0, m.reg.apply(e.Minion)
+	case opFormat:
+		m.clusterID, m.tokenKey, m.haState = e.Cluster, e.Key, true
+		return 0, nil
+	case opMaster:
+		if m.masters == nil {
+			m.masters = make(map[string]imageMaster)
+		}
+		m.masters[e.Master.ID] = e.Master
+		return 0, nil
 	}
 	return m.ns.apply(e)
+}
+
+// logAndApply appends e, a change of the master's own state (not checked
+// as the namespace's are), and applies it. The caller holds mu and syncs
+// seq after releasing it.
+func (m *Master) logAndApply(e *edit) (uint64, error) {
+	e.V = editVersion
+	seq, err := m.logEdit(e)
+	if err != nil {
+		return 0, err
+	}
+	_, err = m.applyEdit(e)
+	return seq, err
+}
+
+// leaderOnly refuses a call to a replicated master that is not the leader.
+func (m *Master) leaderOnly() error {
+	if m.Peers == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ha == nil {
+		return notLeaderError("", "")
+	}
+	if !m.ha.leading {
+		return m.ha.notLeader()
+	}
+	return nil
+}
+
+// selfMaster is this master as opMaster records it. The caller holds mu.
+func (m *Master) selfMaster() imageMaster {
+	me := imageMaster{ID: m.ID, Addr: m.AddrString()}
+	if m.http != nil {
+		me.HTTP = m.http.Addr()
+	}
+	return me
 }
 
 // AddrString is the address the master listens on, e.g. "127.0.0.1:2131".
@@ -324,6 +420,17 @@ func (m *Master) Close() error {
 	err := m.srv.Close()
 	m.http.Close()
 	m.wg.Wait()
+	m.peers.close()
+	if m.ha != nil {
+		if cerr := m.ha.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		if uerr := m.lock.unlock(); uerr != nil && err == nil {
+			err = uerr
+		}
+		m.Logger.Info("master stopped", "saved", raftDir(m.Dir))
+		return err
+	}
 	// A final checkpoint: every acknowledged change is in the log already,
 	// but replica locations and the minion registry may be newer.
 	if cerr := m.checkpoint(); cerr != nil && err == nil {
@@ -349,6 +456,10 @@ func (m *Master) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if m.ha != nil {
+				m.haHousekeeping(ctx)
+				continue
+			}
 			now := time.Now()
 			m.expireWrites(now)
 			m.replicate(now)
@@ -501,6 +612,13 @@ func (m *Master) snapshot() *image {
 	if m.journal != nil {
 		img.LastSeq = m.journal.last()
 	}
+	if m.haState {
+		img.TokenKey = m.tokenKey
+	}
+	for _, mi := range m.masters {
+		img.Masters = append(img.Masters, mi)
+	}
+	slices.SortFunc(img.Masters, func(a, b imageMaster) int { return strings.Compare(a.ID, b.ID) })
 	// Minions in slot order; a replica's slot maps to its index.
 	img.Minions = m.reg.image()
 	walkDirs("", &ns.root, func(p string, d *dirNode) {
@@ -820,6 +938,9 @@ func (r *masterRPC) Ping(_ *PingArgs, reply *PingReply) error {
 }
 
 func (r *masterRPC) Register(a *RegisterArgs, reply *RegisterReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	rep, err := r.m.register(a)
 	if err != nil {
 		return err
@@ -829,11 +950,17 @@ func (r *masterRPC) Register(a *RegisterArgs, reply *RegisterReply) error {
 }
 
 func (r *masterRPC) Heartbeat(a *HeartbeatArgs, reply *HeartbeatReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	*reply = *r.m.heartbeat(a)
 	return nil
 }
 
 func (r *masterRPC) Create(a *CreateArgs, reply *CreateReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	rep, err := r.m.create(a)
 	if err != nil {
 		return err
@@ -843,6 +970,9 @@ func (r *masterRPC) Create(a *CreateArgs, reply *CreateReply) error {
 }
 
 func (r *masterRPC) AddBlock(a *AddBlockArgs, reply *AddBlockReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	rep, err := r.m.addBlock(a)
 	if err != nil {
 		return err
@@ -851,16 +981,32 @@ func (r *masterRPC) AddBlock(a *AddBlockArgs, reply *AddBlockReply) error {
 	return nil
 }
 
-func (r *masterRPC) Complete(a *CompleteArgs, _ *Empty) error { return r.m.complete(a) }
+func (r *masterRPC) Complete(a *CompleteArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
+	return r.m.complete(a)
+}
 
-func (r *masterRPC) Renew(a *AbandonArgs, _ *Empty) error { return r.m.renew(a.Handle) }
+func (r *masterRPC) Renew(a *AbandonArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
+	return r.m.renew(a.Handle)
+}
 
 func (r *masterRPC) Abandon(a *AbandonArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	r.m.abandon(a)
 	return nil
 }
 
 func (r *masterRPC) BlockReceived(a *BlockReceivedArgs, reply *BlockReceivedReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	rep, err := r.m.blockReceived(a)
 	if err != nil {
 		return err
@@ -870,11 +1016,17 @@ func (r *masterRPC) BlockReceived(a *BlockReceivedArgs, reply *BlockReceivedRepl
 }
 
 func (r *masterRPC) ReportBad(a *ReportBadArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	r.m.reportBad(a)
 	return nil
 }
 
 func (r *masterRPC) Decommission(a *DecommissionArgs, reply *DecommissionReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	rep, seq, err := r.m.decommission(a.Addr)
 	if err != nil {
 		return err
@@ -884,11 +1036,17 @@ func (r *masterRPC) Decommission(a *DecommissionArgs, reply *DecommissionReply) 
 }
 
 func (r *masterRPC) Report(_ *ReportArgs, reply *ReportReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	*reply = *r.m.report()
 	return nil
 }
 
 func (r *masterRPC) Fsck(a *FsckArgs, reply *FsckReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	rep, err := r.m.fsck(a.Path)
 	if err != nil {
 		return err
@@ -898,6 +1056,9 @@ func (r *masterRPC) Fsck(a *FsckArgs, reply *FsckReply) error {
 }
 
 func (r *masterRPC) Stat(a *PathArgs, reply *FileInfo) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	fi, err := r.m.stat(a.Path)
 	*reply = fi
 	if err == nil && a.Durable {
@@ -909,31 +1070,65 @@ func (r *masterRPC) Stat(a *PathArgs, reply *FileInfo) error {
 }
 
 func (r *masterRPC) List(a *ListArgs, reply *ListReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	entries, err := r.m.list(a.Path, a.Recursive)
 	reply.Entries = entries
 	return err
 }
 
-func (r *masterRPC) Mkdir(a *MkdirArgs, _ *Empty) error { return r.m.mkdir(a.Path, a.Parents, a.Mode) }
+func (r *masterRPC) Mkdir(a *MkdirArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
+	return r.m.mkdir(a.Path, a.Parents, a.Mode)
+}
 
-func (r *masterRPC) SetTimes(a *SetTimesArgs, _ *Empty) error { return r.m.setTimes(a.Path, a.ModTime) }
+func (r *masterRPC) SetTimes(a *SetTimesArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
+	return r.m.setTimes(a.Path, a.ModTime)
+}
 
-func (r *masterRPC) SetMode(a *SetModeArgs, _ *Empty) error { return r.m.setMode(a.Path, a.Mode) }
+func (r *masterRPC) SetMode(a *SetModeArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
+	return r.m.setMode(a.Path, a.Mode)
+}
 
 func (r *masterRPC) SetReplication(a *SetReplicationArgs, reply *SetReplicationReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	n, err := r.m.setReplication(a.Path, a.Replication)
 	reply.Files = n
 	return err
 }
 
 func (r *masterRPC) Rename(a *RenameArgs, reply *RenameReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	to, n, err := r.m.rename(a.Src, a.Dst, a.Force)
 	reply.Path, reply.Moved = to, n
 	return err
 }
 
 func (r *masterRPC) Delete(a *DeleteArgs, reply *DeleteReply) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
 	n, err := r.m.remove(a.Path, a.Recursive)
 	reply.Removed = n
 	return err
+}
+
+func (r *masterRPC) Announce(a *AnnounceArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
+	return r.m.announce(a)
 }

@@ -67,6 +67,17 @@ type image struct {
 	// default). Images written before modes have none.
 	FileMode []uint16
 	DirMode  []uint16
+
+	// Of replicated masters (ha.go) only: the token key they share and
+	// the client addresses of the masters.
+	TokenKey []byte
+	Masters  []imageMaster
+}
+
+// imageMaster is one of replicated masters: its id (--id) and the
+// addresses it serves clients and its web pages on.
+type imageMaster struct {
+	ID, Addr, HTTP string
 }
 
 // numFiles is the number of files in img.
@@ -183,20 +194,23 @@ type imageMinion struct {
 
 // saveImage writes img to path atomically and durably.
 func saveImage(path string, img *image) error {
-	return writeFileAtomic(path, func(w io.Writer) error {
-		bw := bufio.NewWriterSize(w, 1<<20)
-		if _, err := bw.Write(imageMagic[:]); err != nil {
-			return err
-		}
-		crc := crc32.New(castagnoli)
-		if err := gob.NewEncoder(io.MultiWriter(bw, crc)).Encode(img); err != nil {
-			return fmt.Errorf("encode image: %w", err)
-		}
-		if err := binary.Write(bw, binary.BigEndian, crc.Sum32()); err != nil {
-			return err
-		}
-		return bw.Flush()
-	})
+	return writeFileAtomic(path, func(w io.Writer) error { return writeImage(w, img) })
+}
+
+// writeImage writes img to w: the magic, the gob and its CRC32C.
+func writeImage(w io.Writer, img *image) error {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	if _, err := bw.Write(imageMagic[:]); err != nil {
+		return err
+	}
+	crc := crc32.New(castagnoli)
+	if err := gob.NewEncoder(io.MultiWriter(bw, crc)).Encode(img); err != nil {
+		return fmt.Errorf("encode image: %w", err)
+	}
+	if err := binary.Write(bw, binary.BigEndian, crc.Sum32()); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // loadImage reads the image at path. It returns nil, nil when there is none.
@@ -208,25 +222,30 @@ func loadImage(path string) (*image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load metadata: %w", err)
 	}
+	return readImage(raw, path)
+}
+
+// readImage decodes and checks the image in raw, read from name.
+func readImage(raw []byte, name string) (*image, error) {
 	if len(raw) < len(imageMagic)+4 || !bytes.Equal(raw[:len(imageMagic)], imageMagic[:]) {
-		return nil, fmt.Errorf("%w: %s is not a dfs metadata image", ErrBadImage, path)
+		return nil, fmt.Errorf("%w: %s is not a dfs metadata image", ErrBadImage, name)
 	}
 	body := raw[len(imageMagic) : len(raw)-4]
 	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(raw[len(raw)-4:]) {
-		return nil, fmt.Errorf("%w: %s: checksum mismatch (truncated or corrupted)", ErrBadImage, path)
+		return nil, fmt.Errorf("%w: %s: checksum mismatch (truncated or corrupted)", ErrBadImage, name)
 	}
 	img := new(image)
 	if err := gob.NewDecoder(bytes.NewReader(body)).Decode(img); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, name, err)
 	}
 	if img.Version != imageVersion && img.Version != 2 {
-		return nil, fmt.Errorf("%w: %s: version %d, this dfs reads version %d", ErrBadImage, path, img.Version, imageVersion)
+		return nil, fmt.Errorf("%w: %s: version %d, this dfs reads version %d", ErrBadImage, name, img.Version, imageVersion)
 	}
 	if img.ClusterID == "" {
-		return nil, fmt.Errorf("%w: %s: no cluster id", ErrBadImage, path)
+		return nil, fmt.Errorf("%w: %s: no cluster id", ErrBadImage, name)
 	}
 	if err := img.check(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadImage, name, err)
 	}
 	return img, nil
 }

@@ -38,8 +38,10 @@ type Minion struct {
 	// reach this minion. Empty means the bound IP when it is a specific
 	// one, else the local IP of the route to the master.
 	Host string
-	// MasterAddr is the master's host:port.
+	// MasterAddr is the master's host:port, or the replicated masters'
+	// (ha.go): "A,B,C".
 	MasterAddr string
+	masters    *masterSet
 	// Heartbeat is the interval of heartbeats; 0 means the master's.
 	Heartbeat time.Duration
 	// ReportInterval is how often the minion sends a full block report.
@@ -108,9 +110,10 @@ func NewMinion(dir, listen, master string) *Minion {
 // trying in the background, as a daemon whose master starts later must. A
 // master of another cluster is an error.
 func (m *Minion) Start() (err error) {
-	if _, _, err := net.SplitHostPort(m.MasterAddr); err != nil {
-		return fmt.Errorf("%w: master address %q: %v", ErrBadArg, m.MasterAddr, err)
+	if err := checkMasters(m.MasterAddr); err != nil {
+		return err
 	}
+	m.masters = newMasterSet(m.MasterAddr)
 	lock, err := lockDir(m.Dir)
 	if err != nil {
 		return fmt.Errorf("minion dir: %w", err)
@@ -275,7 +278,7 @@ func (m *Minion) advertiseAddr() (string, error) {
 		// The local end of a route to the master is an address that
 		// the master, and so the clients near it, can reach. A UDP
 		// "connection" finds the route without sending a packet.
-		conn, err := net.Dial("udp", m.MasterAddr)
+		conn, err := net.Dial("udp", m.masters.current())
 		if err != nil {
 			return "", err
 		}
@@ -328,7 +331,7 @@ func (m *Minion) register() error {
 		Capacity: capacity, Free: free, Used: used, Blocks: m.store.report(), HTTPAddr: m.httpAdvertised(addr), Disk: diskOf(m.Dir)}
 	reportTime := time.Now()
 	var reply RegisterReply
-	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Register", args, &reply, metaTimeout); err != nil {
+	if err := m.masters.call(m.ctx, m.pool, masterService+".Register", args, &reply, metaTimeout); err != nil {
 		return fmt.Errorf("register with %s: %w", m.MasterAddr, err)
 	}
 	if ident.ClusterID == "" {
@@ -360,7 +363,7 @@ func (m *Minion) heartbeat() error {
 		Deleted: m.deleted}
 	m.mu.Unlock()
 	var reply HeartbeatReply
-	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".Heartbeat", args, &reply, metaTimeout); err != nil {
+	if err := m.masters.call(m.ctx, m.pool, masterService+".Heartbeat", args, &reply, metaTimeout); err != nil {
 		return err // the deletes are acknowledged with the next one
 	}
 	m.mu.Lock()

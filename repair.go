@@ -96,7 +96,7 @@ func (m *Minion) reportCopy(cmd CopyCommand, source string, copyErr error) {
 	args := &BlockReceivedArgs{MinionID: m.ident.MinionID, BlockID: cmd.BlockID, Size: cmd.Size, Failed: copyErr != nil, Source: source}
 	m.mu.Unlock()
 	var reply BlockReceivedReply
-	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".BlockReceived", args, &reply, metaTimeout); err != nil {
+	if err := m.masters.call(m.ctx, m.pool, masterService+".BlockReceived", args, &reply, metaTimeout); err != nil {
 		// The next block report tells the master about the block.
 		m.Logger.Debug("report copied block", "block", blockName(cmd.BlockID), "err", err)
 		return
@@ -110,7 +110,7 @@ func (m *Minion) reportCopy(cmd CopyCommand, source string, copyErr error) {
 // its checksums.
 func (m *Minion) reportBad(id uint64, addr string, why error) {
 	args := &ReportBadArgs{BlockID: id, Addr: addr, Reason: why.Error()}
-	if err := m.pool.call(m.ctx, m.MasterAddr, masterService+".ReportBad", args, &Empty{}, metaTimeout); err != nil {
+	if err := m.masters.call(m.ctx, m.pool, masterService+".ReportBad", args, &Empty{}, metaTimeout); err != nil {
 		m.Logger.Debug("report bad replica", "block", blockName(id), "err", err)
 	}
 }

@@ -9,6 +9,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net/rpc"
 	"strings"
 	"time"
@@ -126,12 +127,43 @@ var (
 	// ErrBadToken is a block write the master did not allow (token.go):
 	// no token, one of another block or pipeline, a forged or expired one.
 	ErrBadToken = errors.New("write not allowed by the master")
+	// ErrNotLeader is the answer of a replicated master that is not the
+	// leader (ha.go): it did nothing, so the call may go to the leader
+	// the text names (notLeaderError), or be tried again after an
+	// election.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrLeadershipLost is the answer of a leader deposed while it
+	// committed the change: the change may or may not have been made.
+	ErrLeadershipLost = errors.New("leadership lost before the change was committed; it may or may not have been made")
 )
 
 var sentinels = []error{
 	ErrNotFound, ErrExists, ErrIsDir, ErrNotDir, ErrBusy, ErrNoMinions,
 	ErrBadPath, ErrBadArg, ErrLease, ErrBlockNotFound, ErrChecksum, ErrWrongCluster, ErrNoSuchMinion,
-	ErrIdentityTaken, ErrBadToken, errShuttingDown,
+	ErrIdentityTaken, ErrBadToken, errShuttingDown, ErrNotLeader, ErrLeadershipLost,
+}
+
+// notLeaderError is a follower's answer: the leader's id and client
+// address, when it knows them.
+func notLeaderError(id, addr string) error {
+	if addr == "" {
+		return fmt.Errorf("%w: no leader elected yet", ErrNotLeader)
+	}
+	return fmt.Errorf("%w: the leader is %s at %s", ErrNotLeader, id, addr)
+}
+
+// leaderIn is the leader's address that err, a notLeaderError, names; ""
+// if it names none.
+func leaderIn(err error) string {
+	if !errors.Is(err, ErrNotLeader) {
+		return ""
+	}
+	msg := err.Error()
+	i := strings.LastIndex(msg, " at ")
+	if i < 0 || !strings.Contains(msg, "the leader is ") {
+		return ""
+	}
+	return msg[i+len(" at "):]
 }
 
 // remoteError is an error returned by a remote node. It keeps the remote
@@ -169,6 +201,13 @@ func remoteText(msg string) error {
 }
 
 // ---- Master service ----
+
+// AnnounceArgs is a replicated master telling the leader the addresses
+// it serves clients on, for the leader to record (opMaster).
+type AnnounceArgs struct {
+	Master imageMaster
+	peer   *peer
+}
 
 // PingArgs asks a master who it is.
 type PingArgs struct{}
@@ -285,6 +324,7 @@ type ReportBadArgs struct {
 }
 
 func (a *RegisterArgs) setPeer(p *peer)      { a.peer = p }
+func (a *AnnounceArgs) setPeer(p *peer)      { a.peer = p }
 func (a *HeartbeatArgs) setPeer(p *peer)     { a.peer = p }
 func (a *BlockReceivedArgs) setPeer(p *peer) { a.peer = p }
 func (a *ReportBadArgs) setPeer(p *peer)     { a.peer = p }

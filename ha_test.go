@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// haCluster is three replicated masters and their minions in this process.
+type haCluster struct {
+	t       *testing.T
+	dir     string
+	peers   []Peer
+	masters []*Master // nil where stopped
+	addrs   []string  // their client addresses, kept across restarts
+	minions []*Minion
+}
+
+// freeAddr is a loopback address whose port the OS chose and that is free
+// now: Raft needs every master's address before any starts.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Raft timings of the tests: elections within a second.
+func fastRaft(m *Master) {
+	m.RaftHeartbeat, m.RaftElection, m.RaftLease = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+}
+
+func startHACluster(t *testing.T, nMasters, nMinions int) *haCluster {
+	t.Helper()
+	hc := &haCluster{t: t, dir: t.TempDir(), masters: make([]*Master, nMasters)}
+	for i := range nMasters {
+		hc.peers = append(hc.peers, Peer{ID: fmt.Sprintf("m%d", i+1), Addr: freeAddr(t)})
+	}
+	for i := range nMasters {
+		hc.start(i)
+	}
+	t.Cleanup(hc.close)
+	hc.leader()
+	for i := range nMinions {
+		mn := NewMinion(filepath.Join(hc.dir, fmt.Sprintf("minion-%d", i+1)), "127.0.0.1:0", hc.spec())
+		mn.Logger = testLogger(t).With("role", "minion", "name", fmt.Sprintf("minion-%d", i+1))
+		mn.Heartbeat = testHeartbeat
+		mn.ScrubInterval = 0
+		if err := mn.Start(); err != nil {
+			t.Fatalf("start minion: %v", err)
+		}
+		hc.minions = append(hc.minions, mn)
+	}
+	waitFor(t, 10*time.Second, "minions registered with the leader", func() bool {
+		return hc.liveMinions(hc.leader()) == nMinions
+	})
+	return hc
+}
+
+// start starts master i on its dir and client port (a new one on the first start).
+func (hc *haCluster) start(i int) {
+	hc.t.Helper()
+	addr := "127.0.0.1:0"
+	if old := hc.clientAddr(i); old != "" {
+		addr = old
+	}
+	m := NewMaster(filepath.Join(hc.dir, hc.peers[i].ID), addr)
+	m.Logger = testLogger(hc.t).With("role", "master", "id", hc.peers[i].ID)
+	configureTestMaster(m)
+	m.Peers, m.ID = hc.peers, hc.peers[i].ID
+	fastRaft(m)
+	if err := m.Start(); err != nil {
+		hc.t.Fatalf("start master %s: %v", m.ID, err)
+	}
+	hc.masters[i] = m
+	for len(hc.addrs) <= i {
+		hc.addrs = append(hc.addrs, "")
+	}
+	hc.addrs[i] = m.AddrString()
+}
+
+func (hc *haCluster) clientAddr(i int) string {
+	if i < len(hc.addrs) {
+		return hc.addrs[i]
+	}
+	return ""
+}
+
+// spec is the masters' client addresses, as --master takes them.
+func (hc *haCluster) spec() string { return strings.Join(hc.addrs, ",") }
+
+func (hc *haCluster) stop(i int) {
+	hc.t.Helper()
+	if err := hc.masters[i].Close(); err != nil {
+		hc.t.Errorf("close master %d: %v", i, err)
+	}
+	hc.masters[i] = nil
+}
+
+func (hc *haCluster) close() {
+	for _, mn := range hc.minions {
+		mn.Close()
+	}
+	for i, m := range hc.masters {
+		if m != nil {
+			hc.stop(i)
+		}
+	}
+}
+
+// leader waits for a running master to lead and returns its index.
+func (hc *haCluster) leader() int {
+	hc.t.Helper()
+	var at int
+	waitFor(hc.t, 10*time.Second, "a leader", func() bool {
+		for i, m := range hc.masters {
+			if m != nil && m.leaderOnly() == nil {
+				at = i
+				return true
+			}
+		}
+		return false
+	})
+	return at
+}
+
+func (hc *haCluster) liveMinions(i int) int {
+	r := hc.masters[i].report()
+	n := 0
+	for _, mn := range r.Minions {
+		if mn.State == stateLive {
+			n++
+		}
+	}
+	return n
+}
+
+// namespaceOf is every path below / on master m, with each file's blocks.
+func namespaceOf(m *Master) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	walkDirs("", &m.ns.root, func(p string, _ *dirNode) { out = append(out, p+"/") })
+	walkDir("", &m.ns.root, func(p string, f *fileEntry) bool {
+		out = append(out, fmt.Sprintf("%s %v", p, f.blocks.list()))
+		return true
+	})
+	slices.Sort(out)
+	return out
+}
+
+// waitSame waits until every running master has the namespace of the leader.
+func (hc *haCluster) waitSame() {
+	hc.t.Helper()
+	l := hc.masters[hc.leader()]
+	want := namespaceOf(l)
+	waitFor(hc.t, 10*time.Second, "the followers to have the leader's namespace", func() bool {
+		for _, m := range hc.masters {
+			if m != nil && !slices.Equal(namespaceOf(m), want) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (hc *haCluster) client() *Client {
+	c := NewClient(hc.spec())
+	c.Logger = testLogger(hc.t)
+	hc.t.Cleanup(c.Close)
+	return c
+}
+
+// Changes made through the leader reach every master; a follower sends
+// the caller to the leader; when the leader stops, another takes over
+// within seconds, with every acknowledged file; the old one rejoins and
+// catches up.
+func TestHA_ReplicatesAndFailsOver(t *testing.T) {
+	hc := startHACluster(t, 3, 3)
+	c := hc.client()
+	files := map[string][]byte{}
+	for i := range 5 {
+		p := fmt.Sprintf("/d/f%d", i)
+		files[p] = randomBytes(t, testBlockSize*i+100)
+		mustPut(t, c, p, files[p], PutOptions{})
+	}
+	if _, err := c.Rename(t.Context(), "/d/f0", "/d/g0", false); err != nil {
+		t.Fatal(err)
+	}
+	files["/d/g0"] = files["/d/f0"]
+	delete(files, "/d/f0")
+	hc.waitSame()
+
+	// A follower names the leader.
+	l := hc.leader()
+	f := (l + 1) % 3
+	fc := NewClient(hc.addrs[f])
+	defer fc.Close()
+	err := fc.pool.call(t.Context(), hc.addrs[f], masterService+".Stat", &PathArgs{Path: "/d"}, &FileInfo{}, time.Second)
+	if got := leaderIn(err); got != hc.addrs[l] {
+		t.Fatalf("stat at a follower: %v; want a redirect to %s", err, hc.addrs[l])
+	}
+	// A client given only the follower's address follows it.
+	fc.Logger = testLogger(t)
+	mustGet(t, fc, "/d/f1", files["/d/f1"])
+
+	stopped := time.Now()
+	hc.stop(l)
+	next := hc.leader()
+	mustPut(t, c, "/after", []byte("after the failover"), PutOptions{})
+	t.Logf("leader %s stopped: %s leads, and a put went through, %v later", hc.peers[l].ID, hc.peers[next].ID, time.Since(stopped).Round(time.Millisecond))
+	files["/after"] = []byte("after the failover")
+	for p, data := range files {
+		mustGet(t, c, p, data)
+	}
+
+	hc.start(l)
+	hc.waitSame()
+}
+
+// All three masters stopped and started again come back with the
+// namespace: from Raft's snapshots and log.
+func TestHA_RestartAll(t *testing.T) {
+	hc := startHACluster(t, 3, 2)
+	c := hc.client()
+	data := randomBytes(t, 3*testBlockSize)
+	mustPut(t, c, "/a/b", data, PutOptions{Replication: 2})
+	if err := c.Mkdir(t.Context(), "/empty", false); err != nil {
+		t.Fatal(err)
+	}
+	hc.waitSame()
+	want := namespaceOf(hc.masters[hc.leader()])
+	for i := range hc.masters {
+		hc.stop(i)
+	}
+	for i := range hc.masters {
+		hc.start(i)
+	}
+	hc.waitSame()
+	if got := namespaceOf(hc.masters[hc.leader()]); !slices.Equal(got, want) {
+		t.Fatalf("after a restart of every master: %v; want %v", got, want)
+	}
+	mustGet(t, c, "/a/b", data)
+}
+
+// A leader cut off from the others with a change applied but not
+// committed says so (ErrLeadershipLost), drops the change (it restarts
+// from what was committed), and converges with the others when they come
+// back, whichever of them then leads.
+func TestHA_DeposedLeaderDropsUncommitted(t *testing.T) {
+	hc := startHACluster(t, 3, 1)
+	c := hc.client()
+	mustPut(t, c, "/before", []byte("committed"), PutOptions{Replication: 1})
+	hc.waitSame()
+	l := hc.leader()
+	for i := range hc.masters {
+		if i != l {
+			hc.stop(i)
+		}
+	}
+	m := hc.masters[l]
+	err := m.mkdir("/uncommitted", false, 0)
+	if !errors.Is(err, ErrLeadershipLost) && !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("mkdir on a leader without followers: %v; want %v or %v", err, ErrLeadershipLost, ErrNotLeader)
+	}
+	waitFor(t, 10*time.Second, "the deposed leader to drop the change", func() bool {
+		return !slices.Contains(namespaceOf(m), "/uncommitted/")
+	})
+	for i := range hc.masters {
+		if i != l {
+			hc.start(i)
+		}
+	}
+	hc.waitSame()
+	mustGet(t, c, "/before", []byte("committed"))
+	mustPut(t, c, "/after", []byte("next"), PutOptions{Replication: 1})
+	hc.waitSame()
+}
+
+// Edits travel between masters in batches that decode as they were.
+func TestHA_BatchRoundTrip(t *testing.T) {
+	in := []*edit{
+		{Op: opMkdir, V: editVersion, Path: "/a", Parents: true, Time: 1},
+		{Op: opPut, V: editVersion, Path: "/a/f", File: imageFile{Path: "/a/f", Replication: 2, BlockSize: 1 << 20,
+			Blocks: []imageBlock{{ID: 7, Size: 10, CRC: 3, Replicas: []string{"x", "y"}}}}},
+		{Op: opFormat, Cluster: "CID-1", Key: []byte{1, 2, 3}},
+		{Op: opMaster, Master: imageMaster{ID: "m1", Addr: "h:1", HTTP: "h:2"}},
+	}
+	var buf bytes.Buffer
+	if err := encodeBatch(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	out, err := decodeBatch(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(in) {
+		t.Fatalf("decoded %d edits, want %d", len(out), len(in))
+	}
+	for i := range in {
+		if fmt.Sprintf("%+v", *out[i]) != fmt.Sprintf("%+v", *in[i]) {
+			t.Errorf("edit %d: %+v, want %+v", i, *out[i], *in[i])
+		}
+	}
+	if _, err := decodeBatch([]byte("garbage")); !errors.Is(err, ErrBadEditLog) {
+		t.Errorf("garbage: %v, want %v", err, ErrBadEditLog)
+	}
+}
+
+func TestParsePeers(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []Peer
+		err  bool
+	}{
+		{"a=h:1,b=h:2", []Peer{{"a", "h:1"}, {"b", "h:2"}}, false},
+		{" a=h:1 , ", []Peer{{"a", "h:1"}}, false},
+		{"", nil, true},
+		{"h:1", nil, true},
+		{"=h:1", nil, true},
+		{"a=h", nil, true},
+		{"a=:1", nil, true},
+		{"a=h:0", nil, true},
+		{"a=h:1,a=h:2", nil, true},
+		{"a=h:1,b=h:1", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := parsePeers(tt.in)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
+			t.Errorf("parsePeers(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+		if err != nil && !errors.Is(err, ErrBadArg) {
+			t.Errorf("parsePeers(%q): %v is not %v", tt.in, err, ErrBadArg)
+		}
+	}
+}
