@@ -405,3 +405,47 @@ func processCPU(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkMaster_CreateCompleteRaft compares the create+complete rate of
+// one master with that of three replicated masters (ha.go), 16 callers.
+func BenchmarkMaster_CreateCompleteRaft(b *testing.B) {
+	const callers = 16
+	bench := func(b *testing.B, clients []*Client) {
+		var n, w atomic.Int64
+		b.SetParallelism(callers / runtime.GOMAXPROCS(0))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			c := clients[w.Add(1)%callers]
+			for pb.Next() {
+				var cr CreateReply
+				if err := c.meta(b.Context(), "Create", &CreateArgs{Path: fmt.Sprintf("/rpc/%d", n.Add(1))}, &cr); err != nil {
+					b.Error(err)
+					return
+				}
+				if err := c.meta(b.Context(), "Complete", &CompleteArgs{Handle: cr.Handle}, &Empty{}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	}
+	b.Run("masters=1", func(b *testing.B) {
+		cl := startCluster(b, 0)
+		clients := make([]*Client, callers)
+		for i := range clients {
+			clients[i] = newTestClient(b, cl)
+		}
+		bench(b, clients)
+	})
+	b.Run("masters=3", func(b *testing.B) {
+		hc := startHACluster(b, 3, 0)
+		clients := make([]*Client, callers)
+		for i := range clients {
+			clients[i] = hc.client()
+		}
+		bench(b, clients)
+		h := hc.masters[hc.leader()].ha
+		b.ReportMetric(float64(h.edits.Load())/float64(max(1, h.entries.Load())), "edits/entry")
+	})
+}

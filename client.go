@@ -637,6 +637,17 @@ func (c *Client) Report(ctx context.Context) (*ReportReply, error) {
 	return &r, nil
 }
 
+// AddMaster adds the master id, whose Raft listens on raftAddr, to the
+// replicated masters; the new master runs with --join.
+func (c *Client) AddMaster(ctx context.Context, id, raftAddr string) error {
+	return c.meta(ctx, "ChangePeers", &PeerArgs{ID: id, Addr: raftAddr}, &Empty{})
+}
+
+// RemoveMaster removes the master id from the replicated masters.
+func (c *Client) RemoveMaster(ctx context.Context, id string) error {
+	return c.meta(ctx, "ChangePeers", &PeerArgs{ID: id}, &Empty{})
+}
+
 // Fsck returns the health of every block at or below remote.
 func (c *Client) Fsck(ctx context.Context, remote string) (*FsckReply, error) {
 	remote, err := RemotePath(remote)

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,7 +38,9 @@ func masterCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "peers", Usage: "replicated masters (Raft): every master's `NAME=HOST:PORT` (its id and Raft address), comma-separated; this one among them"},
 			&cli.StringFlag{Name: "id", Usage: "this master's `NAME` in --peers"},
 			&cli.StringFlag{Name: "raft", Usage: "`HOST:PORT` Raft listens on (default: this master's address in --peers)"},
+			&cli.BoolFlag{Name: "join", Usage: "with --peers, on a first start: do not found a cluster, wait to be added (dfs master add-peer)"},
 		}, clusterFlags()...),
+		Subcommands: []*cli.Command{addPeerCommand(e), removePeerCommand(e)},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef(c, "unexpected argument %q", c.Args().First())
@@ -51,12 +54,12 @@ func masterCommand(e *env) *cli.Command {
 				if err != nil {
 					return usagef(c, "--peers: %v", err)
 				}
-				m.Peers, m.ID, m.RaftAddr = peers, c.String("id"), c.String("raft")
+				m.Peers, m.ID, m.RaftAddr, m.Join = peers, c.String("id"), c.String("raft"), c.Bool("join")
 				if !slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == m.ID }) {
 					return usagef(c, "--id %q: want one of the names in --peers", m.ID)
 				}
-			} else if c.IsSet("id") || c.IsSet("raft") {
-				return usagef(c, "--id and --raft are for replicated masters: give --peers too")
+			} else if c.IsSet("id") || c.IsSet("raft") || c.IsSet("join") {
+				return usagef(c, "--id, --raft and --join are for replicated masters: give --peers too")
 			}
 			m.Logger = e.logger
 			m.Security = e.security
@@ -67,6 +70,53 @@ func masterCommand(e *env) *cli.Command {
 			<-c.Context.Done()
 			e.logger.Info("shutting down (signal again to force)")
 			return m.Close()
+		},
+	}
+}
+
+func addPeerCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "add-peer",
+		Usage:     "add a master to the replicated masters (start it first with --peers ... --join)",
+		ArgsUsage: "NAME=HOST:PORT",
+		Description: "NAME is the new master's --id, HOST:PORT its Raft address.\n" +
+			"Example: dfs master add-peer --master m1:2131,m2:2131,m3:2131 m4=m4:2132",
+		Flags: []cli.Flag{masterFlag()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef(c, "add-peer takes one NAME=HOST:PORT")
+			}
+			peers, err := parsePeers(c.Args().First())
+			if err != nil || len(peers) != 1 {
+				return usagef(c, "add-peer: want one NAME=HOST:PORT, got %q", c.Args().First())
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			if err := cl.AddMaster(c.Context, peers[0].ID, peers[0].Addr); err != nil {
+				return fmt.Errorf("add-peer %s: %w", peers[0].ID, err)
+			}
+			return nil
+		},
+	}
+}
+
+func removePeerCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:        "remove-peer",
+		Usage:       "remove a master from the replicated masters",
+		ArgsUsage:   "NAME",
+		Description: "Example: dfs master remove-peer --master m1:2131,m2:2131,m3:2131 m3",
+		Flags:       []cli.Flag{masterFlag()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 || c.Args().First() == "" {
+				return usagef(c, "remove-peer takes one NAME")
+			}
+			cl := newClient(c, e)
+			defer cl.Close()
+			if err := cl.RemoveMaster(c.Context, c.Args().First()); err != nil {
+				return fmt.Errorf("remove-peer %s: %w", c.Args().First(), err)
+			}
+			return nil
 		},
 	}
 }
@@ -967,6 +1017,16 @@ func reportCommand(e *env) *cli.Command {
 				safe = "ON (waiting for block reports)"
 			}
 			fmt.Fprintf(w, "cluster %s  safe mode %s  files %d  blocks %d\n", r.ClusterID, safe, r.Files, r.Blocks)
+			if len(r.Masters) > 0 {
+				fmt.Fprintf(w, "%-10s %-22s %-22s %8s %10s %10s\n", "MASTER", "ADDR", "ROLE", "TERM", "COMMITTED", "APPLIED")
+				for _, mi := range r.Masters {
+					fmt.Fprintf(w, "%-10s %-22s %-22s %8d %10d %10d", mi.ID, cmp.Or(mi.Addr, "-"), mi.Role, mi.Term, mi.Commit, mi.Applied)
+					if mi.Err != "" {
+						fmt.Fprintf(w, "  (%s)", mi.Err)
+					}
+					fmt.Fprintln(w)
+				}
+			}
 			fmt.Fprintf(w, "%-22s %-16s %14s %14s %14s %8s %9s\n", "MINION", "STATE", "CAPACITY", "USED", "FREE", "BLOCKS", "HEARTBEAT")
 			var total space
 			states := map[string]int{}
@@ -1199,6 +1259,17 @@ type jsonReport struct {
 	Files     int          `json:"files"`
 	Blocks    int          `json:"blocks"`
 	Minions   []jsonMinion `json:"minions"`
+	Masters   []jsonMaster `json:"masters,omitempty"`
+}
+
+type jsonMaster struct {
+	ID      string `json:"id"`
+	Addr    string `json:"addr"`
+	Role    string `json:"role"`
+	Term    uint64 `json:"term"`
+	Commit  uint64 `json:"commit_index"`
+	Applied uint64 `json:"applied_index"`
+	Error   string `json:"error,omitempty"`
 }
 
 type jsonMinion struct {
@@ -1217,6 +1288,10 @@ func toJSONReport(r *ReportReply) jsonReport {
 	for _, mn := range r.Minions {
 		j.Minions = append(j.Minions, jsonMinion{ID: mn.ID, Addr: mn.Addr, State: mn.State, Capacity: mn.Capacity,
 			Used: mn.Used, Free: mn.Free, Blocks: mn.Blocks, LastHeartbeatSeconds: mn.LastHeartbeat.Seconds()})
+	}
+	for _, mi := range r.Masters {
+		j.Masters = append(j.Masters, jsonMaster{ID: mi.ID, Addr: mi.Addr, Role: mi.Role, Term: mi.Term, Commit: mi.Commit,
+			Applied: mi.Applied, Error: mi.Err})
 	}
 	return j
 }

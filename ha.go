@@ -104,6 +104,8 @@ const (
 	defaultRaftLease     = 500 * time.Millisecond
 	// maxBatchEdits bounds the edits of one Raft entry.
 	maxBatchEdits = 4096
+	// maxInflight bounds the entries proposed and not yet committed.
+	maxInflight = 1
 )
 
 // haNode is a master's Raft node and its journal.
@@ -141,6 +143,10 @@ type haNode struct {
 	epoch    uint64        // incremented at each restart of the node
 	closed   bool
 
+	codec batchCodec
+	// entries and edits count what this node proposed as leader.
+	entries, edits atomic.Uint64
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -160,11 +166,8 @@ func (m *Master) startHA() error {
 	if m.RaftAddr == "" {
 		m.RaftAddr = m.Peers[self].Addr
 	}
-	if _, err := os.Stat(imagePath(m.Dir)); err == nil {
-		if _, err := os.Stat(raftDir(m.Dir)); err != nil {
-			return fmt.Errorf("%w: %s holds the metadata of a single master, not of one of replicated masters (see the README's HA section)", ErrBadArg, m.Dir)
-		}
-	}
+	_, err := os.Stat(imagePath(m.Dir))
+	single := err == nil
 	if err := os.MkdirAll(filepath.Join(raftDir(m.Dir), "snapshots"), 0o755); err != nil {
 		return err
 	}
@@ -172,7 +175,6 @@ func (m *Master) startHA() error {
 		queued: make(chan struct{}, 1)}
 	h.cond = sync.NewCond(&h.mu)
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: slogWriter{h.logger}, DisableTime: true})
-	var err error
 	if h.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir(m.Dir), "raft.db")}); err != nil {
 		return fmt.Errorf("raft log: %w", err)
 	}
@@ -193,13 +195,35 @@ func (m *Master) startHA() error {
 		h.logs.Close()
 		return err
 	}
+	if single && !existing {
+		// A single master's metadata becomes the first snapshot of a
+		// cluster of this master alone; add-peer brings in the others.
+		if len(m.Peers) != 1 {
+			h.logs.Close()
+			return fmt.Errorf("%w: %s holds a single master's metadata: start it with --peers naming only itself (%s=%s), then add the other masters with dfs master add-peer (see the README's HA section)",
+				ErrBadArg, m.Dir, m.ID, m.RaftAddr)
+		}
+		if err := h.fromSingle(); err != nil {
+			h.logs.Close()
+			return fmt.Errorf("moving %s to replicated masters: %w", m.Dir, err)
+		}
+		existing = true
+	}
+	if single {
+		if err := moveSingleAside(m.Dir); err != nil {
+			h.logs.Close()
+			return err
+		}
+	}
 	m.journal = h
 	r, err := h.newRaft()
 	if err != nil {
 		h.logs.Close()
 		return err
 	}
-	if !existing {
+	if !existing && m.Join {
+		h.logger.Info("waiting to be added to the masters (dfs master add-peer)", "raft", m.RaftAddr)
+	} else if !existing {
 		var cfg raft.Configuration
 		for _, p := range m.Peers {
 			cfg.Servers = append(cfg.Servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
@@ -218,6 +242,65 @@ func (m *Master) startHA() error {
 	go h.feed(ctx)
 	go h.watch(ctx)
 	return nil
+}
+
+// fromSingle writes the image of a single master's metadata in m.Dir (its
+// image and edit log) as the first Raft snapshot, of a configuration of
+// this master alone.
+func (h *haNode) fromSingle() error {
+	m := h.m
+	img, err := loadImage(imagePath(m.Dir))
+	if err != nil {
+		return err
+	}
+	scratch := &Master{Dir: m.Dir, Logger: m.Logger, DeadAfter: m.DeadAfter}
+	scratch.reset()
+	if err := scratch.applyImage(img); err != nil {
+		return err
+	}
+	last, _, err := replayEdits(m.Dir, img.LastSeq, scratch.replay)
+	if err != nil {
+		return err
+	}
+	scratch.tokenKey, scratch.haState = m.tokenKey, true
+	_, trans := raft.NewInmemTransport("")
+	cfg := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)}}}
+	sink, err := h.snaps.Create(raft.SnapshotVersionMax, 1, 1, cfg, 1, trans)
+	if err != nil {
+		return err
+	}
+	if err := writeImage(sink, scratch.snapshot()); err != nil {
+		sink.Cancel()
+		return err
+	}
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	h.logger.Info("took a single master's metadata as the first snapshot", "files", scratch.ns.files, "edits", last-img.LastSeq)
+	return nil
+}
+
+// moveSingleAside moves a single master's image and edit log, taken into
+// Raft, to dir/single-master, so that nothing reads them again.
+func moveSingleAside(dir string) error {
+	to := filepath.Join(dir, "single-master")
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	firsts, err := segments(dir)
+	if err != nil {
+		return err
+	}
+	names := []string{filepath.Base(imagePath(dir))}
+	for _, f := range firsts {
+		names = append(names, segmentName(f))
+	}
+	for _, n := range names {
+		if err := os.Rename(filepath.Join(dir, n), filepath.Join(to, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return syncDir(dir)
 }
 
 func cmpDur(d, def time.Duration) time.Duration {
@@ -302,15 +385,17 @@ type proposal struct {
 }
 
 // feed proposes the queued edits, as many as have gathered in one entry,
-// in order. Raft's Apply blocks while the leader writes its log, so edits
-// gather while the last entry is on its way to the disk.
+// in order, with one entry in flight at a time: the edits of the callers
+// waiting gather while it commits. (16 callers, three masters in one
+// process: one in flight made entries of 7.7 edits and 3,100 commits/s;
+// two, 4.7 edits and 2,700/s; eight, 3.2 and 1,800/s.)
 func (h *haNode) feed(ctx context.Context) {
 	defer h.wg.Done()
-	inflight := make(chan proposal, 64)
+	inflight := make(chan proposal, maxInflight)
+	slots := make(chan struct{}, maxInflight)
 	h.wg.Add(1)
-	go h.resolve(inflight)
+	go h.resolve(inflight, slots)
 	defer close(inflight)
-	var buf bytes.Buffer
 	for {
 		select {
 		case <-ctx.Done():
@@ -318,6 +403,12 @@ func (h *haNode) feed(ctx context.Context) {
 		case <-h.queued:
 		}
 		for {
+			// Edits gather while the proposals in flight commit.
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 			h.mu.Lock()
 			n := min(len(h.queue), maxBatchEdits)
 			batch := h.queue[:n]
@@ -326,14 +417,16 @@ func (h *haNode) feed(ctx context.Context) {
 			epoch := h.epoch
 			h.mu.Unlock()
 			if n == 0 {
+				<-slots
 				break
 			}
-			buf.Reset()
 			var f raft.ApplyFuture
-			if err := encodeBatch(&buf, batch); err != nil {
+			if data, err := h.codec.encode(nil, batch); err != nil {
 				f = errorApply{err}
 			} else {
-				f = h.r.Load().Apply(slices.Clone(buf.Bytes()), 0)
+				f = h.r.Load().Apply(data, 0)
+				h.entries.Add(1)
+				h.edits.Add(uint64(n))
 			}
 			select {
 			case inflight <- proposal{f: f, upTo: upTo, epoch: epoch}:
@@ -346,10 +439,11 @@ func (h *haNode) feed(ctx context.Context) {
 
 // resolve waits for each proposal in order and moves syncedTo, or marks
 // every seq appended so far failed and tells watch that leadership is lost.
-func (h *haNode) resolve(inflight <-chan proposal) {
+func (h *haNode) resolve(inflight <-chan proposal, slots <-chan struct{}) {
 	defer h.wg.Done()
 	for p := range inflight {
 		err := p.f.Error()
+		<-slots
 		h.mu.Lock()
 		switch {
 		case p.epoch != h.epoch: // of a node restarted since: failed with it
@@ -381,16 +475,92 @@ type haBatch struct {
 	Edits []*edit
 }
 
-func encodeBatch(w io.Writer, edits []*edit) error {
-	return gob.NewEncoder(w).Encode(haBatch{Edits: edits})
+// An entry is a batch's gob as a fresh encoder writes it: the type
+// definitions, then the value, so that any entry decodes on its own. The
+// definitions are the same in every entry this binary writes: a decoder
+// that has read them once (batchCodec) decodes an entry's value alone,
+// without compiling the types again, which cost more than the edits.
+type batchCodec struct {
+	mu   sync.Mutex
+	enc  *gob.Encoder // writes to out; has sent the definitions
+	out  bytes.Buffer
+	defs []byte
+	dec  *gob.Decoder // has read defs; reads from in
+	in   bytes.Reader
 }
 
-func decodeBatch(data []byte) ([]*edit, error) {
+// encode appends the entry of edits to dst.
+func (c *batchCodec) encode(dst []byte, edits []*edit) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.init(); err != nil {
+		return nil, err
+	}
+	c.out.Reset()
+	if err := c.enc.Encode(haBatch{Edits: edits}); err != nil {
+		c.enc = nil
+		return nil, err
+	}
+	dst = append(dst, c.defs...)
+	return append(dst, c.out.Bytes()...), nil
+}
+
+// init finds the definitions, and primes a decoder with them.
+func (c *batchCodec) init() error {
+	if c.enc != nil {
+		return nil
+	}
+	c.out.Reset()
+	enc := gob.NewEncoder(&c.out)
+	if err := enc.Encode(haBatch{}); err != nil {
+		return err
+	}
+	first := bytes.Clone(c.out.Bytes())
+	c.out.Reset()
+	if err := enc.Encode(haBatch{}); err != nil {
+		return err
+	}
+	value := c.out.Bytes() // the second message has no definitions
+	if !bytes.HasSuffix(first, value) {
+		return errors.New("raft entry: cannot split gob's type definitions")
+	}
+	c.defs = first[:len(first)-len(value)]
+	c.in.Reset(first)
+	c.dec = gob.NewDecoder(&c.in)
 	var b haBatch
-	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&b); err != nil {
-		return nil, fmt.Errorf("%w: raft entry: %v", ErrBadEditLog, err)
+	if err := c.dec.Decode(&b); err != nil {
+		return err
+	}
+	c.enc = enc
+	return nil
+}
+
+// decode returns the edits of an entry.
+func (c *batchCodec) decode(data []byte) ([]*edit, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b haBatch
+	if err := c.init(); err == nil && bytes.HasPrefix(data, c.defs) {
+		c.in.Reset(data[len(c.defs):])
+		if err := c.dec.Decode(&b); err == nil && c.in.Len() == 0 {
+			return b.Edits, nil
+		}
+		c.enc = nil // the decoder's state is not known: start again
+	}
+	// Of another build, or damaged: decode it on its own.
+	b = haBatch{}
+	r := bytes.NewReader(data)
+	if err := gob.NewDecoder(r).Decode(&b); err != nil || r.Len() != 0 {
+		return nil, fmt.Errorf("%w: raft entry: %v", ErrBadEditLog, cmpErr(err, "trailing bytes"))
 	}
 	return b.Edits, nil
+}
+
+func cmpErr(err error, otherwise string) error {
+	if err != nil {
+		return err
+	}
+	return errors.New(otherwise)
 }
 
 // ---- leadership ----
@@ -452,6 +622,15 @@ func (h *haNode) lead(ctx context.Context, g uint64, gen *atomic.Uint64) {
 	}
 	if len(m.ns.blocks) > 0 {
 		m.repl.enterSafeMode()
+	}
+	// As after a restart: the minions the namespace knows count as live
+	// until they have had the time to register here, so that reads go to
+	// the replicas the log names meanwhile.
+	now := time.Now()
+	for _, mn := range m.reg.minions {
+		if !mn.registered {
+			mn.lastSeen = now
+		}
 	}
 	m.mu.Unlock()
 	if err == nil {
@@ -559,7 +738,7 @@ func (f *haFSM) Apply(l *raft.Log) interface{} {
 	if l.Term == h.leaderTerm.Load() {
 		return nil
 	}
-	edits, err := decodeBatch(l.Data)
+	edits, err := h.codec.decode(l.Data)
 	if err != nil {
 		h.logger.Error("skipped a raft entry", "index", l.Index, "err", err)
 		return err
@@ -671,7 +850,7 @@ func (h *haNode) build(upTo uint64) (*image, error) {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		edits, err := decodeBatch(l.Data)
+		edits, err := h.codec.decode(l.Data)
 		if err != nil {
 			return nil, err
 		}
@@ -837,4 +1016,117 @@ func (m *Master) announce(a *AnnounceArgs) error {
 		return err
 	}
 	return m.journal.sync(seq)
+}
+
+// info is this master's Raft state. The caller holds m.mu (Ping does).
+func (h *haNode) info() MasterInfo {
+	r := h.r.Load()
+	mi := MasterInfo{ID: h.m.ID, Addr: h.m.AddrString(), Role: strings.ToLower(r.State().String()),
+		Term: r.CurrentTerm(), Commit: r.CommitIndex(), Applied: r.AppliedIndex()}
+	if mi.Role == "leader" && !h.leading {
+		mi.Role = "leader (catching up)"
+	}
+	return mi
+}
+
+// masterInfos asks every master of the Raft configuration for its state,
+// this one first, each with a second to answer.
+func (h *haNode) masterInfos() []MasterInfo {
+	m := h.m
+	cf := h.r.Load().GetConfiguration()
+	var servers []raft.Server
+	if cf.Error() == nil {
+		servers = cf.Configuration().Servers
+	}
+	m.mu.Lock()
+	out := []MasterInfo{h.info()}
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		addrs[i] = m.masters[string(s.ID)].Addr
+	}
+	m.mu.Unlock()
+	others := make([]MasterInfo, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		if string(s.ID) == m.ID {
+			continue
+		}
+		others[i] = MasterInfo{ID: string(s.ID), Addr: addrs[i], Role: "unreachable"}
+		if addrs[i] == "" {
+			others[i].Err = "its client address is not known yet"
+			continue
+		}
+		wg.Go(func() {
+			var reply PingReply
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			err := m.peers.call(ctx, addrs[i], masterService+".Ping", &PingArgs{}, &reply, time.Second)
+			switch {
+			case err != nil:
+				others[i].Err = err.Error()
+			case reply.Raft == nil:
+				others[i].Err = "not a replicated master"
+			default:
+				others[i] = *reply.Raft
+			}
+		})
+	}
+	wg.Wait()
+	for i, s := range servers {
+		if string(s.ID) != m.ID {
+			out = append(out, others[i])
+		}
+	}
+	return out
+}
+
+// changePeers adds or removes a master (a Raft configuration change) and
+// records a removed one's addresses gone.
+func (m *Master) changePeers(a *PeerArgs) error {
+	if m.ha == nil {
+		return fmt.Errorf("%w: not one of replicated masters (start the masters with --peers)", ErrBadArg)
+	}
+	if a.ID == "" {
+		return fmt.Errorf("%w: no master id", ErrBadArg)
+	}
+	r := m.ha.r.Load()
+	if a.Addr != "" {
+		if err := checkAdvertised(a.Addr); err != nil {
+			return fmt.Errorf("%w: master %s: %v", ErrBadArg, a.ID, err)
+		}
+		if err := r.AddVoter(raft.ServerID(a.ID), raft.ServerAddress(a.Addr), 0, metaTimeout).Error(); err != nil {
+			return fmt.Errorf("add master %s: %w", a.ID, raftError(err))
+		}
+		m.Logger.Info("master added", "peer", a.ID, "raft", a.Addr)
+		return nil
+	}
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(cf.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == a.ID }) {
+		return fmt.Errorf("%w: master %s is not a peer", ErrNotFound, a.ID)
+	}
+	if err := r.RemoveServer(raft.ServerID(a.ID), 0, metaTimeout).Error(); err != nil {
+		return fmt.Errorf("remove master %s: %w", a.ID, raftError(err))
+	}
+	m.Logger.Info("master removed", "peer", a.ID)
+	if a.ID == m.ID {
+		return nil // no longer the leader: the next one forgets its address
+	}
+	m.mu.Lock()
+	seq, err := m.logAndApply(&edit{Op: opMaster, Master: imageMaster{ID: a.ID}})
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return m.journal.sync(seq)
+}
+
+// raftError maps Raft's errors to ours: a leader change is ErrLeadershipLost.
+func raftError(err error) error {
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		return fmt.Errorf("%w: %v", ErrLeadershipLost, err)
+	}
+	return err
 }

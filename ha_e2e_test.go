@@ -135,3 +135,29 @@ func TestE2E_HA_KillLeader(t *testing.T) {
 		return r.code == 0 && string(r.stdout) == "after"
 	})
 }
+
+// A short round of dfs chaos: real master and minion processes killed,
+// paused and restarted under a workload; it exits 0 only if every
+// acknowledged file reads back and fsck is healthy.
+func TestE2E_Chaos(t *testing.T) {
+	dir := t.TempDir()
+	r, hung := e2eExec(t, 5*time.Minute, nil, nil, "chaos", "--duration", "15s", "--seed", "7", "--workers", "3", "--dir", dir)
+	if hung || r.code != 0 {
+		t.Fatalf("chaos: %v\nstdout:\n%s", r, r.stdout)
+	}
+	out := string(r.stdout)
+	for _, want := range []string{"chaos: seed 7", "faults: ", "0 lost, 0 corrupted, 0 removed files back; fsck healthy: true"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("chaos output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("%s", out)
+}
+
+// chaos refuses bad settings with one line.
+func TestE2E_ChaosUsage(t *testing.T) {
+	for _, args := range [][]string{{"--masters", "2"}, {"--minions", "1"}, {"--duration", "0s"}, {"--max-size", "x"}, {"extra"}} {
+		r := e2eRun(t, nil, nil, append([]string{"chaos"}, args...)...)
+		e2eMustFail(t, r, "")
+	}
+}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/gob"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,12 +16,13 @@ import (
 
 // haCluster is three replicated masters and their minions in this process.
 type haCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	peers   []Peer
 	masters []*Master // nil where stopped
 	addrs   []string  // their client addresses, kept across restarts
 	minions []*Minion
+	join    bool // start masters with --join
 }
 
 // freeAddr is a loopback address whose port the OS chose and that is free
@@ -39,7 +42,7 @@ func fastRaft(m *Master) {
 	m.RaftHeartbeat, m.RaftElection, m.RaftLease = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 }
 
-func startHACluster(t *testing.T, nMasters, nMinions int) *haCluster {
+func startHACluster(t testing.TB, nMasters, nMinions int) *haCluster {
 	t.Helper()
 	hc := &haCluster{t: t, dir: t.TempDir(), masters: make([]*Master, nMasters)}
 	for i := range nMasters {
@@ -76,7 +79,7 @@ func (hc *haCluster) start(i int) {
 	m := NewMaster(filepath.Join(hc.dir, hc.peers[i].ID), addr)
 	m.Logger = testLogger(hc.t).With("role", "master", "id", hc.peers[i].ID)
 	configureTestMaster(m)
-	m.Peers, m.ID = hc.peers, hc.peers[i].ID
+	m.Peers, m.ID, m.Join = hc.peers, hc.peers[i].ID, hc.join
 	fastRaft(m)
 	if err := m.Start(); err != nil {
 		hc.t.Fatalf("start master %s: %v", m.ID, err)
@@ -295,25 +298,47 @@ func TestHA_BatchRoundTrip(t *testing.T) {
 		{Op: opFormat, Cluster: "CID-1", Key: []byte{1, 2, 3}},
 		{Op: opMaster, Master: imageMaster{ID: "m1", Addr: "h:1", HTTP: "h:2"}},
 	}
-	var buf bytes.Buffer
-	if err := encodeBatch(&buf, in); err != nil {
-		t.Fatal(err)
-	}
-	out, err := decodeBatch(buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out) != len(in) {
-		t.Fatalf("decoded %d edits, want %d", len(out), len(in))
-	}
-	for i := range in {
-		if fmt.Sprintf("%+v", *out[i]) != fmt.Sprintf("%+v", *in[i]) {
-			t.Errorf("edit %d: %+v, want %+v", i, *out[i], *in[i])
+	var w batchCodec
+	check := func(what string, out []*edit, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if len(out) != len(in) {
+			t.Fatalf("%s: decoded %d edits, want %d", what, len(out), len(in))
+		}
+		for i := range in {
+			if fmt.Sprintf("%+v", *out[i]) != fmt.Sprintf("%+v", *in[i]) {
+				t.Errorf("%s: edit %d: %+v, want %+v", what, i, *out[i], *in[i])
+			}
 		}
 	}
-	if _, err := decodeBatch([]byte("garbage")); !errors.Is(err, ErrBadEditLog) {
-		t.Errorf("garbage: %v, want %v", err, ErrBadEditLog)
+	var r batchCodec // another master's
+	for i := range 3 {
+		data, err := w.encode(nil, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := w.decode(data)
+		check(fmt.Sprintf("entry %d, same codec", i), out, err)
+		out, err = r.decode(data)
+		check(fmt.Sprintf("entry %d, another codec", i), out, err)
+		var b haBatch
+		err = gob.NewDecoder(bytes.NewReader(data)).Decode(&b)
+		check(fmt.Sprintf("entry %d, a fresh gob decoder", i), b.Edits, err)
 	}
+	for _, bad := range [][]byte{[]byte("garbage"), nil} {
+		if _, err := r.decode(bad); !errors.Is(err, ErrBadEditLog) {
+			t.Errorf("decode %q: %v, want %v", bad, err, ErrBadEditLog)
+		}
+	}
+	// The codec decodes good entries after a bad one.
+	data, _ := w.encode(nil, in)
+	if _, err := r.decode(data[:len(data)-3]); !errors.Is(err, ErrBadEditLog) {
+		t.Errorf("truncated entry: %v, want %v", err, ErrBadEditLog)
+	}
+	out, err := r.decode(data)
+	check("after a bad entry", out, err)
 }
 
 func TestParsePeers(t *testing.T) {
@@ -341,5 +366,139 @@ func TestParsePeers(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrBadArg) {
 			t.Errorf("parsePeers(%q): %v is not %v", tt.in, err, ErrBadArg)
 		}
+	}
+}
+
+// add-peer brings a fourth master in (started with --join, it takes the
+// namespace from the leader); report lists every master with its role;
+// remove-peer takes it out again.
+func TestHA_AddRemovePeer(t *testing.T) {
+	hc := startHACluster(t, 3, 1)
+	c := hc.client()
+	mustPut(t, c, "/x", []byte("x"), PutOptions{Replication: 1})
+	hc.peers = append(hc.peers, Peer{ID: "m4", Addr: freeAddr(t)})
+	hc.masters = append(hc.masters, nil)
+	hc.join = true
+	hc.start(3)
+	if err := c.AddMaster(t.Context(), "m4", hc.peers[3].Addr); err != nil {
+		t.Fatalf("add m4: %v", err)
+	}
+	hc.waitSame()
+	var r *ReportReply
+	waitFor(t, 10*time.Second, "a report of four masters, each with its client address", func() bool {
+		var err error
+		if r, err = c.Report(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		ok := len(r.Masters) == 4 && r.Masters[0].Role == "leader"
+		for _, mi := range r.Masters[1:] {
+			ok = ok && mi.Role == "follower" && mi.Err == "" && mi.Addr != "" && mi.Term == r.Masters[0].Term
+		}
+		return ok
+	})
+	t.Logf("masters: %+v", r.Masters)
+
+	if err := c.RemoveMaster(t.Context(), "m4"); err != nil {
+		t.Fatalf("remove m4: %v", err)
+	}
+	if err := c.RemoveMaster(t.Context(), "m9"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("remove of an unknown master: %v, want %v", err, ErrNotFound)
+	}
+	if r, err := c.Report(t.Context()); err != nil || len(r.Masters) != 3 || slices.ContainsFunc(r.Masters, func(mi MasterInfo) bool { return mi.ID == "m4" }) {
+		t.Fatalf("report after removing m4: %+v, %v", r, err)
+	}
+	hc.stop(3)
+	mustPut(t, c, "/y", []byte("y"), PutOptions{Replication: 1})
+}
+
+// A single master's metadata moves to replicated masters: started with
+// --peers naming only itself, it takes its image and edit log as the first
+// snapshot; add-peer brings in two more, which then survive its stop.
+func TestHA_FromSingleMaster(t *testing.T) {
+	dir := t.TempDir()
+	cl := &DevCluster{Dir: dir, Addr: "127.0.0.1:0", Minions: 3, Logger: testLogger(t), Heartbeat: testHeartbeat, Configure: configureTestMaster}
+	if err := cl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := newTestClient(t, cl)
+	files := map[string][]byte{"/a/one": randomBytes(t, 2*testBlockSize+7), "/two": []byte("two")}
+	for p, data := range files {
+		mustPut(t, sc, p, data, PutOptions{})
+	}
+	if err := cl.Master.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, mn := range cl.MinionSet {
+		mn.Close()
+	}
+	if err := os.Rename(filepath.Join(dir, "master"), filepath.Join(dir, "m1")); err != nil {
+		t.Fatal(err)
+	}
+
+	hc := &haCluster{t: t, dir: dir, peers: []Peer{{ID: "m1", Addr: freeAddr(t)}}, masters: make([]*Master, 1)}
+	t.Cleanup(hc.close)
+	hc.start(0)
+	hc.leader()
+	startMinions := func() {
+		for _, mn := range hc.minions {
+			mn.Close()
+		}
+		hc.minions = nil
+		for i := range 3 {
+			mn := NewMinion(filepath.Join(dir, fmt.Sprintf("minion-%d", i+1)), "127.0.0.1:0", hc.spec())
+			mn.Logger = testLogger(t).With("role", "minion")
+			mn.Heartbeat = testHeartbeat
+			if err := mn.Start(); err != nil {
+				t.Fatalf("minion of the moved cluster: %v", err)
+			}
+			hc.minions = append(hc.minions, mn)
+		}
+	}
+	startMinions()
+	c := hc.client()
+	for p, data := range files {
+		mustGet(t, c, p, data)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "m1", "single-master", "fsimage")); err != nil {
+		t.Errorf("the single master's image was not moved aside: %v", err)
+	}
+
+	hc.join = true
+	for _, id := range []string{"m2", "m3"} {
+		hc.peers = append(hc.peers, Peer{ID: id, Addr: freeAddr(t)})
+		hc.masters = append(hc.masters, nil)
+		hc.start(len(hc.peers) - 1)
+		if err := c.AddMaster(t.Context(), id, hc.peers[len(hc.peers)-1].Addr); err != nil {
+			t.Fatalf("add %s: %v", id, err)
+		}
+	}
+	hc.waitSame()
+	// Minions and clients are given every master now.
+	startMinions()
+	c2 := hc.client()
+	hc.stop(0)
+	hc.leader()
+	for p, data := range files {
+		mustGet(t, c2, p, data)
+	}
+	mustPut(t, c2, "/three", []byte("three"), PutOptions{})
+}
+
+// A single master's dir given with --peers of several masters is refused
+// with what to do instead.
+func TestHA_FromSingleNeedsOnePeer(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	m.Close()
+	m2 := NewMaster(dir, "127.0.0.1:0")
+	m2.Logger = testLogger(t)
+	m2.Peers, m2.ID = []Peer{{"m1", freeAddr(t)}, {"m2", freeAddr(t)}}, "m1"
+	err := m2.Start()
+	if err == nil {
+		m2.Close()
+		t.Fatal("started")
+	}
+	if !errors.Is(err, ErrBadArg) || !strings.Contains(err.Error(), "add-peer") {
+		t.Fatalf("start: %v", err)
 	}
 }

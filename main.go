@@ -95,7 +95,12 @@ func (e *usageError) Error() string {
 func usagef(c *cli.Context, format string, a ...any) error {
 	name := ""
 	if c != nil && c.Command != nil {
-		name = c.Command.Name
+		// A subcommand's name with its parents': "master add-peer".
+		for _, l := range c.Lineage() {
+			if l.Command != nil && l.Command.Name != "" && (l.App == nil || l.Command.Name != l.App.Name) {
+				name = strings.TrimSpace(l.Command.Name + " " + name)
+			}
+		}
 	}
 	return &usageError{cmd: name, msg: fmt.Sprintf(format, a...)}
 }
@@ -109,7 +114,7 @@ func init() {
 func newApp(e *env) *cli.App {
 	onUsage := func(c *cli.Context, err error, _ bool) error { return usagef(c, "%v", err) }
 	cmds := []*cli.Command{
-		masterCommand(e), minionCommand(e), devCommand(e),
+		masterCommand(e), minionCommand(e), devCommand(e), chaosCommand(e),
 		putCommand(e), getCommand(e), catCommand(e), lsCommand(e), statCommand(e), duCommand(e), dfCommand(e),
 		mkdirCommand(e), mvCommand(e), rmCommand(e), setrepCommand(e),
 		reportCommand(e), fsckCommand(e), decommissionCommand(e), mountCommand(e), benchCommand(e),

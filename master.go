@@ -76,9 +76,12 @@ type Master struct {
 	// every master's id and Raft address. ID is this master's id, and
 	// RaftAddr the address its Raft listens on (its peer's address if
 	// empty). The Raft timings are Raft's defaults if zero.
-	Peers                                  []Peer
-	ID                                     string
-	RaftAddr                               string
+	Peers    []Peer
+	ID       string
+	RaftAddr string
+	// Join starts a master with no Raft state without bootstrapping a
+	// cluster: it waits to be added (dfs master add-peer).
+	Join                                   bool
 	RaftHeartbeat, RaftElection, RaftLease time.Duration
 
 	metrics *masterMetrics
@@ -359,7 +362,11 @@ func (m *Master) applyEdit(e *edit) (int, error) {
 		if m.masters == nil {
 			m.masters = make(map[string]imageMaster)
 		}
-		m.masters[e.Master.ID] = e.Master
+		if e.Master.Addr == "" { // removed
+			delete(m.masters, e.Master.ID)
+		} else {
+			m.masters[e.Master.ID] = e.Master
+		}
 		return 0, nil
 	}
 	return m.ns.apply(e)
@@ -934,6 +941,10 @@ func (r *masterRPC) Ping(_ *PingArgs, reply *PingReply) error {
 	r.m.mu.Lock()
 	defer r.m.mu.Unlock()
 	reply.ClusterID = r.m.clusterID
+	if r.m.ha != nil {
+		mi := r.m.ha.info()
+		reply.Raft = &mi
+	}
 	return nil
 }
 
@@ -1040,6 +1051,9 @@ func (r *masterRPC) Report(_ *ReportArgs, reply *ReportReply) error {
 		return err
 	}
 	*reply = *r.m.report()
+	if r.m.ha != nil {
+		reply.Masters = r.m.ha.masterInfos()
+	}
 	return nil
 }
 
@@ -1131,4 +1145,11 @@ func (r *masterRPC) Announce(a *AnnounceArgs, _ *Empty) error {
 		return err
 	}
 	return r.m.announce(a)
+}
+
+func (r *masterRPC) ChangePeers(a *PeerArgs, _ *Empty) error {
+	if err := r.m.leaderOnly(); err != nil {
+		return err
+	}
+	return r.m.changePeers(a)
 }

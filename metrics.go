@@ -249,7 +249,8 @@ var (
 type masterCollector struct{ m *Master }
 
 func (c *masterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFiles, descBlocks, descMinions, descSafeMode, descEditLog, descCheckpoint} {
+	for _, d := range []*prometheus.Desc{descFiles, descBlocks, descMinions, descSafeMode, descEditLog, descCheckpoint,
+		descRaftLeader, descRaftTerm, descRaftIndex, descRaftEntries, descRaftEdits} {
 		ch <- d
 	}
 }
@@ -277,10 +278,41 @@ func (c *masterCollector) Collect(ch chan<- prometheus.Metric) {
 		safe = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descSafeMode, prometheus.GaugeValue, safe)
+	if m.ha != nil {
+		c.collectRaft(ch)
+		return
+	}
 	ch <- prometheus.MustNewConstMetric(descEditLog, prometheus.GaugeValue, float64(m.edits.size()))
 	if st, err := os.Stat(imagePath(m.Dir)); err == nil {
 		ch <- prometheus.MustNewConstMetric(descCheckpoint, prometheus.GaugeValue, now.Sub(st.ModTime()).Seconds())
 	}
+}
+
+var (
+	descRaftLeader  = prometheus.NewDesc("dfs_master_raft_leader", "1 while this replicated master is the leader and takes changes.", nil, nil)
+	descRaftTerm    = prometheus.NewDesc("dfs_master_raft_term", "The Raft term this master is in.", nil, nil)
+	descRaftIndex   = prometheus.NewDesc("dfs_master_raft_index", "Raft log indexes: the last committed and the last applied here.", []string{"kind"}, nil)
+	descRaftEntries = prometheus.NewDesc("dfs_master_raft_entries_total", "Raft entries this master proposed as leader (each carries the edits gathered meanwhile).", nil, nil)
+	descRaftEdits   = prometheus.NewDesc("dfs_master_raft_edits_total", "Namespace edits this master proposed as leader.", nil, nil)
+)
+
+// collectRaft reports a replicated master's Raft state.
+func (c *masterCollector) collectRaft(ch chan<- prometheus.Metric) {
+	m := c.m
+	m.mu.Lock()
+	mi := m.ha.info()
+	leading := m.ha.leading
+	m.mu.Unlock()
+	lead := 0.0
+	if leading {
+		lead = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descRaftLeader, prometheus.GaugeValue, lead)
+	ch <- prometheus.MustNewConstMetric(descRaftTerm, prometheus.GaugeValue, float64(mi.Term))
+	ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(mi.Commit), "committed")
+	ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(mi.Applied), "applied")
+	ch <- prometheus.MustNewConstMetric(descRaftEntries, prometheus.CounterValue, float64(m.ha.entries.Load()))
+	ch <- prometheus.MustNewConstMetric(descRaftEdits, prometheus.CounterValue, float64(m.ha.edits.Load()))
 }
 
 // ---- a minion's ----

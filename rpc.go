@@ -209,12 +209,30 @@ type AnnounceArgs struct {
 	peer   *peer
 }
 
+// PeerArgs adds a master to the replicated masters (Addr is its Raft
+// address) or removes one (Addr empty).
+type PeerArgs struct {
+	ID, Addr string
+}
+
 // PingArgs asks a master who it is.
 type PingArgs struct{}
 
 // PingReply identifies a master.
 type PingReply struct {
 	ClusterID string
+	// Raft is the state of one of replicated masters; nil for a single one.
+	Raft *MasterInfo
+}
+
+// MasterInfo is one of replicated masters: its Raft role (leader,
+// follower, candidate; unreachable when it could not be asked, with Err),
+// term, and the last log index it has committed and applied.
+type MasterInfo struct {
+	ID, Addr              string
+	Role                  string
+	Term, Commit, Applied uint64
+	Err                   string
 }
 
 // RegisterArgs is sent by a minion when it starts and whenever the master
@@ -349,6 +367,9 @@ type ReportReply struct {
 	Files     int
 	Blocks    int
 	Minions   []MinionInfo
+	// Masters are the replicated masters, the leader first; none for a
+	// single master.
+	Masters []MasterInfo
 }
 
 // MinionInfo is one minion as the master sees it.
