@@ -135,7 +135,15 @@ type e2eProc struct {
 // logged if the test failed.
 func e2eStartProc(t *testing.T, name string, args ...string) *e2eProc {
 	t.Helper()
-	cmd := exec.Command(e2eBinary(t), args...)
+	return e2eStartCmd(t, name, append([]string{e2eBinary(t)}, args...))
+}
+
+// e2eStartCmd is e2eStartProc of any command line (dfs in a network
+// namespace: ip netns exec NS dfs ...).
+func e2eStartCmd(t *testing.T, name string, argv []string) *e2eProc {
+	t.Helper()
+	args := argv[1:]
+	cmd := exec.Command(argv[0], args...)
 	cmd.Env = e2eEnv()
 	cmd.Dir = t.TempDir()
 	stdout, err := cmd.StdoutPipe()

@@ -215,7 +215,9 @@ func (m *Master) startHA() error {
 			return err
 		}
 	}
-	m.journal = h
+	m.mu.Lock()
+	m.journal, m.ha = h, h // RPCs are served already: they answer "not the leader"
+	m.mu.Unlock()
 	r, err := h.newRaft()
 	if err != nil {
 		h.logs.Close()
@@ -235,7 +237,6 @@ func (m *Master) startHA() error {
 		}
 		h.logger.Info("bootstrapped a new cluster of masters", "peers", len(m.Peers))
 	}
-	m.ha = h
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.wg.Add(2)
@@ -690,7 +691,11 @@ func (h *haNode) stepDown(ctx context.Context) {
 // notLeader is the answer of a node that takes no changes. The caller
 // holds m.mu.
 func (h *haNode) notLeader() error {
-	_, id := h.r.Load().LeaderWithID()
+	r := h.r.Load()
+	if r == nil { // starting
+		return notLeaderError("", "")
+	}
+	_, id := r.LeaderWithID()
 	if id == "" || id == raft.ServerID(h.m.ID) {
 		return notLeaderError("", "")
 	}
@@ -1021,6 +1026,9 @@ func (m *Master) announce(a *AnnounceArgs) error {
 // info is this master's Raft state. The caller holds m.mu (Ping does).
 func (h *haNode) info() MasterInfo {
 	r := h.r.Load()
+	if r == nil {
+		return MasterInfo{ID: h.m.ID, Addr: h.m.AddrString(), Role: "starting"}
+	}
 	mi := MasterInfo{ID: h.m.ID, Addr: h.m.AddrString(), Role: strings.ToLower(r.State().String()),
 		Term: r.CurrentTerm(), Commit: r.CommitIndex(), Applied: r.AppliedIndex()}
 	if mi.Role == "leader" && !h.leading {

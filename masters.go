@@ -35,6 +35,7 @@ type masterSet struct {
 
 	mu     sync.Mutex
 	leader string // where calls go first
+	known  bool   // leader was found, not guessed
 }
 
 // splitMasters splits a --master list: "A,B,C".
@@ -91,8 +92,36 @@ func (ms *masterSet) next(addr string) {
 
 func (ms *masterSet) follow(addr string) {
 	ms.mu.Lock()
-	ms.leader = addr
+	ms.leader, ms.known = addr, true
 	ms.mu.Unlock()
+}
+
+// discoverWait is how long discover waits for the masters' answers: a
+// master that is paused or cut off costs this, not a dial timeout.
+const discoverWait = 2 * time.Second
+
+// discover asks every master at once which one leads, and goes there. It
+// keeps the current guess if none says it leads.
+func (ms *masterSet) discover(ctx context.Context, p *pool) {
+	ctx, cancel := context.WithTimeout(ctx, discoverWait)
+	defer cancel()
+	found := make(chan string, len(ms.addrs))
+	for _, a := range ms.addrs {
+		go func() {
+			var reply PingReply
+			if p.call(ctx, a, masterService+".Ping", &PingArgs{}, &reply, discoverWait) == nil && reply.Raft != nil && reply.Raft.Role == "leader" {
+				found <- a
+				return
+			}
+			found <- ""
+		}()
+	}
+	for range ms.addrs {
+		if a := <-found; a != "" {
+			ms.follow(a)
+			return
+		}
+	}
 }
 
 // idempotent are the master's methods that may be sent again after a
@@ -112,6 +141,12 @@ func (ms *masterSet) call(ctx context.Context, p *pool, method string, args, rep
 	deadline := time.Now().Add(failoverWait)
 	wait := 50 * time.Millisecond
 	redirects := 0
+	ms.mu.Lock()
+	guess := !ms.known && len(ms.addrs) > 1
+	ms.mu.Unlock()
+	if guess {
+		ms.discover(ctx, p)
+	}
 	for {
 		addr := ms.current()
 		err := p.call(ctx, addr, method, args, reply, timeout)
@@ -138,6 +173,9 @@ func (ms *masterSet) call(ctx context.Context, p *pool, method string, args, rep
 			}
 			ms.next(addr)
 			again = notSent(err) || idempotent[method]
+			if again {
+				ms.discover(ctx, p)
+			}
 		}
 		if !again || time.Now().Add(wait).After(deadline) {
 			return err

@@ -261,6 +261,7 @@ func (c *masterCollector) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	health := m.repl.health(now)
 	rep := m.repl.report(m.clusterID)
+	ha := m.ha
 	m.mu.Unlock()
 	states := map[string]int{stateLive: 0, stateDead: 0, stateDecommissioning: 0, stateDecommissioned: 0}
 	for _, mn := range rep.Minions {
@@ -278,7 +279,7 @@ func (c *masterCollector) Collect(ch chan<- prometheus.Metric) {
 		safe = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descSafeMode, prometheus.GaugeValue, safe)
-	if m.ha != nil {
+	if ha != nil {
 		c.collectRaft(ch)
 		return
 	}

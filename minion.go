@@ -363,7 +363,14 @@ func (m *Minion) heartbeat() error {
 		Deleted: m.deleted}
 	m.mu.Unlock()
 	var reply HeartbeatReply
-	if err := m.masters.call(m.ctx, m.pool, masterService+".Heartbeat", args, &reply, metaTimeout); err != nil {
+	// A heartbeat is answered at once. With several masters, one that
+	// does not answer soon is paused or cut off: the next leader wants
+	// this minion's report within seconds, not after metaTimeout.
+	timeout := metaTimeout
+	if len(m.masters.addrs) > 1 {
+		timeout = max(2*time.Second, m.interval)
+	}
+	if err := m.masters.call(m.ctx, m.pool, masterService+".Heartbeat", args, &reply, timeout); err != nil {
 		return err // the deletes are acknowledged with the next one
 	}
 	m.mu.Lock()
