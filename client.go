@@ -104,7 +104,32 @@ func (c *Client) meta(ctx context.Context, method string, args, reply any) error
 // Put stores what r yields as the file remote and returns its size. The
 // file becomes visible only when every block is on every minion of its
 // pipeline and the master has recorded it durably.
-func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOptions) (size int64, err error) {
+//
+// A put whose write lease is lost midway (the leader of replicated masters
+// changed: leases live in its memory) starts again from the beginning when
+// r can seek back, at most twice; nothing of the lost attempt is visible.
+func (c *Client) Put(ctx context.Context, r io.Reader, remote string, opt PutOptions) (int64, error) {
+	s, _ := r.(io.Seeker)
+	var start int64
+	if s != nil {
+		var err error
+		if start, err = s.Seek(0, io.SeekCurrent); err != nil {
+			s = nil // a pipe
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		n, err := c.putOnce(ctx, r, remote, opt)
+		if err == nil || s == nil || attempt == 2 || !errors.Is(err, ErrLease) || ctx.Err() != nil {
+			return n, err
+		}
+		if _, serr := s.Seek(start, io.SeekStart); serr != nil {
+			return n, err
+		}
+		c.Logger.Warn("put: write lease lost (a change of master?); putting again from the start", "path", remote, "err", err)
+	}
+}
+
+func (c *Client) putOnce(ctx context.Context, r io.Reader, remote string, opt PutOptions) (size int64, err error) {
 	if remote, err = RemotePath(remote); err != nil {
 		return 0, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -501,4 +502,36 @@ func TestHA_FromSingleNeedsOnePeer(t *testing.T) {
 	if !errors.Is(err, ErrBadArg) || !strings.Contains(err.Error(), "add-peer") {
 		t.Fatalf("start: %v", err)
 	}
+}
+
+// seekHook is a seekable reader that calls hook once, when at least after
+// bytes have been read.
+type seekHook struct {
+	*bytes.Reader
+	after int64
+	hook  func()
+	done  bool
+}
+
+func (r *seekHook) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if pos, _ := r.Seek(0, io.SeekCurrent); !r.done && pos >= r.after {
+		r.done = true
+		r.hook()
+	}
+	return n, err
+}
+
+// A put whose leader dies midway starts again with the next leader (its
+// lease died with the old one) and the file is whole.
+func TestHA_PutAcrossFailover(t *testing.T) {
+	hc := startHACluster(t, 3, 3)
+	c := hc.client()
+	data := randomBytes(t, 6*testBlockSize+321)
+	l := hc.leader()
+	r := &seekHook{Reader: bytes.NewReader(data), after: 2 * testBlockSize, hook: func() { hc.stop(l) }}
+	if _, err := c.Put(t.Context(), r, "/across", PutOptions{}); err != nil {
+		t.Fatalf("put across a failover: %v", err)
+	}
+	mustGet(t, c, "/across", data)
 }

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"os"
 	"time"
@@ -69,6 +70,19 @@ func (c countingWriter) Write(p []byte) (int, error) {
 type countingReader struct {
 	r   io.Reader
 	bar *progressbar.ProgressBar
+}
+
+// Seek seeks the reader if it can, and the bar with it.
+func (c countingReader) Seek(off int64, whence int) (int64, error) {
+	s, ok := c.r.(io.Seeker)
+	if !ok {
+		return 0, errors.New("not seekable")
+	}
+	pos, err := s.Seek(off, whence)
+	if err == nil {
+		c.bar.Set64(pos)
+	}
+	return pos, err
 }
 
 func (c countingReader) Read(p []byte) (int, error) {
