@@ -143,6 +143,7 @@ type chaos struct {
 	duration time.Duration
 	workers  int
 	maxSize  int
+	maxData  int64 // live bytes past which workers remove rather than put
 	out      io.Writer
 
 	masters []*chaosProc
@@ -153,6 +154,7 @@ type chaos struct {
 
 	mu    sync.Mutex
 	files map[string]*chaosFile
+	live  int64 // bytes of the files that are, or may be, there
 }
 
 func chaosCommand(e *env) *cli.Command {
@@ -169,6 +171,7 @@ func chaosCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "minions", Value: 4, Usage: "minions"},
 			&cli.IntFlag{Name: "workers", Value: 4, Usage: "concurrent clients of the workload"},
 			&cli.StringFlag{Name: "max-size", Value: "3MiB", Usage: "largest file `SIZE` put (blocks are 1 MiB)"},
+			&cli.StringFlag{Name: "max-data", Value: "256MiB", Usage: "`SIZE` of the files kept (each stored 3 times): past it, workers remove files instead of putting more"},
 			&cli.StringFlag{Name: "dir", Usage: "`DIR` for the cluster (default: a temporary one, removed after a clean run)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -187,6 +190,10 @@ func chaosCommand(e *env) *cli.Command {
 			max, err := parseSize(c.String("max-size"))
 			if err != nil || max < 1 || max > 256<<20 {
 				return usagef(c, "--max-size %q: want 1 byte to 256MiB", c.String("max-size"))
+			}
+			maxData, err := parseSize(c.String("max-data"))
+			if err != nil || maxData < max {
+				return usagef(c, "--max-data %q: want a size of at least --max-size", c.String("max-data"))
 			}
 			if c.Duration("duration") <= 0 {
 				return usagef(c, "--duration must be positive")
@@ -207,7 +214,7 @@ func chaosCommand(e *env) *cli.Command {
 				temp = true
 			}
 			ch := &chaos{exe: exe, dir: dir, seed: seed, duration: c.Duration("duration"), workers: c.Int("workers"),
-				maxSize: int(max), out: e.stdout, files: make(map[string]*chaosFile)}
+				maxSize: int(max), maxData: maxData, out: e.stdout, files: make(map[string]*chaosFile)}
 			ch.stats.ops, ch.stats.errs, ch.stats.faults = map[string]int{}, map[string]int{}, map[string]int{}
 			fmt.Fprintf(e.stdout, "chaos: seed %d, %v, %d masters, %d minions, %d workers, cluster in %s\n",
 				seed, ch.duration, c.Int("masters"), c.Int("minions"), ch.workers, dir)
@@ -449,7 +456,14 @@ func (ch *chaos) work(ctx context.Context, w int) {
 	rng := rand.New(rand.NewPCG(ch.seed, uint64(w)+2))
 	for n := 0; ctx.Err() == nil; n++ {
 		opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		switch k := rng.IntN(10); {
+		k := rng.IntN(10)
+		ch.mu.Lock()
+		full := ch.live > ch.maxData
+		ch.mu.Unlock()
+		if full && k < 4 {
+			k = 9 // remove instead: the disk is not the subject
+		}
+		switch {
 		case k < 4:
 			ch.put(opCtx, fmt.Sprintf("/chaos/w%d/f%d", w, n), rng)
 		case k < 7:
@@ -497,6 +511,7 @@ func (ch *chaos) put(ctx context.Context, p string, rng *rand.Rand) {
 		ch.files[p] = &chaosFile{seed: seed, size: size, unsure: true}
 		return
 	}
+	ch.live += int64(size) // live counts the files workers may pick
 	ch.files[p] = &chaosFile{seed: seed, size: size, ok: true}
 }
 
@@ -527,6 +542,7 @@ func (ch *chaos) mv(ctx context.Context, src, dst string) {
 	defer ch.mu.Unlock()
 	f := *ch.files[src]
 	if err != nil {
+		ch.live -= int64(f.size)
 		ch.files[src].unsure = true
 		f.unsure = true
 		ch.files[dst] = &f
@@ -544,6 +560,7 @@ func (ch *chaos) rm(ctx context.Context, p string) {
 	ch.stats.op("rm", err)
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	ch.live -= int64(ch.files[p].size)
 	if err != nil {
 		ch.files[p].unsure = true
 		return

@@ -963,6 +963,10 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	if i := strings.Index(line, "]"); i >= 0 && strings.HasPrefix(line, "[") {
 		line = strings.TrimSpace(line[i+1:])
 	}
+	if strings.Contains(line, "found temporary snapshot") {
+		// The snapshot being written, seen by build's List: not news.
+		level = slog.LevelDebug
+	}
 	w.l.Log(context.Background(), level, line)
 	return len(p), nil
 }
