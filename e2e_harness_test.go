@@ -475,9 +475,18 @@ func (r e2eResult) String() string {
 // SIGKILL; hung reports whether that happened.
 func e2eExec(t *testing.T, timeout time.Duration, env []string, stdin []byte, args ...string) (r e2eResult, hung bool) {
 	t.Helper()
+	return e2eExecIn(t, nil, timeout, env, stdin, args...)
+}
+
+// e2eExecIn is e2eExec of `wrap... dfs args...` (ip netns exec NS, which
+// execs dfs in its place, so signals reach dfs).
+func e2eExecIn(t *testing.T, wrap []string, timeout time.Duration, env []string, stdin []byte, args ...string) (r e2eResult, hung bool) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e2eBinary(t), args...)
+	argv := append(slices.Clone(wrap), e2eBinary(t))
+	argv = append(argv, args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = e2eEnv(env...)
 	cmd.Dir = t.TempDir()
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }

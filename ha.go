@@ -158,7 +158,7 @@ func raftDir(dir string) string { return filepath.Join(dir, "raft") }
 
 // startHA opens the Raft node of m, bootstrapping the cluster of m.Peers
 // on a first start, and starts following.
-func (m *Master) startHA() error {
+func startHA(m *Master) error {
 	self := slices.IndexFunc(m.Peers, func(p Peer) bool { return p.ID == m.ID })
 	if m.ID == "" || self < 0 {
 		return fmt.Errorf("%w: --id %q is not one of --peers", ErrBadArg, m.ID)
@@ -973,16 +973,17 @@ func (w slogWriter) Write(p []byte) (int, error) {
 
 // ---- the masters' housekeeping ----
 
-// haHousekeeping is the housekeeping of a replicated master: the leader's
+// housekeeping is the housekeeping of a replicated master: the leader's
 // is a single master's (without checkpoints: Raft snapshots); a follower
 // makes sure the leader has recorded its client address.
-func (m *Master) haHousekeeping(ctx context.Context) {
+func (h *haNode) housekeeping(ctx context.Context) {
+	m := h.m
 	m.mu.Lock()
-	leading := m.ha.leading
+	leading := h.leading
 	me := m.selfMaster()
 	leader := ""
 	if !leading && m.masters[m.ID] != me {
-		leader = leaderIn(m.ha.notLeader())
+		leader = leaderIn(h.notLeader())
 	}
 	m.mu.Unlock()
 	if leading {
@@ -1000,14 +1001,15 @@ func (m *Master) haHousekeeping(ctx context.Context) {
 }
 
 // announce records the client addresses of a master of the cluster.
-func (m *Master) announce(a *AnnounceArgs) error {
+func (h *haNode) announce(a *AnnounceArgs) error {
+	m := h.m
 	if a.peer != nil && a.peer.role != roleMaster {
 		return fmt.Errorf("%w: a %v may not announce itself as a master", ErrBadArg, a.peer.role)
 	}
 	if err := checkAdvertised(a.Master.Addr); err != nil {
 		return fmt.Errorf("%w: master %s: %v", ErrBadArg, a.Master.ID, err)
 	}
-	cf := m.ha.r.Load().GetConfiguration()
+	cf := h.r.Load().GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return err
 	}
@@ -1094,14 +1096,12 @@ func (h *haNode) masterInfos() []MasterInfo {
 
 // changePeers adds or removes a master (a Raft configuration change) and
 // records a removed one's addresses gone.
-func (m *Master) changePeers(a *PeerArgs) error {
-	if m.ha == nil {
-		return fmt.Errorf("%w: not one of replicated masters (start the masters with --peers)", ErrBadArg)
-	}
+func (h *haNode) changePeers(a *PeerArgs) error {
+	m := h.m
 	if a.ID == "" {
 		return fmt.Errorf("%w: no master id", ErrBadArg)
 	}
-	r := m.ha.r.Load()
+	r := h.r.Load()
 	if a.Addr != "" {
 		if err := checkAdvertised(a.Addr); err != nil {
 			return fmt.Errorf("%w: master %s: %v", ErrBadArg, a.ID, err)

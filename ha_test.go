@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,12 +29,11 @@ type haCluster struct {
 // now: Raft needs every master's address before any starts.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeLoopback()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // Raft timings of the tests: elections within a second.
@@ -534,4 +532,18 @@ func TestHA_PutAcrossFailover(t *testing.T) {
 		t.Fatalf("put across a failover: %v", err)
 	}
 	mustGet(t, c, "/across", data)
+}
+
+// A single master refuses the replicated masters' calls with a clear
+// error (it has no Raft node to ask).
+func TestHA_SingleMasterRefusesPeerCalls(t *testing.T) {
+	cl := startCluster(t, 0)
+	c := newTestClient(t, cl)
+	if err := c.AddMaster(t.Context(), "m2", "127.0.0.1:1"); !errors.Is(err, ErrBadArg) {
+		t.Errorf("add-peer on a single master: %v, want %v", err, ErrBadArg)
+	}
+	err := c.meta(t.Context(), "Announce", &AnnounceArgs{Master: imageMaster{ID: "m2", Addr: "127.0.0.1:1"}}, &Empty{})
+	if !errors.Is(err, ErrBadArg) {
+		t.Errorf("announce to a single master: %v, want %v", err, ErrBadArg)
+	}
 }

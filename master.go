@@ -194,7 +194,7 @@ func (m *Master) Start() error {
 		}
 	}
 	if m.Peers != nil {
-		if err := m.startHA(); err != nil {
+		if err := startHA(m); err != nil {
 			s.Close()
 			m.http.Close()
 			lock.unlock()
@@ -464,7 +464,7 @@ func (m *Master) housekeeping(ctx context.Context) {
 			return
 		case <-t.C:
 			if m.ha != nil {
-				m.haHousekeeping(ctx)
+				m.ha.housekeeping(ctx)
 				continue
 			}
 			now := time.Now()
@@ -1141,15 +1141,29 @@ func (r *masterRPC) Delete(a *DeleteArgs, reply *DeleteReply) error {
 }
 
 func (r *masterRPC) Announce(a *AnnounceArgs, _ *Empty) error {
-	if err := r.m.leaderOnly(); err != nil {
+	h, err := r.m.replicated()
+	if err != nil {
 		return err
 	}
-	return r.m.announce(a)
+	return h.announce(a)
 }
 
 func (r *masterRPC) ChangePeers(a *PeerArgs, _ *Empty) error {
-	if err := r.m.leaderOnly(); err != nil {
+	h, err := r.m.replicated()
+	if err != nil {
 		return err
 	}
-	return r.m.changePeers(a)
+	return h.changePeers(a)
+}
+
+// replicated is the Raft node of a replicated master that leads; an
+// error for a single master or a follower.
+func (m *Master) replicated() (*haNode, error) {
+	if err := m.leaderOnly(); err != nil {
+		return nil, err
+	}
+	if m.ha == nil {
+		return nil, fmt.Errorf("%w: not one of replicated masters (start the masters with --peers)", ErrBadArg)
+	}
+	return m.ha, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -78,28 +77,11 @@ func (l *netnsLab) start(node string, args ...string) *e2eProc {
 // dfs runs a client command in node's namespace.
 func (l *netnsLab) dfs(node string, stdin []byte, args ...string) e2eResult {
 	l.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.ns(node), e2eBinary(l.t)}, args...)...)
-	cmd.Env = e2eEnv("DFS_SECRET_FILE=" + l.secret)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
+	r, hung := e2eExecIn(l.t, []string{"ip", "netns", "exec", l.ns(node)}, 2*time.Minute, []string{"DFS_SECRET_FILE=" + l.secret}, stdin, args...)
+	if hung {
+		l.t.Fatalf("hung: %v", r)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		l.t.Fatalf("dfs %s in %s: hung", strings.Join(args, " "), node)
-	}
-	code := 0
-	if err != nil {
-		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-	}
-	return e2eResult{args: args, stdout: stdout.Bytes(), stderr: stderr.Bytes(), code: code, elapsed: time.Since(start)}
+	return r
 }
 
 // link sets node's link up or down: a host cut off from every other.
