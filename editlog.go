@@ -25,9 +25,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -131,51 +129,7 @@ type editLog struct {
 	syncs     uint64   // fsyncs done: fewer than records under group commit
 	err       error    // sticky: after a failed write the log takes no more
 
-	enc editEncoder
-}
-
-// editEncoder writes an edit's gob as a fresh gob.Encoder does, the type
-// definitions and then the value, so that each record decodes on its own.
-// It finds the definitions once: a fresh encoder per record spent more on
-// them than on the edit.
-type editEncoder struct {
-	mu   sync.Mutex
-	enc  *gob.Encoder // writes to out; has sent the definitions
-	out  bytes.Buffer
-	defs []byte // what a fresh encoder writes before the value
-}
-
-// encode appends the gob of e to dst.
-func (x *editEncoder) encode(dst []byte, e *edit) ([]byte, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.enc == nil {
-		x.out.Reset()
-		enc := gob.NewEncoder(&x.out)
-		if err := enc.Encode(&edit{}); err != nil {
-			return nil, err
-		}
-		// The definitions are every message but the last, the value.
-		b := x.out.Bytes()
-		r := bytes.NewReader(b)
-		last := 0
-		for r.Len() > 0 {
-			last = len(b) - r.Len()
-			n, err := readUint(r)
-			if err != nil || n > uint64(r.Len()) {
-				return nil, errors.New("edit log: cannot split gob's type definitions")
-			}
-			r.Seek(int64(n), io.SeekCurrent)
-		}
-		x.enc, x.defs = enc, bytes.Clone(b[:last])
-	}
-	x.out.Reset()
-	if err := x.enc.Encode(e); err != nil {
-		x.enc = nil // its state is not known: start again
-		return nil, err
-	}
-	dst = append(dst, x.defs...)
-	return append(dst, x.out.Bytes()...), nil
+	enc gobRecord[edit]
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%s%020d", segmentPrefix, first) }
@@ -498,6 +452,7 @@ func replaySegment(path string, isLast bool, last uint64, apply func(*edit) erro
 	}
 	hdr := make([]byte, editHeaderSize)
 	var body []byte
+	var rec gobRecord[edit]
 	for off < size {
 		if size-off < editHeaderSize {
 			return bad(fmt.Sprintf("record header cut short after %d bytes", size-off))
@@ -534,7 +489,7 @@ func replaySegment(path string, isLast bool, last uint64, apply func(*edit) erro
 			return 0, false, fmt.Errorf("%w: %s at offset %d: record %d follows record %d", ErrBadEditLog, path, off, h.seq, last)
 		}
 		e := new(edit)
-		if err := gob.NewDecoder(bytes.NewReader(body)).Decode(e); err != nil {
+		if err := rec.decode(body, e); err != nil {
 			return 0, false, fmt.Errorf("%w: %s at offset %d: %v", ErrBadEditLog, path, off, err)
 		}
 		if err := apply(e); err != nil {

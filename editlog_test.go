@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"os"
@@ -20,7 +18,7 @@ func putEdit(p string) *edit {
 
 // writeEdits appends and syncs n put records to a fresh log in dir and
 // leaves it open, as a crash would.
-func writeEdits(t *testing.T, dir string, n int) {
+func writeEdits(t testing.TB, dir string, n int) {
 	t.Helper()
 	l, err := openEditLog(dir, 0)
 	if err != nil {
@@ -318,36 +316,5 @@ func TestMaster_Start_DamagedEditLog(t *testing.T) {
 	m2.Logger = testLogger(t)
 	if err := m2.load(); !errors.Is(err, ErrBadEditLog) {
 		t.Fatalf("load with a damaged log = %v, want ErrBadEditLog", err)
-	}
-}
-
-// Records hold what a fresh gob.Encoder writes for the edit, type
-// definitions and all, so each one decodes on its own.
-func TestEditEncoder_AsFreshGob(t *testing.T) {
-	edits := []*edit{
-		{Op: opPut, Path: "/a", File: imageFile{Path: "/a", Replication: 3, BlockSize: 1 << 26, ModTime: time.Unix(1700000000, 5),
-			Blocks: []imageBlock{{ID: 1, Size: 10, CRC: 7, Replicas: []string{"MID-1", "MID-2"}}, {ID: 2}}}},
-		{Op: opDelete, Path: "/d", Recursive: true},
-		{Op: opMinion, Minion: imageMinion{ID: "MID-9", Addr: "10.0.0.9:8888", Decommissioning: true}},
-		{},
-		{Op: opPut, Path: "/empty", File: imageFile{Path: "/empty"}},
-	}
-	var x editEncoder
-	for _, e := range append(edits, edits...) {
-		var want bytes.Buffer
-		if err := gob.NewEncoder(&want).Encode(e); err != nil {
-			t.Fatal(err)
-		}
-		got, err := x.encode([]byte("hdr"), e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got[:3]) != "hdr" || !bytes.Equal(got[3:], want.Bytes()) {
-			t.Fatalf("edit %+v:\n got %x\nwant hdr%x", e, got, want.Bytes())
-		}
-		var back edit
-		if err := gob.NewDecoder(bytes.NewReader(got[3:])).Decode(&back); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

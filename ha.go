@@ -28,9 +28,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"io"
@@ -143,7 +141,7 @@ type haNode struct {
 	epoch    uint64        // incremented at each restart of the node
 	closed   bool
 
-	codec batchCodec
+	codec gobRecord[haBatch] // an entry is a batch's gob record
 	// entries and edits count what this node proposed as leader.
 	entries, edits atomic.Uint64
 
@@ -422,7 +420,7 @@ func (h *haNode) feed(ctx context.Context) {
 				break
 			}
 			var f raft.ApplyFuture
-			if data, err := h.codec.encode(nil, batch); err != nil {
+			if data, err := h.codec.encode(nil, &haBatch{Edits: batch}); err != nil {
 				f = errorApply{err}
 			} else {
 				f = h.r.Load().Apply(data, 0)
@@ -476,92 +474,13 @@ type haBatch struct {
 	Edits []*edit
 }
 
-// An entry is a batch's gob as a fresh encoder writes it: the type
-// definitions, then the value, so that any entry decodes on its own. The
-// definitions are the same in every entry this binary writes: a decoder
-// that has read them once (batchCodec) decodes an entry's value alone,
-// without compiling the types again, which cost more than the edits.
-type batchCodec struct {
-	mu   sync.Mutex
-	enc  *gob.Encoder // writes to out; has sent the definitions
-	out  bytes.Buffer
-	defs []byte
-	dec  *gob.Decoder // has read defs; reads from in
-	in   bytes.Reader
-}
-
-// encode appends the entry of edits to dst.
-func (c *batchCodec) encode(dst []byte, edits []*edit) ([]byte, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.init(); err != nil {
-		return nil, err
-	}
-	c.out.Reset()
-	if err := c.enc.Encode(haBatch{Edits: edits}); err != nil {
-		c.enc = nil
-		return nil, err
-	}
-	dst = append(dst, c.defs...)
-	return append(dst, c.out.Bytes()...), nil
-}
-
-// init finds the definitions, and primes a decoder with them.
-func (c *batchCodec) init() error {
-	if c.enc != nil {
-		return nil
-	}
-	c.out.Reset()
-	enc := gob.NewEncoder(&c.out)
-	if err := enc.Encode(haBatch{}); err != nil {
-		return err
-	}
-	first := bytes.Clone(c.out.Bytes())
-	c.out.Reset()
-	if err := enc.Encode(haBatch{}); err != nil {
-		return err
-	}
-	value := c.out.Bytes() // the second message has no definitions
-	if !bytes.HasSuffix(first, value) {
-		return errors.New("raft entry: cannot split gob's type definitions")
-	}
-	c.defs = first[:len(first)-len(value)]
-	c.in.Reset(first)
-	c.dec = gob.NewDecoder(&c.in)
+// decodeBatch returns the edits of a Raft entry.
+func (h *haNode) decodeBatch(data []byte) ([]*edit, error) {
 	var b haBatch
-	if err := c.dec.Decode(&b); err != nil {
-		return err
-	}
-	c.enc = enc
-	return nil
-}
-
-// decode returns the edits of an entry.
-func (c *batchCodec) decode(data []byte) ([]*edit, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var b haBatch
-	if err := c.init(); err == nil && bytes.HasPrefix(data, c.defs) {
-		c.in.Reset(data[len(c.defs):])
-		if err := c.dec.Decode(&b); err == nil && c.in.Len() == 0 {
-			return b.Edits, nil
-		}
-		c.enc = nil // the decoder's state is not known: start again
-	}
-	// Of another build, or damaged: decode it on its own.
-	b = haBatch{}
-	r := bytes.NewReader(data)
-	if err := gob.NewDecoder(r).Decode(&b); err != nil || r.Len() != 0 {
-		return nil, fmt.Errorf("%w: raft entry: %v", ErrBadEditLog, cmpErr(err, "trailing bytes"))
+	if err := h.codec.decode(data, &b); err != nil {
+		return nil, fmt.Errorf("%w: raft entry: %v", ErrBadEditLog, err)
 	}
 	return b.Edits, nil
-}
-
-func cmpErr(err error, otherwise string) error {
-	if err != nil {
-		return err
-	}
-	return errors.New(otherwise)
 }
 
 // ---- leadership ----
@@ -743,7 +662,7 @@ func (f *haFSM) Apply(l *raft.Log) interface{} {
 	if l.Term == h.leaderTerm.Load() {
 		return nil
 	}
-	edits, err := h.codec.decode(l.Data)
+	edits, err := h.decodeBatch(l.Data)
 	if err != nil {
 		h.logger.Error("skipped a raft entry", "index", l.Index, "err", err)
 		return err
@@ -855,7 +774,7 @@ func (h *haNode) build(upTo uint64) (*image, error) {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		edits, err := h.codec.decode(l.Data)
+		edits, err := h.decodeBatch(l.Data)
 		if err != nil {
 			return nil, err
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"io"
@@ -286,58 +285,6 @@ func TestHA_DeposedLeaderDropsUncommitted(t *testing.T) {
 	mustGet(t, c, "/before", []byte("committed"))
 	mustPut(t, c, "/after", []byte("next"), PutOptions{Replication: 1})
 	hc.waitSame()
-}
-
-// Edits travel between masters in batches that decode as they were.
-func TestHA_BatchRoundTrip(t *testing.T) {
-	in := []*edit{
-		{Op: opMkdir, V: editVersion, Path: "/a", Parents: true, Time: 1},
-		{Op: opPut, V: editVersion, Path: "/a/f", File: imageFile{Path: "/a/f", Replication: 2, BlockSize: 1 << 20,
-			Blocks: []imageBlock{{ID: 7, Size: 10, CRC: 3, Replicas: []string{"x", "y"}}}}},
-		{Op: opFormat, Cluster: "CID-1", Key: []byte{1, 2, 3}},
-		{Op: opMaster, Master: imageMaster{ID: "m1", Addr: "h:1", HTTP: "h:2"}},
-	}
-	var w batchCodec
-	check := func(what string, out []*edit, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if len(out) != len(in) {
-			t.Fatalf("%s: decoded %d edits, want %d", what, len(out), len(in))
-		}
-		for i := range in {
-			if fmt.Sprintf("%+v", *out[i]) != fmt.Sprintf("%+v", *in[i]) {
-				t.Errorf("%s: edit %d: %+v, want %+v", what, i, *out[i], *in[i])
-			}
-		}
-	}
-	var r batchCodec // another master's
-	for i := range 3 {
-		data, err := w.encode(nil, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := w.decode(data)
-		check(fmt.Sprintf("entry %d, same codec", i), out, err)
-		out, err = r.decode(data)
-		check(fmt.Sprintf("entry %d, another codec", i), out, err)
-		var b haBatch
-		err = gob.NewDecoder(bytes.NewReader(data)).Decode(&b)
-		check(fmt.Sprintf("entry %d, a fresh gob decoder", i), b.Edits, err)
-	}
-	for _, bad := range [][]byte{[]byte("garbage"), nil} {
-		if _, err := r.decode(bad); !errors.Is(err, ErrBadEditLog) {
-			t.Errorf("decode %q: %v, want %v", bad, err, ErrBadEditLog)
-		}
-	}
-	// The codec decodes good entries after a bad one.
-	data, _ := w.encode(nil, in)
-	if _, err := r.decode(data[:len(data)-3]); !errors.Is(err, ErrBadEditLog) {
-		t.Errorf("truncated entry: %v, want %v", err, ErrBadEditLog)
-	}
-	out, err := r.decode(data)
-	check("after a bad entry", out, err)
 }
 
 func TestParsePeers(t *testing.T) {
