@@ -107,6 +107,9 @@ type edit struct {
 	Cluster     string      // opFormat
 	Key         []byte      // opFormat
 	Master      imageMaster // opMaster
+	// Call names the client's call that made the change, if it may send
+	// it again (retrycache.go): opDelete, opRename, opMkdir.
+	Call CallID
 	// Time is when the change was made (Unix nanoseconds): the new
 	// modification time of the directories it changes; of Path itself
 	// for opSetTimes.

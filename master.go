@@ -117,6 +117,7 @@ type Master struct {
 	ns        *namespace
 	reg       *registry
 	repl      *replication
+	retries   *retryCache // calls that may be sent again (retrycache.go)
 	closed    bool
 	// masters are the replicated masters by id, with their client
 	// addresses (opMaster); haState is set once the namespace is of
@@ -275,6 +276,7 @@ func (m *Master) reset() {
 	m.deletes = newDeleteQueue()
 	m.repl = newReplication(m.ns, m.reg, m.leases, m.deletes, m.Logger, m.MaxCopiesPerMinion, m.SafeModeTimeout)
 	m.ns.hooks = m.repl
+	m.retries = newRetryCache()
 }
 
 // resetState is reset for a running master: its replication keeps
@@ -369,7 +371,11 @@ func (m *Master) applyEdit(e *edit) (int, error) {
 		}
 		return 0, nil
 	}
-	return m.ns.apply(e)
+	n, err := m.ns.apply(e)
+	if err == nil {
+		m.retries.add(e, n)
+	}
+	return n, err
 }
 
 // logAndApply appends e, a change of the master's own state (not checked
@@ -533,6 +539,7 @@ func (m *Master) checkpointBehind() error {
 	}
 	ns := &Master{Dir: m.Dir, Logger: m.Logger, DeadAfter: m.DeadAfter}
 	ns.reset()
+	ns.retries = nil // a copy answers no calls
 	if err := ns.applyImage(img); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -581,6 +588,7 @@ func (m *Master) commit(e *edit) (seq uint64, n int, err error) {
 		// check passed under the same lock: apply cannot refuse it.
 		panic(fmt.Sprintf("master: a checked %v of %s was refused: %v", e.Op, e.Path, err))
 	}
+	m.retries.noteSeq(e, seq)
 	return seq, n, nil
 }
 
@@ -722,15 +730,24 @@ func dirInfo(p string, d *dirNode) FileInfo {
 
 // mkdir makes the directory p, and its missing parents with parents.
 func (m *Master) mkdir(p string, parents bool, mode uint32) error {
+	return m.mkdirCall(CallID{}, p, parents, mode)
+}
+
+// mkdirCall is mkdir as the call id (see retrycache.go).
+func (m *Master) mkdirCall(call CallID, p string, parents bool, mode uint32) error {
 	if err := checkPath(p); err != nil {
 		return err
 	}
 	m.mu.Lock()
+	if r, ok := m.retries.lookup(call, opMkdir, p); ok {
+		m.mu.Unlock()
+		return m.durable(r)
+	}
 	if parents && m.ns.isDir(p) {
 		m.mu.Unlock()
 		return nil // there already: nothing to log
 	}
-	seq, _, err := m.commit(&edit{Op: opMkdir, Path: p, Parents: parents, Mode: mode, Time: time.Now().UnixNano()})
+	seq, _, err := m.commit(&edit{Op: opMkdir, Path: p, Parents: parents, Mode: mode, Time: time.Now().UnixNano(), Call: call})
 	m.mu.Unlock()
 	if err != nil {
 		return err
@@ -769,11 +786,20 @@ func (m *Master) change(e *edit) (int, error) {
 // recursive, with everything below it. It returns the number of files
 // removed.
 func (m *Master) remove(p string, recursive bool) (int, error) {
+	return m.removeCall(CallID{}, p, recursive)
+}
+
+// removeCall is remove as the call id (see retrycache.go).
+func (m *Master) removeCall(call CallID, p string, recursive bool) (int, error) {
 	if err := checkPath(p); err != nil {
 		return 0, err
 	}
 	m.mu.Lock()
-	seq, n, err := m.commit(&edit{Op: opDelete, Path: p, Recursive: recursive, Time: time.Now().UnixNano()})
+	if r, ok := m.retries.lookup(call, opDelete, p); ok {
+		m.mu.Unlock()
+		return r.n, m.durable(r)
+	}
+	seq, n, err := m.commit(&edit{Op: opDelete, Path: p, Recursive: recursive, Time: time.Now().UnixNano(), Call: call})
 	m.mu.Unlock()
 	if err != nil {
 		return 0, err
@@ -787,6 +813,11 @@ func (m *Master) remove(p string, recursive bool) (int, error) {
 // One record moves a whole directory: a crash leaves all of it moved or
 // none.
 func (m *Master) rename(src, dst string, force bool) (string, int, error) {
+	return m.renameCall(CallID{}, src, dst, force)
+}
+
+// renameCall is rename as the call id (see retrycache.go).
+func (m *Master) renameCall(call CallID, src, dst string, force bool) (string, int, error) {
 	if err := checkPath(src); err != nil {
 		return "", 0, err
 	}
@@ -794,11 +825,15 @@ func (m *Master) rename(src, dst string, force bool) (string, int, error) {
 		return "", 0, err
 	}
 	m.mu.Lock()
+	if r, ok := m.retries.lookup(call, opRename, src); ok {
+		m.mu.Unlock()
+		return r.to, r.n, m.durable(r)
+	}
 	to := dst
 	if m.ns.isDir(dst) {
 		to = path.Join(dst, path.Base(src))
 	}
-	e := &edit{Op: opRename, Path: src, Dst: to, Force: force, Time: time.Now().UnixNano()}
+	e := &edit{Op: opRename, Path: src, Dst: to, Force: force, Time: time.Now().UnixNano(), Call: call}
 	if err := m.ns.check(e); err != nil {
 		m.mu.Unlock()
 		return "", 0, err
@@ -1096,7 +1131,7 @@ func (r *masterRPC) Mkdir(a *MkdirArgs, _ *Empty) error {
 	if err := r.m.leaderOnly(); err != nil {
 		return err
 	}
-	return r.m.mkdir(a.Path, a.Parents, a.Mode)
+	return r.m.mkdirCall(a.Call, a.Path, a.Parents, a.Mode)
 }
 
 func (r *masterRPC) SetTimes(a *SetTimesArgs, _ *Empty) error {
@@ -1126,7 +1161,7 @@ func (r *masterRPC) Rename(a *RenameArgs, reply *RenameReply) error {
 	if err := r.m.leaderOnly(); err != nil {
 		return err
 	}
-	to, n, err := r.m.rename(a.Src, a.Dst, a.Force)
+	to, n, err := r.m.renameCall(a.Call, a.Src, a.Dst, a.Force)
 	reply.Path, reply.Moved = to, n
 	return err
 }
@@ -1135,7 +1170,7 @@ func (r *masterRPC) Delete(a *DeleteArgs, reply *DeleteReply) error {
 	if err := r.m.leaderOnly(); err != nil {
 		return err
 	}
-	n, err := r.m.remove(a.Path, a.Recursive)
+	n, err := r.m.removeCall(a.Call, a.Path, a.Recursive)
 	reply.Removed = n
 	return err
 }

@@ -8,19 +8,23 @@
 // could not be opened carried no request. A call cut off after it was
 // sent, or answered ErrLeadershipLost, is sent again only if it is
 // idempotent (reads, heartbeats, and changes that say what the result
-// is); the others report the failure, whose text says the change may or
-// may not have been made. A put whose Complete is cut off so looks for its
-// file (Client.completed) before it reports a failure.
+// is) or names itself with a CallID that the masters remember (rm, mv,
+// mkdir: retrycache.go); the others report the failure, whose text says
+// the change may or may not have been made. A put whose Complete is cut
+// off so looks for its file (Client.completed) before it reports a
+// failure.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,6 +40,10 @@ type masterSet struct {
 	mu     sync.Mutex
 	leader string // where calls go first
 	known  bool   // leader was found, not guessed
+
+	// client and calls make the CallIDs of changes (retrycache.go).
+	client uint64
+	calls  atomic.Uint64
 }
 
 // splitMasters splits a --master list: "A,B,C".
@@ -64,7 +72,7 @@ func checkMasters(spec string) error {
 }
 
 func newMasterSet(spec string) *masterSet {
-	ms := &masterSet{spec: spec, addrs: splitMasters(spec)}
+	ms := &masterSet{spec: spec, addrs: splitMasters(spec), client: rand.Uint64()}
 	if len(ms.addrs) == 0 {
 		ms.addrs = []string{spec}
 	}
@@ -138,6 +146,13 @@ var idempotent = map[string]bool{
 // sends a call again. With one address it fails at once when the master
 // cannot be reached, as before there were several.
 func (ms *masterSet) call(ctx context.Context, p *pool, method string, args, reply any, timeout time.Duration) error {
+	// A change that names its call may be sent again: a master that made
+	// it already answers as it did (retrycache.go).
+	named := false
+	if nc, ok := args.(namedCall); ok && len(ms.addrs) > 1 {
+		*nc.callID() = CallID{Client: ms.client, Seq: ms.calls.Add(1)}
+		named = true
+	}
 	deadline := time.Now().Add(failoverWait)
 	wait := 50 * time.Millisecond
 	redirects := 0
@@ -164,7 +179,7 @@ func (ms *masterSet) call(ctx context.Context, p *pool, method string, args, rep
 			ms.next(addr)
 			again = true
 		case errors.Is(err, ErrLeadershipLost):
-			again = idempotent[method]
+			again = idempotent[method] || named
 		case isRemote(err):
 			return err
 		default: // the master could not be reached, or broke off
@@ -172,7 +187,7 @@ func (ms *masterSet) call(ctx context.Context, p *pool, method string, args, rep
 				return err
 			}
 			ms.next(addr)
-			again = notSent(err) || idempotent[method]
+			again = notSent(err) || idempotent[method] || named
 			if again {
 				ms.discover(ctx, p)
 			}

@@ -497,6 +497,7 @@ type MkdirArgs struct {
 	Path    string
 	Parents bool   // make missing parents; an existing directory is no error
 	Mode    uint32 // permission bits of Path; 0: 0755
+	Call    CallID // with several masters: see retrycache.go
 }
 
 // SetTimesArgs sets the modification time of a file or directory.
@@ -515,6 +516,7 @@ type SetModeArgs struct {
 type DeleteArgs struct {
 	Path      string
 	Recursive bool
+	Call      CallID // with several masters: see retrycache.go
 }
 
 // SetReplicationArgs sets the replication of the file at Path, or of every
@@ -532,7 +534,8 @@ type SetReplicationReply struct {
 // RenameArgs moves Src to Dst, or into Dst when it is a directory.
 type RenameArgs struct {
 	Src, Dst string
-	Force    bool // replace a file at the destination
+	Force    bool   // replace a file at the destination
+	Call     CallID // with several masters: see retrycache.go
 }
 
 // RenameReply names the path Src moved to and how many files moved.

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestRetryCache_Forgets(t *testing.T) {
+	c := newRetryCache()
+	t0 := time.Now().UnixNano()
+	id := func(i int) CallID { return CallID{Client: 7, Seq: uint64(i)} }
+	c.add(&edit{Op: opDelete, Path: "/a", Time: t0, Call: id(1)}, 3)
+	c.add(&edit{Op: opDelete, Path: "/nameless", Time: t0}, 1) // no CallID: not kept
+	if r, ok := c.lookup(id(1), opDelete, "/a"); !ok || r.n != 3 {
+		t.Fatalf("lookup = %+v, %v; want 3 files", r, ok)
+	}
+	for _, miss := range []struct {
+		id CallID
+		op editOp
+		p  string
+	}{{id(2), opDelete, "/a"}, {id(1), opRename, "/a"}, {id(1), opDelete, "/b"}, {CallID{}, opDelete, "/nameless"}} {
+		if _, ok := c.lookup(miss.id, miss.op, miss.p); ok {
+			t.Errorf("lookup(%v, %v, %s) found a call", miss.id, miss.op, miss.p)
+		}
+	}
+	// Calls older than retryTTL, by the records' times, are forgotten.
+	c.add(&edit{Op: opMkdir, Path: "/late", Time: t0 + int64(retryTTL) + 1, Call: id(3)}, 0)
+	if _, ok := c.lookup(id(1), opDelete, "/a"); ok {
+		t.Error("a call older than retryTTL is still known")
+	}
+	if _, ok := c.lookup(id(3), opMkdir, "/late"); !ok {
+		t.Error("the newest call is forgotten")
+	}
+	// At most retryMax calls are kept.
+	for i := range retryMax + 10 {
+		c.add(&edit{Op: opDelete, Path: "/x", Time: t0 + int64(retryTTL) + 2, Call: id(10 + i)}, 1)
+	}
+	if len(c.entries) != retryMax || len(c.order) != retryMax {
+		t.Errorf("%d calls kept (%d in order), want %d", len(c.entries), len(c.order), retryMax)
+	}
+	if _, ok := c.lookup(id(10), opDelete, "/x"); ok {
+		t.Error("the oldest call past retryMax is still known")
+	}
+}
+
+// A change sent again with the same CallID gets the first answer, not
+// "no such file", on the master that made it and after a restart (the
+// edit log's replay); without a CallID it is made (and refused) again.
+func TestMaster_RetriedChanges(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestMaster(t, dir)
+	addMinions(t, m, 1)
+	for _, p := range []string{"/rm/f", "/mv/f"} {
+		if err := putFile(t, m, p, testBlockSize, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := []struct {
+		name string
+		call func(m *Master, id CallID) (string, error)
+		want string
+	}{
+		{"rm", func(m *Master, id CallID) (string, error) {
+			n, err := m.removeCall(id, "/rm/f", false)
+			return fmt.Sprint(n), err
+		}, "1"},
+		{"mv", func(m *Master, id CallID) (string, error) {
+			to, n, err := m.renameCall(id, "/mv/f", "/mv/g", false)
+			return fmt.Sprintf("%s %d", to, n), err
+		}, "/mv/g 1"},
+		{"mkdir", func(m *Master, id CallID) (string, error) {
+			return "", m.mkdirCall(id, "/new", false, 0)
+		}, ""},
+	}
+	for i, c := range calls {
+		id := CallID{Client: 42, Seq: uint64(i + 1)}
+		if got, err := c.call(m, id); err != nil || got != c.want {
+			t.Fatalf("%s: %q, %v; want %q", c.name, got, err, c.want)
+		}
+		if got, err := c.call(m, id); err != nil || got != c.want {
+			t.Errorf("%s sent again: %q, %v; want the first answer %q", c.name, got, err, c.want)
+		}
+		if _, err := c.call(m, CallID{Client: 42, Seq: 100 + uint64(i)}); err == nil {
+			t.Errorf("%s as another call: made again, want an error", c.name)
+		}
+	}
+	// No Close: a crash. The restarted master replays the calls.
+	m2 := newTestMaster(t, dir)
+	for i, c := range calls {
+		if got, err := c.call(m2, CallID{Client: 42, Seq: uint64(i + 1)}); err != nil || got != c.want {
+			t.Errorf("%s sent again after a restart: %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+}
+
+// Replicated masters: a change made by the leader, sent again to the next
+// leader after a failover (the client never heard the answer), gets the
+// answer of the first; a new call is refused as the change was made.
+func TestHA_RetryAfterFailover(t *testing.T) {
+	hc := startHACluster(t, 3, 1)
+	c := hc.client()
+	mustPut(t, c, "/rm", []byte("x"), PutOptions{Replication: 1})
+	mustPut(t, c, "/mv", []byte("y"), PutOptions{Replication: 1})
+	id := func(i uint64) CallID { return CallID{Client: 99, Seq: i} }
+	calls := []struct {
+		method     string
+		args       func(CallID) any
+		reply      func() any
+		want       string
+		errWithout error
+	}{
+		{"Delete", func(id CallID) any { return &DeleteArgs{Path: "/rm", Call: id} }, func() any { return &DeleteReply{} }, "&{Removed:1}", ErrNotFound},
+		{"Rename", func(id CallID) any { return &RenameArgs{Src: "/mv", Dst: "/mv2", Call: id} }, func() any { return &RenameReply{} }, "&{Path:/mv2 Moved:1}", ErrNotFound},
+		{"Mkdir", func(id CallID) any { return &MkdirArgs{Path: "/d", Call: id} }, func() any { return &Empty{} }, "&{}", ErrExists},
+	}
+	call := func(addr string, i int, id CallID) (string, error) {
+		reply := calls[i].reply()
+		err := c.pool.call(t.Context(), addr, masterService+"."+calls[i].method, calls[i].args(id), reply, 5*time.Second)
+		return fmt.Sprintf("%+v", reply), err
+	}
+	l := hc.leader()
+	for i := range calls {
+		if got, err := call(hc.addrs[l], i, id(uint64(i+1))); err != nil || got != calls[i].want {
+			t.Fatalf("%s: %s, %v; want %s", calls[i].method, got, err, calls[i].want)
+		}
+	}
+	hc.waitSame()
+	hc.stop(l)
+	next := hc.leader()
+	for i := range calls {
+		if got, err := call(hc.addrs[next], i, id(uint64(i+1))); err != nil || got != calls[i].want {
+			t.Errorf("%s sent again to the new leader: %s, %v; want %s", calls[i].method, got, err, calls[i].want)
+		}
+		if _, err := call(hc.addrs[next], i, id(uint64(i+10))); !errors.Is(err, calls[i].errWithout) {
+			t.Errorf("%s as a new call: %v; want %v", calls[i].method, err, calls[i].errWithout)
+		}
+	}
+}
