@@ -643,6 +643,11 @@ func TestSecurity_TLSCluster(t *testing.T) {
 	data := randomBytes(t, 3*testBlockSize+123)
 	mustPut(t, c, "/tls", data, PutOptions{Replication: 3})
 	mustGet(t, c, "/tls", data)
+	// Blocks of several packets (in files of their own, not packed into
+	// volumes) through TLS too.
+	big := randomBytes(t, 3*packetSize+123)
+	mustPut(t, c, "/tls-big", big, PutOptions{Replication: 3, BlockSize: 2 * packetSize})
+	mustGet(t, c, "/tls-big", big)
 
 	plain := NewClient(cl.Master.AddrString())
 	plain.SetSecurity(&Security{Secret: testSecret})
