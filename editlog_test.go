@@ -281,7 +281,7 @@ func TestMaster_EditLog_CrashAndCheckpoint(t *testing.T) {
 			}
 		}
 	}
-	if _, err := m.remove("/f/07", false); err != nil {
+	if _, err := m.remove(CallID{}, "/f/07", false); err != nil {
 		t.Fatal(err)
 	}
 	if firsts, _ := segments(dir); len(firsts) > 2 {

@@ -269,7 +269,7 @@ func TestHA_DeposedLeaderDropsUncommitted(t *testing.T) {
 		}
 	}
 	m := hc.masters[l]
-	err := m.mkdir("/uncommitted", false, 0)
+	err := m.mkdir(CallID{}, "/uncommitted", false, 0)
 	if !errors.Is(err, ErrLeadershipLost) && !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("mkdir on a leader without followers: %v; want %v or %v", err, ErrLeadershipLost, ErrNotLeader)
 	}

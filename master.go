@@ -728,20 +728,16 @@ func dirInfo(p string, d *dirNode) FileInfo {
 	return fi
 }
 
-// mkdir makes the directory p, and its missing parents with parents.
-func (m *Master) mkdir(p string, parents bool, mode uint32) error {
-	return m.mkdirCall(CallID{}, p, parents, mode)
-}
-
-// mkdirCall is mkdir as the call id (see retrycache.go).
-func (m *Master) mkdirCall(call CallID, p string, parents bool, mode uint32) error {
+// mkdir makes the directory p, and its missing parents with parents. call
+// names the client's call, if it may send it again (retrycache.go).
+func (m *Master) mkdir(call CallID, p string, parents bool, mode uint32) error {
 	if err := checkPath(p); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	if r, ok := m.retries.lookup(call, opMkdir, p); ok {
 		m.mu.Unlock()
-		return m.durable(r)
+		return r.durable(m.journal)
 	}
 	if parents && m.ns.isDir(p) {
 		m.mu.Unlock()
@@ -784,20 +780,15 @@ func (m *Master) change(e *edit) (int, error) {
 
 // remove deletes the file at p, or the directory p if it is empty or with
 // recursive, with everything below it. It returns the number of files
-// removed.
-func (m *Master) remove(p string, recursive bool) (int, error) {
-	return m.removeCall(CallID{}, p, recursive)
-}
-
-// removeCall is remove as the call id (see retrycache.go).
-func (m *Master) removeCall(call CallID, p string, recursive bool) (int, error) {
+// removed. call is as for mkdir.
+func (m *Master) remove(call CallID, p string, recursive bool) (int, error) {
 	if err := checkPath(p); err != nil {
 		return 0, err
 	}
 	m.mu.Lock()
 	if r, ok := m.retries.lookup(call, opDelete, p); ok {
 		m.mu.Unlock()
-		return r.n, m.durable(r)
+		return r.n, r.durable(m.journal)
 	}
 	seq, n, err := m.commit(&edit{Op: opDelete, Path: p, Recursive: recursive, Time: time.Now().UnixNano(), Call: call})
 	m.mu.Unlock()
@@ -810,14 +801,10 @@ func (m *Master) removeCall(call CallID, p string, recursive bool) (int, error) 
 // rename moves the file or directory at src to dst, or into dst when dst
 // is a directory (as mv does), and returns the path it moved to and the
 // number of files moved. It replaces a file at that path only if force.
+// call is as for mkdir.
 // One record moves a whole directory: a crash leaves all of it moved or
 // none.
-func (m *Master) rename(src, dst string, force bool) (string, int, error) {
-	return m.renameCall(CallID{}, src, dst, force)
-}
-
-// renameCall is rename as the call id (see retrycache.go).
-func (m *Master) renameCall(call CallID, src, dst string, force bool) (string, int, error) {
+func (m *Master) rename(call CallID, src, dst string, force bool) (string, int, error) {
 	if err := checkPath(src); err != nil {
 		return "", 0, err
 	}
@@ -827,7 +814,7 @@ func (m *Master) renameCall(call CallID, src, dst string, force bool) (string, i
 	m.mu.Lock()
 	if r, ok := m.retries.lookup(call, opRename, src); ok {
 		m.mu.Unlock()
-		return r.to, r.n, m.durable(r)
+		return r.to, r.n, r.durable(m.journal)
 	}
 	to := dst
 	if m.ns.isDir(dst) {
@@ -1131,7 +1118,7 @@ func (r *masterRPC) Mkdir(a *MkdirArgs, _ *Empty) error {
 	if err := r.m.leaderOnly(); err != nil {
 		return err
 	}
-	return r.m.mkdirCall(a.Call, a.Path, a.Parents, a.Mode)
+	return r.m.mkdir(a.Call, a.Path, a.Parents, a.Mode)
 }
 
 func (r *masterRPC) SetTimes(a *SetTimesArgs, _ *Empty) error {
@@ -1161,7 +1148,7 @@ func (r *masterRPC) Rename(a *RenameArgs, reply *RenameReply) error {
 	if err := r.m.leaderOnly(); err != nil {
 		return err
 	}
-	to, n, err := r.m.renameCall(a.Call, a.Src, a.Dst, a.Force)
+	to, n, err := r.m.rename(a.Call, a.Src, a.Dst, a.Force)
 	reply.Path, reply.Moved = to, n
 	return err
 }
@@ -1170,7 +1157,7 @@ func (r *masterRPC) Delete(a *DeleteArgs, reply *DeleteReply) error {
 	if err := r.m.leaderOnly(); err != nil {
 		return err
 	}
-	n, err := r.m.removeCall(a.Call, a.Path, a.Recursive)
+	n, err := r.m.remove(a.Call, a.Path, a.Recursive)
 	reply.Removed = n
 	return err
 }

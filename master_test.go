@@ -37,7 +37,7 @@ func TestMaster_Persist_Reload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := m.remove("/d/c", false); err != nil {
+	if _, err := m.remove(CallID{}, "/d/c", false); err != nil {
 		t.Fatal(err)
 	}
 	// No Close: a crash right after the calls returned.
@@ -145,7 +145,7 @@ func TestMaster_Rename(t *testing.T) {
 				putSmallFile(t, m, p, 2)
 			}
 			before := blocksByPath(m)
-			to, n, err := m.rename(tt.src, tt.dst, tt.force)
+			to, n, err := m.rename(CallID{}, tt.src, tt.dst, tt.force)
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("rename(%s, %s) = %v, want %v", tt.src, tt.dst, err, tt.err)
 			}
@@ -198,7 +198,7 @@ func TestMaster_Rename_Busy(t *testing.T) {
 		}
 	}
 	for _, c := range [][2]string{{"/a", "/b"}, {"/d", "/n"}} {
-		if _, _, err := m.rename(c[0], c[1], true); !errors.Is(err, ErrBusy) {
+		if _, _, err := m.rename(CallID{}, c[0], c[1], true); !errors.Is(err, ErrBusy) {
 			t.Errorf("rename(%s, %s) = %v, want ErrBusy", c[0], c[1], err)
 		}
 	}
@@ -220,13 +220,13 @@ func TestMaster_CheckpointBehind(t *testing.T) {
 	for i := range 10 {
 		putSmallFile(t, m, fmt.Sprintf("/e/g%02d", i), 3)
 	}
-	if _, _, err := m.rename("/d", "/moved", false); err != nil {
+	if _, _, err := m.rename(CallID{}, "/d", "/moved", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.setReplication("/e", 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.remove("/moved/f03", false); err != nil {
+	if _, err := m.remove(CallID{}, "/moved/f03", false); err != nil {
 		t.Fatal(err)
 	}
 
@@ -284,10 +284,10 @@ func TestMaster_Rename_DirOntoPutInProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := m.rename("/d", "/n", false); !errors.Is(err, ErrBusy) {
+	if _, _, err := m.rename(CallID{}, "/d", "/n", false); !errors.Is(err, ErrBusy) {
 		t.Errorf("rename(/d, /n) with a put writing /n/x = %v, want ErrBusy", err)
 	}
-	if _, _, err := m.rename("/d/x", "/n/x", true); !errors.Is(err, ErrBusy) {
+	if _, _, err := m.rename(CallID{}, "/d/x", "/n/x", true); !errors.Is(err, ErrBusy) {
 		t.Errorf("rename(/d/x, /n/x) with a put writing /n/x = %v, want ErrBusy", err)
 	}
 	// Were a file there (as from an older master that allowed the move),
@@ -314,8 +314,8 @@ func TestMaster_DeletesWaitForTheirRecord(t *testing.T) {
 		name   string
 		change func(m *Master) error
 	}{
-		{"Rm", func(m *Master) error { _, err := m.remove("/b", false); return err }},
-		{"MvForce", func(m *Master) error { _, _, err := m.rename("/a", "/b", true); return err }},
+		{"Rm", func(m *Master) error { _, err := m.remove(CallID{}, "/b", false); return err }},
+		{"MvForce", func(m *Master) error { _, _, err := m.rename(CallID{}, "/a", "/b", true); return err }},
 		{"PutForce", func(m *Master) error {
 			cr, err := m.create(&CreateArgs{Path: "/b", Force: true, FirstBlock: true})
 			if err != nil {
@@ -385,7 +385,7 @@ func TestMaster_Rename_OverlongPath(t *testing.T) {
 		{"/" + strings.Repeat("n", 2000), long},        // into a directory
 		{"/e", long + "/" + strings.Repeat("y", 1000)}, // a directory
 	} {
-		if _, _, err := m.rename(c[0], c[1], false); !errors.Is(err, ErrBadPath) {
+		if _, _, err := m.rename(CallID{}, c[0], c[1], false); !errors.Is(err, ErrBadPath) {
 			t.Errorf("rename(%.20s..., %.20s...) = %v, want ErrBadPath", c[0], c[1], err)
 		}
 	}
@@ -447,7 +447,7 @@ func TestMaster_HeldDelete_CopyElsewhereGoesToo(t *testing.T) {
 
 	holdSync(m)
 	done := make(chan error, 1)
-	go func() { _, err := m.remove("/b", false); done <- err }()
+	go func() { _, err := m.remove(CallID{}, "/b", false); done <- err }()
 	waitFor(t, 5*time.Second, "rm applied", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()

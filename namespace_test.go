@@ -281,11 +281,11 @@ func TestMaster_ReplayRandom(t *testing.T) {
 				err = m.complete(&CompleteArgs{Handle: cr.Handle})
 			}
 		case opMkdir:
-			err = m.mkdir(e.Path, e.Parents, e.Mode)
+			err = m.mkdir(CallID{}, e.Path, e.Parents, e.Mode)
 		case opDelete:
-			_, err = m.remove(e.Path, e.Recursive)
+			_, err = m.remove(CallID{}, e.Path, e.Recursive)
 		case opRename:
-			_, _, err = m.rename(e.Path, e.Dst, e.Force)
+			_, _, err = m.rename(CallID{}, e.Path, e.Dst, e.Force)
 		case opSetReplication:
 			_, err = m.setReplication(e.Path, e.Replication)
 		case opSetTimes:

@@ -180,14 +180,14 @@ func TestMaster_ReplicaCounts(t *testing.T) {
 	if err := m.complete(&CompleteArgs{Handle: cr.Handle, Blocks: []BlockInfo{{ID: cr.First.BlockID, Size: 10}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.remove("/d/f1", false); err != nil {
+	if _, err := m.remove(CallID{}, "/d/f1", false); err != nil {
 		t.Fatal(err)
 	}
 	checkReplicaCounts(t, m)
 	m.edits.close()
 	m2 := newTestMaster(t, dir)
 	checkReplicaCounts(t, m2)
-	if _, err := m2.remove("/d", true); err != nil {
+	if _, err := m2.remove(CallID{}, "/d", true); err != nil {
 		t.Fatal(err)
 	}
 	checkReplicaCounts(t, m2)
@@ -287,7 +287,7 @@ func TestMaster_Replicate_CopyOfRemovedFileGivesBackItsReservation(t *testing.T)
 			if got := copiesAsked(m, "MID-2"); !slices.Equal(got, []uint64{id}) {
 				t.Fatalf("copies asked of MID-2: %v", got)
 			}
-			if _, err := m.remove("/f", false); err != nil {
+			if _, err := m.remove(CallID{}, "/f", false); err != nil {
 				t.Fatal(err)
 			}
 			switch end {

@@ -91,11 +91,11 @@ func (c *retryCache) lookup(id CallID, op editOp, p string) (retryEntry, bool) {
 
 // durable waits until the change of a call made already is durable
 // (committed), as the first call did before it answered.
-func (m *Master) durable(r retryEntry) error {
+func (r retryEntry) durable(j journal) error {
 	if r.seq == 0 {
 		return nil
 	}
-	return m.journal.sync(r.seq)
+	return j.sync(r.seq)
 }
 
 // noteSeq records the journal seq of e, just committed, in its entry.

@@ -63,15 +63,15 @@ func TestMaster_RetriedChanges(t *testing.T) {
 		want string
 	}{
 		{"rm", func(m *Master, id CallID) (string, error) {
-			n, err := m.removeCall(id, "/rm/f", false)
+			n, err := m.remove(id, "/rm/f", false)
 			return fmt.Sprint(n), err
 		}, "1"},
 		{"mv", func(m *Master, id CallID) (string, error) {
-			to, n, err := m.renameCall(id, "/mv/f", "/mv/g", false)
+			to, n, err := m.rename(id, "/mv/f", "/mv/g", false)
 			return fmt.Sprintf("%s %d", to, n), err
 		}, "/mv/g 1"},
 		{"mkdir", func(m *Master, id CallID) (string, error) {
-			return "", m.mkdirCall(id, "/new", false, 0)
+			return "", m.mkdir(id, "/new", false, 0)
 		}, ""},
 	}
 	for i, c := range calls {
