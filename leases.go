@@ -24,6 +24,7 @@ type leases struct {
 	mu      sync.Mutex
 	writes  map[uint64]*writeEntry // by handle
 	writing map[string]uint64      // path -> handle of its put in progress
+	byCall  map[CallID]uint64      // handle of the put a named Create opened
 }
 
 type writeEntry struct {
@@ -34,6 +35,13 @@ type writeEntry struct {
 	mode        uint32
 	blocks      []allocation
 	lastUsed    time.Time
+	// A client that sends a Create or an AddBlock again (with several
+	// masters, after its connection broke: masters.go) gets the answer
+	// the first had. The leader alone keeps these, as it keeps the put.
+	call    CallID       // of the Create
+	created *CreateReply // its answer
+	addCall CallID       // of the last AddBlock
+	added   *AddBlockReply
 }
 
 type allocation struct {
@@ -42,7 +50,7 @@ type allocation struct {
 }
 
 func newLeases() *leases {
-	return &leases{writes: make(map[uint64]*writeEntry), writing: make(map[string]uint64)}
+	return &leases{writes: make(map[uint64]*writeEntry), writing: make(map[string]uint64), byCall: make(map[CallID]uint64)}
 }
 
 // open takes the lease of w's path and returns its handle, or ErrBusy.
@@ -58,7 +66,36 @@ func (l *leases) open(w *writeEntry) (uint64, error) {
 	}
 	l.writes[h] = w
 	l.writing[w.path] = h
+	if w.call != (CallID{}) {
+		l.byCall[w.call] = h
+	}
 	return h, nil
+}
+
+// created returns the answer of the named Create call, if its put is open;
+// the put is renewed.
+func (l *leases) created(call CallID) *CreateReply {
+	if call == (CallID{}) {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.writes[l.byCall[call]]
+	if w == nil || w.created == nil {
+		return nil
+	}
+	w.lastUsed = time.Now()
+	reply := *w.created
+	return &reply
+}
+
+// setCreated records the answer of w's Create.
+func (l *leases) setCreated(w *writeEntry, reply *CreateReply) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w.call != (CallID{}) {
+		w.created = reply
+	}
 }
 
 // get returns the put of handle h, renewed, or ErrLease.
@@ -80,6 +117,25 @@ func (l *leases) addBlock(w *writeEntry, al allocation) {
 	w.blocks = append(w.blocks, al)
 }
 
+// added returns the answer of w's last AddBlock if it was the call named
+// call, and otherwise records reply as that answer (reply nil: looks only).
+func (l *leases) added(w *writeEntry, call CallID, reply *AddBlockReply) *AddBlockReply {
+	if call == (CallID{}) {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if reply == nil {
+		if w.addCall == call && w.added != nil {
+			r := *w.added
+			return &r
+		}
+		return nil
+	}
+	w.addCall, w.added = call, reply
+	return nil
+}
+
 // close forgets the put of handle h and returns it, or nil if it is gone.
 func (l *leases) close(h uint64) *writeEntry {
 	l.mu.Lock()
@@ -91,6 +147,9 @@ func (l *leases) close(h uint64) *writeEntry {
 	delete(l.writes, h)
 	if l.writing[w.path] == h {
 		delete(l.writing, w.path)
+	}
+	if w.call != (CallID{}) {
+		delete(l.byCall, w.call)
 	}
 	return w
 }
@@ -170,12 +229,15 @@ func (m *Master) create(a *CreateArgs) (*CreateReply, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if reply := m.leases.created(a.Call); reply != nil {
+		return reply, nil // sent again: the put it opened goes on
+	}
 	// The check Complete's record will pass, made now so that a put
 	// that cannot complete fails before it sends a byte.
 	if err := m.ns.checkCreate(a.Path, a.Force); err != nil {
 		return nil, err
 	}
-	w := &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, mode: a.Mode, lastUsed: time.Now()}
+	w := &writeEntry{path: a.Path, replication: repl, blockSize: bs, force: a.Force, mode: a.Mode, lastUsed: time.Now(), call: a.Call}
 	h, err := m.leases.open(w)
 	if err != nil {
 		return nil, err
@@ -188,6 +250,7 @@ func (m *Master) create(a *CreateArgs) (*CreateReply, error) {
 			reply.First = *first
 		}
 	}
+	m.leases.setCreated(w, reply)
 	return reply, nil
 }
 
@@ -204,7 +267,14 @@ func (m *Master) addBlock(a *AddBlockArgs) (*AddBlockReply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.allocate(w, a.Exclude)
+	if reply := m.leases.added(w, a.Call, nil); reply != nil {
+		return reply, nil // sent again
+	}
+	reply, err := m.allocate(w, a.Exclude)
+	if err == nil {
+		m.leases.added(w, a.Call, reply)
+	}
+	return reply, err
 }
 
 // allocate adds a block to the put w, on a pipeline that avoids the

@@ -28,6 +28,12 @@ func (a *DeleteArgs) callID() *CallID { return &a.Call }
 func (a *RenameArgs) callID() *CallID { return &a.Call }
 func (a *MkdirArgs) callID() *CallID  { return &a.Call }
 
+// Create and AddBlock name their calls too; the leader keeps their answers
+// with the put (leases.go), in its memory only, as the put itself: after a
+// failover the put's lease is gone anyway (ErrLease).
+func (a *CreateArgs) callID() *CallID   { return &a.Call }
+func (a *AddBlockArgs) callID() *CallID { return &a.Call }
+
 const (
 	retryTTL = 2 * time.Minute // far longer than a failover (failoverWait)
 	retryMax = 100_000

@@ -138,3 +138,46 @@ func TestHA_RetryAfterFailover(t *testing.T) {
 		}
 	}
 }
+
+// A Create or an AddBlock sent again with the same CallID gets the answer
+// of the first (the same put, the same block) instead of ErrBusy or a
+// second block; another call is a new one.
+func TestMaster_RetriedCreateAndAddBlock(t *testing.T) {
+	m := newTestMaster(t, t.TempDir())
+	addMinions(t, m, 2)
+	create := CreateArgs{Path: "/f", Replication: 1, FirstBlock: true, Call: CallID{Client: 5, Seq: 1}}
+	first, err := m.create(&create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.create(&create)
+	if err != nil || again.Handle != first.Handle || again.First.BlockID != first.First.BlockID {
+		t.Fatalf("create sent again: %+v, %v; want the first answer %+v", again, err, first)
+	}
+	other := create
+	other.Call.Seq = 2
+	if _, err := m.create(&other); !errors.Is(err, ErrBusy) {
+		t.Errorf("another create of the path: %v, want %v", err, ErrBusy)
+	}
+	add := AddBlockArgs{Handle: first.Handle, Call: CallID{Client: 5, Seq: 3}}
+	b1, err := m.addBlock(&add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1again, err := m.addBlock(&add)
+	if err != nil || b1again.BlockID != b1.BlockID {
+		t.Fatalf("AddBlock sent again: block %d, %v; want block %d", b1again.BlockID, err, b1.BlockID)
+	}
+	add.Call.Seq = 4
+	b2, err := m.addBlock(&add)
+	if err != nil || b2.BlockID == b1.BlockID {
+		t.Fatalf("a second AddBlock: block %d, %v; want a new block", b2.BlockID, err)
+	}
+	m.abandon(&AbandonArgs{Handle: first.Handle})
+	if len(m.leases.byCall) != 0 {
+		t.Errorf("%d named creates kept after the put ended", len(m.leases.byCall))
+	}
+	if _, err := m.create(&create); err != nil {
+		t.Errorf("the same create after its put ended: %v (a new put)", err)
+	}
+}

@@ -436,6 +436,7 @@ type CreateArgs struct {
 	// FirstBlock asks for the first block with the reply, saving the
 	// AddBlock round trip (a put that has data to write).
 	FirstBlock bool
+	Call       CallID // with several masters: see leases.go
 }
 
 // CreateReply returns the handle of the put.
@@ -455,6 +456,7 @@ type AddBlockArgs struct {
 	Handle uint64
 	// Exclude lists minions that failed this client during the put.
 	Exclude []string
+	Call    CallID // with several masters: see leases.go
 }
 
 // AddBlockReply names the new block and its pipeline.
