@@ -7,8 +7,22 @@ import (
 	"bytes"
 	"encoding/gob"
 	"errors"
+	"io"
 	"sync"
 )
+
+// gob numbers the types a process encodes in the order it first sends
+// them, and a record's definitions carry those numbers. The records' types
+// are numbered first, at start, so that every process of a build writes
+// the same definitions, whatever it encoded before (an RPC's reply, an
+// image), and decodes the records of the others on its primed decoder.
+func init() {
+	for _, v := range []any{&haBatch{}, &edit{}} {
+		if err := gob.NewEncoder(io.Discard).Encode(v); err != nil {
+			panic("gob record: " + err.Error())
+		}
+	}
+}
 
 // gobRecord encodes and decodes the records of values of type T. The
 // definitions are the same in every record this binary writes, so it finds

@@ -5,6 +5,9 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -100,5 +103,41 @@ func TestHA_DecodeBatchRefusesGarbage(t *testing.T) {
 		if _, err := h.decodeBatch(bad); !errors.Is(err, ErrBadEditLog) {
 			t.Errorf("decode %q: %v, want %v", bad, err, ErrBadEditLog)
 		}
+	}
+}
+
+// Another process of this build, which encoded other types first, writes
+// records with the same definitions: this one decodes them on its primed
+// decoder, not on its own.
+func TestGobRecord_SameAcrossProcesses(t *testing.T) {
+	if os.Getenv("DFS_GOBRECORD_CHILD") != "" {
+		// Types this test process never encodes, sent first.
+		gob.NewEncoder(io.Discard).Encode(struct{ A, B, C string }{"a", "b", "c"})
+		gob.NewEncoder(io.Discard).Encode(&image{Paths: []string{"/x"}})
+		var c gobRecord[edit]
+		rec, err := c.encode(nil, testEdits[0])
+		if err != nil {
+			os.Exit(2)
+		}
+		os.Stdout.Write(rec)
+		os.Exit(0)
+	}
+	gob.NewEncoder(io.Discard).Encode(struct{ X, Y int }{1, 2}) // a type the child never sends
+	cmd := exec.Command(os.Args[0], "-test.run=^TestGobRecord_SameAcrossProcesses$")
+	cmd.Env = append(os.Environ(), "DFS_GOBRECORD_CHILD=1")
+	rec, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	var c gobRecord[edit]
+	if err := c.init(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(rec, c.defs) {
+		t.Errorf("the other process's record starts %x, want this one's definitions %x", rec[:min(len(rec), len(c.defs))], c.defs)
+	}
+	var e edit
+	if err := c.decode(rec, &e); err != nil || e.Path != testEdits[0].Path {
+		t.Errorf("decode the other process's record: %+v, %v", e, err)
 	}
 }

@@ -139,8 +139,13 @@ type haNode struct {
 	queued   chan struct{} // signalled when queue becomes non-empty
 	lastSeq  uint64        // last seq appended
 	syncedTo uint64        // every seq up to here is committed
-	failedTo uint64        // seqs above syncedTo and up to here failed
-	epoch    uint64        // incremented at each restart of the node
+	// The seqs above failedAfter and up to failedTo failed (were not
+	// known committed), even if later ones committed since.
+	failedAfter, failedTo uint64
+	// tainted: a proposal failed, so the namespace may hold edits that
+	// were never committed; stepDown restarts the node.
+	tainted bool
+	epoch   uint64 // incremented at each restart of the node
 	closed   bool
 
 	codec gobRecord[haBatch] // an entry is a batch's gob record
@@ -256,7 +261,6 @@ func (h *haNode) fromSingle() error {
 	}
 	scratch := &Master{Dir: m.Dir, Logger: m.Logger, DeadAfter: m.DeadAfter}
 	scratch.reset()
-	scratch.retries = nil // a copy answers no calls
 	if err := scratch.applyImage(img); err != nil {
 		return err
 	}
@@ -358,13 +362,27 @@ func (h *haNode) append(e *edit) (uint64, error) {
 func (h *haNode) sync(seq uint64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for h.syncedTo < seq && h.failedTo < seq {
+	for h.syncedTo < seq && !h.failed(seq) {
 		h.cond.Wait()
 	}
-	if h.syncedTo >= seq {
-		return nil
+	if h.failed(seq) {
+		return ErrLeadershipLost
 	}
-	return ErrLeadershipLost
+	return nil
+}
+
+// failed reports whether seq failed. The caller holds h.mu.
+func (h *haNode) failed(seq uint64) bool { return seq > h.failedAfter && seq <= h.failedTo }
+
+// failPending marks every seq appended and not known committed failed, and
+// drops the edits not proposed yet. The caller holds h.mu.
+func (h *haNode) failPending() {
+	if !h.tainted || h.failedTo <= h.failedAfter {
+		h.failedAfter = h.syncedTo
+	}
+	h.failedTo = h.lastSeq
+	h.queue = nil
+	h.cond.Broadcast()
 }
 
 func (h *haNode) synced() uint64 {
@@ -452,8 +470,8 @@ func (h *haNode) resolve(inflight <-chan proposal, slots <-chan struct{}) {
 		case err == nil:
 			h.syncedTo = max(h.syncedTo, p.upTo)
 		default:
-			h.failedTo = h.lastSeq
-			h.queue = nil
+			h.failPending()
+			h.tainted = true
 			select {
 			case h.lost <- struct{}{}:
 			default:
@@ -575,10 +593,10 @@ func (h *haNode) stepDown(ctx context.Context) {
 	h.leading = false
 	m.mu.Unlock()
 	h.mu.Lock()
-	dirty := h.lastSeq > h.syncedTo
+	dirty := h.lastSeq > h.syncedTo || h.tainted
 	if dirty {
-		h.failedTo = h.lastSeq
-		h.queue = nil
+		h.failPending()
+		h.tainted = false // the namespace is rebuilt below
 		h.epoch++
 	}
 	h.cond.Broadcast()
@@ -633,8 +651,7 @@ func (h *haNode) notLeader() error {
 func (h *haNode) close() error {
 	h.mu.Lock()
 	h.closed = true
-	h.failedTo = h.lastSeq
-	h.cond.Broadcast()
+	h.failPending()
 	h.mu.Unlock()
 	h.cancel()
 	r := h.r.Load()
@@ -643,6 +660,12 @@ func (h *haNode) close() error {
 	}
 	err := r.Shutdown().Error()
 	h.wg.Wait()
+	// A deposed node may have restarted Raft while this one stopped.
+	if again := h.r.Load(); again != r {
+		if serr := again.Shutdown().Error(); err == nil {
+			err = serr
+		}
+	}
 	if cerr := h.logs.Close(); err == nil {
 		err = cerr
 	}

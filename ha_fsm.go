@@ -100,7 +100,6 @@ func (h *haNode) build(upTo uint64) (*image, error) {
 	m := h.m
 	scratch := &Master{Dir: m.Dir, Logger: m.Logger, DeadAfter: m.DeadAfter}
 	scratch.reset()
-	scratch.retries = nil // a copy answers no calls
 	var from uint64
 	metas, err := h.snaps.List()
 	if err != nil {

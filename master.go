@@ -301,6 +301,7 @@ func (m *Master) applyImage(img *image) error {
 	for _, mi := range img.Masters {
 		m.masters[mi.ID] = mi
 	}
+	m.retries.load(img.Retries)
 	for _, mn := range img.Minions {
 		if err := m.reg.apply(mn); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrBadImage, imagePath(m.Dir), err)
@@ -539,7 +540,6 @@ func (m *Master) checkpointBehind() error {
 	}
 	ns := &Master{Dir: m.Dir, Logger: m.Logger, DeadAfter: m.DeadAfter}
 	ns.reset()
-	ns.retries = nil // a copy answers no calls
 	if err := ns.applyImage(img); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -634,6 +634,7 @@ func (m *Master) snapshot() *image {
 		img.Masters = append(img.Masters, mi)
 	}
 	slices.SortFunc(img.Masters, func(a, b imageMaster) int { return strings.Compare(a.ID, b.ID) })
+	img.Retries = m.retries.image()
 	// Minions in slot order; a replica's slot maps to its index.
 	img.Minions = m.reg.image()
 	walkDirs("", &ns.root, func(p string, d *dirNode) {

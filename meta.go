@@ -72,6 +72,20 @@ type image struct {
 	// the client addresses of the masters.
 	TokenKey []byte
 	Masters  []imageMaster
+
+	// Calls made lately that a client may send again (retrycache.go),
+	// oldest first, so that a master started from this image answers them
+	// as the one that made them did.
+	Retries []imageRetry
+}
+
+// imageRetry is one entry of the retry cache.
+type imageRetry struct {
+	Call     CallID
+	Op       editOp
+	Path, To string
+	N        int
+	Time     int64
 }
 
 // imageMaster is one of replicated masters: its id (--id) and the

@@ -8,9 +8,10 @@
 // such file", as HDFS's NameNode retry cache does.
 //
 // Entries live for retryTTL, measured in the records' own times so that
-// every master forgets the same ones, and at most retryMax of them. A
-// master that took a Raft snapshot and restarted forgets the calls before
-// it: a retry that reaches it then runs as a new call.
+// every master forgets the same ones, and at most retryMax of them. They
+// are part of the image (and so of Raft's snapshots): a master started or
+// restored from one, or restarted from its last snapshot after it was
+// deposed, answers the calls made before it too.
 package main
 
 import "time"
@@ -46,13 +47,13 @@ type retryEntry struct {
 	n    int    // files changed
 	to   string // opRename: where it moved
 	// seq is the change's seq in this master's journal, if it was made
-	// here and may not be durable yet; 0 once known committed.
+	// here (it may not be durable yet); 0 if it came committed (a
+	// follower's, a replay's).
 	seq  uint64
 	time int64 // the record's Time
 }
 
-// retryCache holds the calls made lately. The master's mu guards it. A nil
-// one holds none: a scratch copy of the namespace answers no calls.
+// retryCache holds the calls made lately. The master's mu guards it.
 type retryCache struct {
 	entries map[CallID]*retryEntry
 	order   []CallID // oldest first
@@ -62,19 +63,24 @@ func newRetryCache() *retryCache { return &retryCache{entries: make(map[CallID]*
 
 // add records e, applied with n files changed, if it names a call.
 func (c *retryCache) add(e *edit, n int) *retryEntry {
-	if c == nil || e.Call == (CallID{}) {
+	if e.Call == (CallID{}) {
 		return nil
 	}
-	if r, ok := c.entries[e.Call]; ok { // made again after it was forgotten
-		*r = retryEntry{op: e.Op, path: e.Path, n: n, to: e.Dst, time: e.Time}
-		return r
+	return c.put(e.Call, &retryEntry{op: e.Op, path: e.Path, n: n, to: e.Dst, time: e.Time})
+}
+
+// put adds the entry r of call id, and forgets the entries too old or too
+// many.
+func (c *retryCache) put(id CallID, r *retryEntry) *retryEntry {
+	if old, ok := c.entries[id]; ok { // made again after it was forgotten
+		*old = *r
+		return old
 	}
-	r := &retryEntry{op: e.Op, path: e.Path, n: n, to: e.Dst, time: e.Time}
-	c.entries[e.Call] = r
-	c.order = append(c.order, e.Call)
+	c.entries[id] = r
+	c.order = append(c.order, id)
 	for len(c.order) > 0 {
 		old := c.entries[c.order[0]]
-		if len(c.entries) <= retryMax && old.time >= e.Time-int64(retryTTL) {
+		if len(c.entries) <= retryMax && old.time >= r.time-int64(retryTTL) {
 			break
 		}
 		delete(c.entries, c.order[0])
@@ -83,9 +89,26 @@ func (c *retryCache) add(e *edit, n int) *retryEntry {
 	return r
 }
 
+// image returns the entries, oldest first, as the image keeps them.
+func (c *retryCache) image() []imageRetry {
+	var out []imageRetry
+	for _, id := range c.order {
+		r := c.entries[id]
+		out = append(out, imageRetry{Call: id, Op: r.op, Path: r.path, To: r.to, N: r.n, Time: r.time})
+	}
+	return out
+}
+
+// load adds the entries of an image, committed all.
+func (c *retryCache) load(rs []imageRetry) {
+	for _, r := range rs {
+		c.put(r.Call, &retryEntry{op: r.Op, path: r.Path, to: r.To, n: r.N, time: r.Time})
+	}
+}
+
 // lookup returns what the call id did, if it was a change op of p.
 func (c *retryCache) lookup(id CallID, op editOp, p string) (retryEntry, bool) {
-	if c == nil || id == (CallID{}) {
+	if id == (CallID{}) {
 		return retryEntry{}, false
 	}
 	r, ok := c.entries[id]
@@ -106,7 +129,7 @@ func (r retryEntry) durable(j journal) error {
 
 // noteSeq records the journal seq of e, just committed, in its entry.
 func (c *retryCache) noteSeq(e *edit, seq uint64) {
-	if c == nil || e.Call == (CallID{}) {
+	if e.Call == (CallID{}) {
 		return
 	}
 	if r := c.entries[e.Call]; r != nil {

@@ -86,11 +86,60 @@ func TestMaster_RetriedChanges(t *testing.T) {
 			t.Errorf("%s as another call: made again, want an error", c.name)
 		}
 	}
-	// No Close: a crash. The restarted master replays the calls.
+	// No Close: a crash. The restarted master replays the calls; then a
+	// clean stop writes them into the image, from which the next starts.
 	m2 := newTestMaster(t, dir)
 	for i, c := range calls {
 		if got, err := c.call(m2, CallID{Client: 42, Seq: uint64(i + 1)}); err != nil || got != c.want {
 			t.Errorf("%s sent again after a restart: %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+	if err := m2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if firsts, _ := segments(dir); len(firsts) != 1 {
+		t.Fatalf("segments after a clean stop: %v, want the one new", firsts)
+	}
+	m3 := newTestMaster(t, dir)
+	for i, c := range calls {
+		if got, err := c.call(m3, CallID{Client: 42, Seq: uint64(i + 1)}); err != nil || got != c.want {
+			t.Errorf("%s sent again after a start from the image: %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+}
+
+// A call sent again while the first is not committed gets no answer
+// before the commit: a leader cut off from the others fails both.
+func TestHA_RetryBeforeCommit(t *testing.T) {
+	hc := startHACluster(t, 3, 1)
+	c := hc.client()
+	mustPut(t, c, "/rm", []byte("x"), PutOptions{Replication: 1})
+	hc.waitSame()
+	l := hc.leader()
+	for i := range hc.masters {
+		if i != l {
+			hc.stop(i)
+		}
+	}
+	m := hc.masters[l]
+	id := CallID{Client: 77, Seq: 1}
+	errs := make(chan error, 2)
+	del := func() {
+		errs <- c.pool.call(t.Context(), hc.addrs[l], masterService+".Delete", &DeleteArgs{Path: "/rm", Call: id}, &DeleteReply{}, 10*time.Second)
+	}
+	go del()
+	waitFor(t, 5*time.Second, "the leader to apply the delete", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		_, ok := m.retries.lookup(id, opDelete, "/rm")
+		return ok
+	})
+	go del()
+	for range 2 {
+		if err := <-errs; err == nil {
+			t.Error("a delete that was never committed was acknowledged")
+		} else {
+			t.Logf("delete: %v", err)
 		}
 	}
 }
