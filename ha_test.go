@@ -174,6 +174,21 @@ func (hc *haCluster) waitSame() {
 	})
 }
 
+// leaderAlone puts data at p, waits until every master has it, stops every
+// master but the leader and returns the leader's index.
+func (hc *haCluster) leaderAlone(c *Client, p string, data []byte) int {
+	hc.t.Helper()
+	mustPut(hc.t, c, p, data, PutOptions{Replication: 1})
+	hc.waitSame()
+	l := hc.leader()
+	for i := range hc.masters {
+		if i != l {
+			hc.stop(i)
+		}
+	}
+	return l
+}
+
 func (hc *haCluster) client() *Client {
 	c := NewClient(hc.spec())
 	c.Logger = testLogger(hc.t)
@@ -260,14 +275,7 @@ func TestHA_RestartAll(t *testing.T) {
 func TestHA_DeposedLeaderDropsUncommitted(t *testing.T) {
 	hc := startHACluster(t, 3, 1)
 	c := hc.client()
-	mustPut(t, c, "/before", []byte("committed"), PutOptions{Replication: 1})
-	hc.waitSame()
-	l := hc.leader()
-	for i := range hc.masters {
-		if i != l {
-			hc.stop(i)
-		}
-	}
+	l := hc.leaderAlone(c, "/before", []byte("committed"))
 	m := hc.masters[l]
 	err := m.mkdir(CallID{}, "/uncommitted", false, 0)
 	if !errors.Is(err, ErrLeadershipLost) && !errors.Is(err, ErrNotLeader) {

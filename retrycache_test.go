@@ -113,14 +113,7 @@ func TestMaster_RetriedChanges(t *testing.T) {
 func TestHA_RetryBeforeCommit(t *testing.T) {
 	hc := startHACluster(t, 3, 1)
 	c := hc.client()
-	mustPut(t, c, "/rm", []byte("x"), PutOptions{Replication: 1})
-	hc.waitSame()
-	l := hc.leader()
-	for i := range hc.masters {
-		if i != l {
-			hc.stop(i)
-		}
-	}
+	l := hc.leaderAlone(c, "/rm", []byte("x"))
 	m := hc.masters[l]
 	id := CallID{Client: 77, Seq: 1}
 	errs := make(chan error, 2)
