@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/rpc"
+	"sync"
 	"testing"
 	"time"
 )
@@ -221,5 +223,74 @@ func TestMaster_RetriedCreateAndAddBlock(t *testing.T) {
 	}
 	if _, err := m.create(&create); err != nil {
 		t.Errorf("the same create after its put ended: %v (a new put)", err)
+	}
+}
+
+// leaderLostOnce is a master that leads, and answers the first Delete with
+// ErrLeadershipLost (as a leader deposed before the commit) and the next
+// with success; it records the CallIDs it got.
+type leaderLostOnce struct {
+	mu    sync.Mutex
+	calls []CallID
+}
+
+func (f *leaderLostOnce) Ping(_ *PingArgs, r *PingReply) error {
+	r.Raft = &MasterInfo{ID: "m1", Role: "leader"}
+	return nil
+}
+
+func (f *leaderLostOnce) Delete(a *DeleteArgs, r *DeleteReply) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, a.Call)
+	if len(f.calls) == 1 {
+		return ErrLeadershipLost
+	}
+	r.Removed = 1
+	return nil
+}
+
+// With several masters, a client sends a rm answered ErrLeadershipLost
+// again, with the same CallID; with one, it reports the error at once.
+func TestClient_ResendsNamedCall(t *testing.T) {
+	tests := []struct {
+		name    string
+		several bool
+	}{{"one master", false}, {"several masters", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := &leaderLostOnce{}
+			srv := rpc.NewServer()
+			if err := srv.RegisterName(masterService, fake); err != nil {
+				t.Fatal(err)
+			}
+			s, err := serveRPC("127.0.0.1:0", srv, testLogger(t), nil, roleMaster, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			spec := s.Addr().String()
+			if tt.several {
+				spec += "," + freeAddr(t) // nobody there
+			}
+			c := NewClient(spec)
+			c.Logger = testLogger(t)
+			defer c.Close()
+			n, err := c.Remove(t.Context(), "/f", false)
+			fake.mu.Lock()
+			defer fake.mu.Unlock()
+			if !tt.several {
+				if !errors.Is(err, ErrLeadershipLost) || len(fake.calls) != 1 || fake.calls[0] != (CallID{}) {
+					t.Fatalf("rm: %d, %v, calls %v; want ErrLeadershipLost from one call with no CallID", n, err, fake.calls)
+				}
+				return
+			}
+			if err != nil || n != 1 {
+				t.Fatalf("rm: %d, %v; want 1 file removed on the second try", n, err)
+			}
+			if len(fake.calls) != 2 || fake.calls[0] == (CallID{}) || fake.calls[0] != fake.calls[1] {
+				t.Fatalf("calls %v; want the same CallID twice", fake.calls)
+			}
+		})
 	}
 }
