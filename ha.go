@@ -146,7 +146,7 @@ type haNode struct {
 	// were never committed; stepDown restarts the node.
 	tainted bool
 	epoch   uint64 // incremented at each restart of the node
-	closed   bool
+	closed  bool
 
 	codec gobRecord[haBatch] // an entry is a batch's gob record
 	// entries and edits count what this node proposed as leader.
