@@ -599,7 +599,6 @@ func (h *haNode) stepDown(ctx context.Context) {
 		h.tainted = false // the namespace is rebuilt below
 		h.epoch++
 	}
-	h.cond.Broadcast()
 	h.mu.Unlock()
 	if was {
 		h.logger.Info("no longer the leader", "restart", dirty)

@@ -118,22 +118,28 @@ func (l *leases) addBlock(w *writeEntry, al allocation) {
 }
 
 // added returns the answer of w's last AddBlock if it was the call named
-// call, and otherwise records reply as that answer (reply nil: looks only).
-func (l *leases) added(w *writeEntry, call CallID, reply *AddBlockReply) *AddBlockReply {
+// call.
+func (l *leases) added(w *writeEntry, call CallID) *AddBlockReply {
 	if call == (CallID{}) {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if reply == nil {
-		if w.addCall == call && w.added != nil {
-			r := *w.added
-			return &r
-		}
+	if w.addCall != call || w.added == nil {
 		return nil
 	}
+	r := *w.added
+	return &r
+}
+
+// setAdded records reply as the answer of w's AddBlock named call.
+func (l *leases) setAdded(w *writeEntry, call CallID, reply *AddBlockReply) {
+	if call == (CallID{}) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	w.addCall, w.added = call, reply
-	return nil
 }
 
 // close forgets the put of handle h and returns it, or nil if it is gone.
@@ -267,12 +273,12 @@ func (m *Master) addBlock(a *AddBlockArgs) (*AddBlockReply, error) {
 	if err != nil {
 		return nil, err
 	}
-	if reply := m.leases.added(w, a.Call, nil); reply != nil {
+	if reply := m.leases.added(w, a.Call); reply != nil {
 		return reply, nil // sent again
 	}
 	reply, err := m.allocate(w, a.Exclude)
 	if err == nil {
-		m.leases.added(w, a.Call, reply)
+		m.leases.setAdded(w, a.Call, reply)
 	}
 	return reply, err
 }
